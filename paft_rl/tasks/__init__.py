@@ -1,0 +1,43 @@
+"""Task registry: a plain dict from name to `Task`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prompt_pool import UserError
+
+from .base import LETTERS, Example, Task, choice_example, lettered_fields
+from .data import load_rows
+from .hub import HUB_TASKS
+from .synthetic import SYNTHETIC_TASKS
+
+TASKS: dict[str, Task] = {task.name: task for task in HUB_TASKS + SYNTHETIC_TASKS}
+
+
+def get_task(name: str) -> Task:
+    """Look a task up by name, with the list of known names in the error."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+
+
+def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
+    """Parse ``NAME=FIELD`` pairs (``--field-alias`` or a recipe list/mapping) into ``{NAME: FIELD}``."""
+    if not pairs:
+        return {}
+    if isinstance(pairs, dict):
+        return {str(k): str(v) for k, v in pairs.items()}
+    aliases = {}
+    for pair in pairs:
+        name, sep, target = str(pair).partition("=")
+        if not sep or not name.strip().isidentifier() or not target.strip().isidentifier():
+            raise UserError(f"--field-alias expects NAME=FIELD with identifier names, got {pair!r}")
+        aliases[name.strip()] = target.strip()
+    return aliases
+
+
+__all__ = [
+    "LETTERS", "TASKS", "Example", "Task", "choice_example", "get_task", "lettered_fields", "load_rows",
+    "parse_field_aliases",
+]

@@ -1,0 +1,26 @@
+"""Pools of instruction templates: data model, validation, rendering, deterministic drawing, files."""
+
+from .errors import PoolValidationError, UserError
+from .io import atomic_write_text, builtin_names, load_pool, read_pool, write_jsonl
+from .pool import SPLITS, FieldSpec, PromptPool, Template
+from .sampling import draw_index, unit_hash
+from .template import normalise_whitespace, placeholders, render
+
+__all__ = [
+    "SPLITS",
+    "FieldSpec",
+    "PoolValidationError",
+    "PromptPool",
+    "Template",
+    "UserError",
+    "atomic_write_text",
+    "builtin_names",
+    "draw_index",
+    "load_pool",
+    "normalise_whitespace",
+    "placeholders",
+    "read_pool",
+    "render",
+    "unit_hash",
+    "write_jsonl",
+]
