@@ -1,0 +1,66 @@
+"""``paft-rl`` command line: one subcommand per stage, each in its own module under `paft_rl.commands`.
+
+Every subcommand module exposes ``main(argv: list[str]) -> int``. Bad input raises `UserError` and
+becomes one line on stderr with exit status 2; any other exception is a bug and also prints one line
+(set ``PAFT_RL_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from prompt_pool import UserError
+
+# name -> (module, one-line help). Modules are imported only when their command runs, so
+# `paft-rl pool ...` does not pay for importing torch and TRL.
+COMMANDS = {
+    "pool": ("paft_rl.commands.pool", "validate, inspect, split, render and generate template pools"),
+    "sft": ("paft_rl.commands.sft", "supervised fine-tuning with templates drawn from a pool (PAFT)"),
+    "grpo": ("paft_rl.commands.grpo", "GRPO fine-tuning with one pool template per rollout group (PAFT)"),
+    "eval": ("paft_rl.commands.eval", "accuracy across many held-out templates, with plots"),
+    "select": ("paft_rl.commands.select", "score templates by task loss and pick one (SAPO)"),
+    "sequence": ("paft_rl.commands.sequence", "train a sequence of tasks with SAPO selection at each boundary"),
+    "pipeline": ("paft_rl.commands.pipeline", "SFT -> GRPO -> evaluation in one resumable run"),
+    "demo": ("paft_rl.commands.demo", "the offline CPU demo (fixed template vs PAFT pool)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: paft-rl COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Run `paft-rl COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"paft-rl: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except UserError as error:
+        print(f"paft-rl {name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"paft-rl {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the CLI never shows a bare traceback
+        if os.environ.get("PAFT_RL_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"paft-rl {name}: error: {type(error).__name__}: {message} (set PAFT_RL_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
