@@ -114,7 +114,7 @@ def read_message(fd: int):
 def write_message(fd: int, obj) -> None:
     """Write one length-prefixed pickle to `fd`."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    os.write(fd, _HEADER.pack(len(body)) + body) if len(body) < 60000 else _write_all(fd, _HEADER.pack(len(body)) + body)
+    _write_all(fd, _HEADER.pack(len(body)) + body)
 
 
 def _write_all(fd: int, data: bytes) -> None:

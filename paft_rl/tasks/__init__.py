@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prompt_pool import UserError
+from prompt_pool import PromptPool, UserError, load_pool
 
 from .base import LETTERS, Example, Task, choice_example, lettered_fields
 from .data import load_rows
@@ -37,7 +37,20 @@ def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
     return aliases
 
 
+def load_task_pool(task: Task, pool: str | None = None, aliases: Iterable[str] | dict | None = None,
+                   drop_duplicates: bool = False, validate: bool = True) -> PromptPool:
+    """Load ``pool`` (a file or built-in name; default: the task's built-in pool) and validate it for ``task``.
+
+    Nothing is trained or evaluated on a pool that fails validation: every problem is raised at once.
+    """
+    loaded = load_pool(pool or task.builtin_pool).with_aliases(parse_field_aliases(aliases))
+    if drop_duplicates:
+        loaded, _ = loaded.drop_duplicates()
+    return loaded.validate(task) if validate else loaded
+
+
 __all__ = [
+    "load_task_pool",
     "LETTERS", "TASKS", "Example", "Task", "choice_example", "get_task", "lettered_fields", "load_rows",
     "parse_field_aliases",
 ]

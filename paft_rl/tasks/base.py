@@ -58,6 +58,7 @@ class Task:
             ``(n, seed, split)`` instead of a hub dataset.
         mc_answer_style (`str`): for multiple choice, whether the reference completion is the ``letter`` or
             the option ``text`` (small models learn the text far faster; the reward accepts both).
+        pool (`str`, *optional*): built-in pool name when it differs from the task name.
     """
 
     name: str
@@ -78,6 +79,12 @@ class Task:
     generate: Callable[[int, int, str], list[dict]] | None = None
     mc_answer_style: str = "letter"
     synthetic_size: int = field(default=1000)
+    pool: str | None = None
+
+    @property
+    def builtin_pool(self) -> str:
+        """Name of the built-in pool for this task (tasks that share a format share a pool)."""
+        return self.pool or self.name
 
     @property
     def is_multiple_choice(self) -> bool:

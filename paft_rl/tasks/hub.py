@@ -103,7 +103,7 @@ HUB_TASKS = [
         name="math500", description="Solve a competition mathematics problem and give the final answer in \\boxed{}.",
         fields=("problem",), required_fields=("problem",), columns=("problem", "answer"), to_example=_math,
         reward="math_accuracy", answer_cue="\\boxed", hub_id="HuggingFaceH4/MATH-500", train_split="test",
-        max_new_tokens=1024,
+        max_new_tokens=1024, pool="math",
     ),
     Task(
         name="hellaswag", description="Pick the most plausible continuation of an everyday scene from four endings.",
