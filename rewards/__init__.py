@@ -1,0 +1,94 @@
+"""Rule-based reward functions for GRPO training and for evaluation (the same function scores both).
+
+Every reward has TRL's signature `fn(prompts, completions, gold, **kwargs) -> list[float | None]`, takes plain
+or conversational completions, never raises on bad input, and has a stable `__name__` (TRL logs
+`rewards/<name>/mean`). `None` means "does not apply to this row" (e.g. a gold that cannot be read).
+
+```python
+>>> from rewards import get_reward, resolve_rewards
+>>> funcs, weights = resolve_rewards(["math_accuracy", "think_answer_format"], [1.0, 0.2])
+```
+"""
+
+from collections.abc import Callable, Sequence
+
+from . import format, math, metrics, qa, tools
+from .format import answer_cue, length_penalty, think_answer_format
+from .math import extract_answer, math_accuracy, score_math
+from .metrics import parse_failures, reset_parse_failures
+from .qa import extract_choice, mc_accuracy, qa_exact_match, qa_f1, score_choice
+from .tools import parse_tool_calls, tool_call_accuracy, tool_call_arguments, tool_call_format, tool_call_name
+
+
+REWARDS: dict[str, Callable] = {
+    fn.__name__: fn
+    for fn in (
+        math_accuracy,
+        mc_accuracy,
+        qa_exact_match,
+        qa_f1,
+        tool_call_accuracy,
+        tool_call_format,
+        tool_call_name,
+        tool_call_arguments,
+        think_answer_format,
+        answer_cue,
+        length_penalty,
+    )
+}
+
+
+def get_reward(name: str) -> Callable:
+    """Return the reward registered as `name`; `ValueError` listing the known names otherwise."""
+    try:
+        return REWARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}") from None
+
+
+def resolve_rewards(
+    names: Sequence[str], weights: Sequence[float] | None = None
+) -> tuple[list[Callable], list[float]]:
+    """Turn a recipe's reward names and optional weights into functions and weights for `GRPOConfig`.
+
+    Args:
+        names (`list[str]`):
+            Registered reward names, at least one.
+        weights (`list[float]`, *optional*):
+            One weight per name; defaults to `1.0` each.
+
+    Returns:
+        `tuple[list[Callable], list[float]]`: the functions and their weights (`reward_weights`).
+    """
+    if isinstance(names, str) or not names:
+        raise ValueError("resolve_rewards: give a non-empty list of reward names")
+    funcs = [get_reward(n) for n in names]
+    if weights is None:
+        return funcs, [1.0] * len(funcs)
+    if isinstance(weights, (str, bytes)) or len(weights) != len(funcs):
+        raise ValueError(f"resolve_rewards: {len(funcs)} rewards but {len(weights)} weights")
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"resolve_rewards: weights must be numbers, got {list(weights)!r}") from None
+    return funcs, weights
+
+
+__all__ = [
+    "REWARDS",
+    "get_reward",
+    "resolve_rewards",
+    "parse_failures",
+    "reset_parse_failures",
+    "extract_answer",
+    "score_math",
+    "extract_choice",
+    "score_choice",
+    "parse_tool_calls",
+    "format",
+    "math",
+    "metrics",
+    "qa",
+    "tools",
+    *REWARDS,
+]

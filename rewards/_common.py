@@ -120,12 +120,3 @@ def report(kwargs: dict, name: str, rewards: list[float | None], unparsed: int) 
             pass
 
 
-def named(name: str) -> Callable[[Callable], Callable]:
-    """Give a reward a stable `__name__` (TRL logs `rewards/<__name__>/mean`)."""
-
-    def wrap(fn: Callable) -> Callable:
-        fn.__name__ = name
-        fn.__qualname__ = name
-        return fn
-
-    return wrap

@@ -1,0 +1,284 @@
+"""Question-answering rewards: multiple choice (`mc_accuracy`) and short answers (`qa_exact_match`, `qa_f1`).
+
+Multiple choice accepts the ways people and models actually answer: `B`, `(B)`, `B.`, `**B**`, `Answer: B`,
+`The answer is b`, or the option's own text; an answer naming two options (`A or C`) counts as no answer.
+Short answers are compared after SQuAD's normalisation (lower case, no punctuation, no articles, single spaces).
+"""
+
+import json
+import re
+import string
+from collections import Counter
+from typing import Any
+
+from ._common import as_text, batch_size, column, completion_text, report, safe_item
+from .metrics import count_failure
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
+_CUE = re.compile(
+    r"(?:(?:correct|final|right|best)\s+)?(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*",
+    re.IGNORECASE,
+)
+_DECORATION = " \t\n*_`'\"()[]{}.:,;!"
+_STANDALONE = re.compile(r"(?<![A-Za-z0-9])\(?([A-Za-z])\)?(?![A-Za-z0-9])")
+_JOINERS = {"and", "or", "&", "/", ",", "nor", "both", "either"}
+
+
+def _letters(options: Any) -> str:
+    """Letters that name an option: one per option, or A-J when the options are unknown."""
+    if isinstance(options, (list, tuple)) and 0 < len(options) <= 26:
+        return string.ascii_uppercase[: len(options)]
+    return string.ascii_uppercase[:10]
+
+
+def _option_texts(options: Any) -> list[str]:
+    if not isinstance(options, (list, tuple)):
+        return []
+    return [as_text(o) or "" for o in options]
+
+
+def _answer_region(text: str) -> str:
+    """The part of a completion that holds its answer: the last `<answer>` span, else everything."""
+    tagged = _ANSWER_TAG.findall(text)
+    return tagged[-1] if tagged and tagged[-1].strip() else text
+
+
+def _letters_in(span: str, allowed: str, strict_case: bool) -> list[str]:
+    """Option letters written as stand-alone tokens in `span`, in order.
+
+    With `strict_case`, a lower-case letter only counts when bracketed or alone, so "a dog" is not option A.
+    """
+    found = []
+    for match in _STANDALONE.finditer(span):
+        letter = match.group(1)
+        bracketed = match.group(0).startswith("(")
+        if letter.islower() and strict_case and not bracketed:
+            continue
+        if letter.upper() in allowed:
+            found.append(letter.upper())
+    return found
+
+
+def _short_letter(span: str, allowed: str) -> str | None:
+    """A span that is only letters and decoration (`**B**`, `(b).`, `A or C`): its single letter, else `None`."""
+    core = span.strip(_DECORATION)
+    core = re.sub(r"^(?:answer|option|choice)\s*[:=\-]?\s*", "", core, flags=re.IGNORECASE).strip(_DECORATION)
+    if not core or len(core) > 40:
+        return None
+    words = [w for w in re.split(r"[\s,/&]+|[()\[\]*.:]+", core) if w]
+    if not words or any(len(w) > 1 and w.lower() not in _JOINERS for w in words):
+        return None
+    letters = {w.upper() for w in words if len(w) == 1 and w.lower() not in _JOINERS}
+    if len(letters) != 1:
+        return ""  # two options named: an answer, but not a valid one
+    letter = letters.pop()
+    return letter if letter in allowed else None
+
+
+def _by_option_text(span: str, options: list[str]) -> str | None:
+    """The letter of the one option whose text `span` is (or contains); `None` if none or several."""
+    norm_span = normalize_answer(span)
+    if not norm_span:
+        return None
+    norms = [normalize_answer(o) for o in options]
+    for i, norm in enumerate(norms):
+        if norm and norm == norm_span:
+            return string.ascii_uppercase[i]
+    hits = [i for i, norm in enumerate(norms) if norm and re.search(rf"(?<!\w){re.escape(norm)}(?!\w)", norm_span)]
+    # "hot dog" contains "dog": keep only options that are not part of another hit.
+    hits = [i for i in hits if not any(j != i and norms[i] in norms[j] for j in hits)]
+    return string.ascii_uppercase[hits[0]] if len(hits) == 1 else None
+
+
+def _from_span(span: str, allowed: str, options: list[str]) -> str | None:
+    """Letter stated in one candidate span; `""` when it names several options."""
+    short = _short_letter(span, allowed)
+    if short is not None:
+        return short
+    sentence = re.split(r"(?<=[.!?])\s|\n", span.strip(), maxsplit=1)[0]
+    letters = set(_letters_in(sentence[:200], allowed, strict_case=True))
+    if len(letters) > 1:
+        return ""
+    lead = re.match(r"\s*\**\(?([A-Z])(?:\)|\.|:|\*\*)", sentence)
+    if letters and (lead or len(sentence) < 60):
+        return letters.pop()
+    return _by_option_text(sentence, options) if options else None
+
+
+def extract_choice(completion: Any, options: Any = None) -> str | None:
+    """Return the option letter a completion chose (`"B"`), or `None` if it chose none or several.
+
+    Args:
+        completion (`str` or conversation):
+            The model's output.
+        options (`list[str]`, *optional*):
+            Option texts in letter order; they fix the valid letters and let the option text count as its letter.
+    """
+    allowed = _letters(options)
+    texts = _option_texts(options)
+    region = _answer_region(completion_text(completion)).strip()
+    if not region:
+        return None
+    spans = [region] if len(region) <= 80 else []
+    spans += [region[m.end() :] for m in reversed(list(_CUE.finditer(region)))][:3]
+    lines = [line for line in region.splitlines() if line.strip()]
+    spans += [lines[0], lines[-1]] if lines else []
+    for span in spans:
+        letter = _from_span(span, allowed, texts)
+        if letter == "":
+            return None
+        if letter:
+            return letter
+    return None
+
+
+def _gold_letter(gold: Any, options: Any) -> str | None:
+    text = (as_text(gold) or "").strip().strip("().").strip()
+    if len(text) == 1 and text.upper() in _letters(options):
+        return text.upper()
+    texts = _option_texts(options)
+    return _by_option_text(text, texts) if texts and text else None
+
+
+def score_choice(completion: Any, gold_letter: Any, options: Any = None) -> float | None:
+    """Score one multiple-choice answer: `1.0` right, `0.0` wrong or unreadable, `None` if the gold is unusable."""
+    gold = _gold_letter(gold_letter, options)
+    if gold is None:
+        count_failure("mc_accuracy/gold")
+        return None
+    choice = extract_choice(completion, options)
+    if choice is None:
+        count_failure("mc_accuracy")
+        return 0.0
+    return float(choice == gold)
+
+
+def mc_accuracy(prompts: Any, completions: Any, gold: Any = None, options: Any = None, **kwargs: Any):
+    """Multiple-choice reward: `1.0` when the chosen letter (or option text) is the gold letter.
+
+    Args:
+        prompts (`list`):
+            Unused; part of TRL's reward signature.
+        completions (`list[str]` or `list[list[dict]]`):
+            Plain-text or conversational completions.
+        gold (`list[str]`):
+            Gold letters (`"B"`).
+        options (`list[list[str]]`, *optional*):
+            Option texts per row, in letter order.
+
+    Returns:
+        `list[float | None]`: `None` for rows whose gold is not a valid letter.
+    """
+    n = batch_size(completions)
+    completions = completions if isinstance(completions, (list, tuple)) else [completions]
+    golds, opts = column(gold, n), _options_column(options, n)
+    scores = [safe_item("mc_accuracy", score_choice, c, g, o) for c, g, o in zip(completions, golds, opts)]
+    report(kwargs, "mc_accuracy", scores, sum(1 for c, o in zip(completions, opts) if extract_choice(c, o) is None))
+    return scores
+
+
+def _options_column(options: Any, n: int) -> list:
+    # A single list of strings is one row's options shared by all rows, not a column.
+    if isinstance(options, (list, tuple)) and options and all(isinstance(o, str) for o in options):
+        if len(options) != n or n == 1:
+            return [list(options)] * n
+    return column(options, n)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Short-answer QA
+# ------------------------------------------------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: Any) -> str:
+    """SQuAD normalisation: lower case, drop punctuation and articles, collapse whitespace."""
+    text = (as_text(text) or "").lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def gold_answers(gold: Any) -> list[str]:
+    """Acceptable answers from a gold cell: a string, a JSON list of strings, or a list."""
+    if isinstance(gold, (list, tuple)):
+        return [a for a in (as_text(g) for g in gold) if a and a.strip()]
+    text = as_text(gold)
+    if not text or not text.strip():
+        return []
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return gold_answers(parsed)
+    return [text]
+
+
+def extract_short_answer(completion: Any) -> str:
+    """The answer part of a short-answer completion: `<answer>` span, else after an answer cue, else last line."""
+    region = _answer_region(completion_text(completion)).strip()
+    cues = list(re.finditer(r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:)\s*", region, re.IGNORECASE))
+    if cues:
+        rest = region[cues[-1].end() :]
+        return re.split(r"\n|(?<=[^\d\s])\.(?:\s|$)", rest, maxsplit=1)[0].strip(" *$")
+    lines = [line for line in region.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_exact_match(completion: Any, gold: Any) -> float | None:
+    """`1.0` if the normalised answer equals any normalised gold answer; `None` without a gold."""
+    answers = gold_answers(gold)
+    if not answers:
+        count_failure("qa_exact_match/gold")
+        return None
+    prediction = normalize_answer(extract_short_answer(completion))
+    if not prediction:
+        count_failure("qa_exact_match")
+        return 0.0
+    return float(any(prediction == normalize_answer(a) for a in answers))
+
+
+def score_f1(completion: Any, gold: Any) -> float | None:
+    """Best token F1 between the answer and any gold answer; `None` without a gold."""
+    answers = gold_answers(gold)
+    if not answers:
+        count_failure("qa_f1/gold")
+        return None
+    prediction = extract_short_answer(completion)
+    if not normalize_answer(prediction):
+        count_failure("qa_f1")
+        return 0.0
+    return max(_f1(prediction, a) for a in answers)
+
+
+def _qa_batch(name: str, scorer, completions: Any, gold: Any, kwargs: dict) -> list[float | None]:
+    n = batch_size(completions)
+    completions = completions if isinstance(completions, (list, tuple)) else [completions]
+    scores = [safe_item(name, scorer, c, g) for c, g in zip(completions, column(gold, n))]
+    report(kwargs, name, scores, sum(1 for s in scores if s == 0.0))
+    return scores
+
+
+def qa_exact_match(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
+    """Short-answer exact match after SQuAD normalisation; `gold` is an answer or a JSON list of answers."""
+    return _qa_batch("qa_exact_match", score_exact_match, completions, gold, kwargs)
+
+
+def qa_f1(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
+    """Short-answer token F1 (SQuAD); `gold` is an answer or a JSON list of answers."""
+    return _qa_batch("qa_f1", score_f1, completions, gold, kwargs)
