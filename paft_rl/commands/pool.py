@@ -1,0 +1,124 @@
+"""``paft-rl pool validate|stats|split|render|generate``: work with template pool files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from prompt_pool import PoolValidationError, UserError, load_pool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paft-rl pool", description="Validate, inspect, split and render template pools.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    validate = actions.add_parser("validate", help="check a pool (for a task when --task is given)")
+    validate.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
+    validate.add_argument("--task", help="task whose fields the templates must use")
+    _add_alias_option(validate)
+    validate.add_argument("--drop-duplicates", action="store_true",
+                          help="drop repeated texts within a split before checking (published pools have some)")
+
+    stats = actions.add_parser("stats", help="counts, lengths and placeholder use")
+    stats.add_argument("file")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    split = actions.add_parser("split", help="reassign train / held-out splits")
+    split.add_argument("file")
+    split.add_argument("--heldout-fraction", type=float, required=True)
+    split.add_argument("--seed", type=int, required=True)
+    split.add_argument("--out", required=True, help="output JSONL file")
+
+    render = actions.add_parser("render", help="show the prompt a template makes for one dataset row")
+    render.add_argument("file")
+    render.add_argument("--task", required=True)
+    render.add_argument("--data", help="local file or hub id (default: the task's dataset or generator)")
+    render.add_argument("--split", help="dataset split (default: the task's train split)")
+    render.add_argument("--index", type=int, required=True, help="row index in the split")
+    render.add_argument("--template", help="template id (default: the train template drawn for this row)")
+    render.add_argument("--seed", type=int, default=0, help="seed of the draw when --template is not given")
+    render.add_argument("--position", type=int, default=0, help="training position of the draw")
+    _add_alias_option(render)
+
+    actions.add_parser("generate", help="build a pool with an ensemble of LLMs (see `paft-rl pool generate --help`)",
+                       add_help=False)
+    return parser
+
+
+def _add_alias_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--field-alias", action="append", default=[], metavar="NAME=FIELD",
+                        help="treat the pool's {NAME} as the task's FIELD (repeatable)")
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "generate":
+        from prompt_pool.construction.cli import main as generate_main
+
+        return generate_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return {"validate": run_validate, "stats": run_stats, "split": run_split, "render": run_render}[args.action](args)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from paft_rl.tasks import get_task, parse_field_aliases
+
+    task = get_task(args.task) if args.task else None
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
+    dropped: list[str] = []
+    if args.drop_duplicates:
+        pool, dropped = pool.drop_duplicates()
+    try:
+        pool.validate(task)
+    except PoolValidationError as error:
+        print(f"paft-rl pool validate: {pool.name}: {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    target = f" for task {task.name!r}" if task else ""
+    note = f" ({len(dropped)} duplicate(s) dropped)" if dropped else ""
+    print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, {len(pool.heldout)} held-out{note}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    stats = load_pool(args.file).stats()
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(f"{stats['name']}: {stats['count']} templates ({stats['train']} train, {stats['heldout']} held-out)")
+    for unit in ("chars", "words"):
+        s = stats[unit]
+        print(f"  {unit:<6} min {s['min']}, mean {s['mean']}, max {s['max']}")
+    print("  placeholders: " + (", ".join(f"{{{k}}} x{v}" for k, v in stats["placeholders"].items()) or "none"))
+    print("  sources: " + ", ".join(f"{k} x{v}" for k, v in stats["sources"].items()))
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    pool = load_pool(args.file).split(args.heldout_fraction, args.seed)
+    pool.save(args.out)
+    print(f"wrote {args.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {args.seed})")
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from paft_rl.tasks import get_task, load_rows, parse_field_aliases
+
+    task = get_task(args.task)
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
+    if args.index < 0:
+        raise UserError(f"--index must be >= 0, got {args.index}")
+    rows = load_rows(task, args.data, args.split, limit=args.index + 1 if task.generate else None)
+    if args.index >= len(rows):
+        raise UserError(f"--index {args.index} is past the end of the data ({len(rows)} rows)")
+    row = rows[args.index]
+    example = task.example(row)
+    if args.template:
+        template, how = pool.get(args.template), "given"
+    else:
+        template = pool.draw(args.seed, row["row_id"], args.position)
+        how = f"drawn for seed {args.seed}, position {args.position}"
+    print(f"# template {template.id} ({template.split}, {how}); gold: {example.gold}")
+    print(pool.render(template, example.fields))
+    return 0
