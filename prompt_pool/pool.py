@@ -171,7 +171,8 @@ class PromptPool:
         problems += _structure_problems(self.templates)
         if task is not None:
             for template in self.templates:
-                problems += _field_problems(template, task, self.aliases)
+                if template.text.strip():  # an empty template is already reported as empty
+                    problems += _field_problems(template, task, self.aliases)
         if not self.train:
             problems.append("the pool has no train template: mark at least one template with split 'train'")
         return problems
