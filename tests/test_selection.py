@@ -1,0 +1,98 @@
+"""SAPO scoring: losses equal a direct per-example computation; picks; weights; bad input."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from paft_rl.formatting import encode_prompt_completion, prompt_text
+from paft_rl.selection import pick_template, score_templates, softmax_weights
+from paft_rl.tasks import get_task, load_rows
+from prompt_pool import PromptPool, Template, UserError
+from tests.tiny import make_tiny_model_dir, make_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tmp_path_factory):
+    path = make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(path), make_tiny_tokenizer()
+
+
+POOL = PromptPool([
+    Template("plain", "Question: {question}\nAnswer:"),
+    Template("options", "{question}\n{options}\nReply with the option text."),
+    Template("letters", "Pick one: {A} / {B} / {C} / {D}. {question}"),
+    Template("held", "## {question}", "heldout"),
+])
+
+
+def examples(n=6):
+    task = get_task("synth_mc")
+    return [task.example(row) for row in load_rows(task, limit=n)]
+
+
+def direct_loss(model, tokenizer, template, example):
+    prompt = prompt_text(tokenizer, POOL.render(template, example.fields))
+    ids, n_prompt = encode_prompt_completion(tokenizer, prompt, example.target)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    targets = torch.tensor(ids[n_prompt:])
+    return torch.nn.functional.cross_entropy(logits[n_prompt - 1:-1], targets).item()
+
+
+def test_losses_equal_direct_per_example_computation(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    rows = examples()
+    scores = score_templates(model, tokenizer, POOL, rows, n=5, batch_size=3)
+    assert [s.template_id for s in scores] == ["plain", "options", "letters"]  # train templates only
+    for score in scores:
+        template = POOL.get(score.template_id)
+        expected = [direct_loss(model, tokenizer, template, e) for e in rows[:5]]
+        assert score.row_losses == pytest.approx(expected, abs=1e-5)
+        assert score.loss == pytest.approx(sum(expected) / 5, abs=1e-5)
+        assert score.rows == 5 and score.tokens > 5
+
+
+def test_batch_size_does_not_change_losses(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    one = score_templates(model, tokenizer, POOL, examples(), n=4, batch_size=1)
+    many = score_templates(model, tokenizer, POOL, examples(), n=4, batch_size=12)
+    assert [s.loss for s in one] == pytest.approx([s.loss for s in many], abs=1e-5)
+
+
+def test_picks_and_weights():
+    from paft_rl.selection.scoring import TemplateScore
+
+    scores = [TemplateScore("a", 2.0, 10, 1, [2.0]), TemplateScore("b", 1.0, 10, 1, [1.0]), TemplateScore("c", 3.0, 10, 1, [3.0])]
+    assert pick_template(scores).template_id == "b"
+    assert pick_template(scores, "highest").template_id == "c"
+    assert softmax_weights(scores, 0) == {"a": 0.0, "b": 1.0, "c": 0.0}
+    weights = softmax_weights(scores, 1.0)
+    assert math.isclose(sum(weights.values()), 1.0)
+    assert weights["b"] / weights["a"] == pytest.approx(math.e)
+    with pytest.raises(UserError, match="'lowest' or 'highest'"):
+        pick_template(scores, "best")
+
+
+@pytest.mark.parametrize(
+    "pool, rows, n, message",
+    [
+        (PromptPool([Template("only", "{question} {options}")]), 3, 2, "at least 2 candidate templates"),
+        (POOL, 3, 10, "n = 10 but the data has only 3 rows"),
+        (POOL, 3, 0, "positive number of rows"),
+    ],
+)
+def test_bad_input(model_and_tokenizer, pool, rows, n, message):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(UserError, match=message):
+        score_templates(model, tokenizer, pool, examples(rows), n=n)
+
+
+def test_rows_without_gold(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    rows = examples(3)
+    rows[1].target = ""
+    with pytest.raises(UserError, match="1 row\\(s\\) have no gold answer"):
+        score_templates(model, tokenizer, POOL, rows, n=3)
