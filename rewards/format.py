@@ -73,7 +73,8 @@ class LengthPenalty:
         self.budget, self.limit = budget, limit
 
     def penalty(self, length: int) -> float:
-        return -min(1.0, max(0.0, (length - self.budget) / (self.limit - self.budget)))
+        share = min(1.0, max(0.0, (length - self.budget) / (self.limit - self.budget)))
+        return -share if share else 0.0
 
     def __call__(self, prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float]:
         n = batch_size(completions)

@@ -86,6 +86,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 _MATHY = re.compile(r"[\\^_{}=<>()\[\]]|\d\s*/\s*\d")
+_WORD = re.compile(r"(?<!\\)\b[A-Za-z]{2,}")
 
 
 def _braced(text: str, start: int) -> str | None:
@@ -121,6 +122,8 @@ def _strip_wrappers(answer: str) -> str:
             if answer.startswith(left) and answer.endswith(right) and len(answer) > len(left) + len(right) - 1:
                 answer = answer[len(left) : len(answer) - len(right)].strip()
         answer = answer.rstrip(".").strip()
+        if answer.startswith("{") and answer.endswith("}") and _braced(answer, 1) == answer[1:-1]:
+            answer = answer[1:-1].strip()  # redundant outer braces: {11\sqrt2}
         if answer == before:
             break
     return answer
@@ -140,7 +143,7 @@ def _after_cue(text: str) -> str | None:
 
 def _number_if_prose(candidate: str) -> str | None:
     """Keep a mathematical answer whole; from prose ("18 apples in total") keep the first number."""
-    if _MATHY.search(candidate):
+    if _MATHY.search(candidate) or not _WORD.search(candidate):
         return candidate
     numbers = _NUMBER.findall(candidate)
     if numbers:
@@ -198,9 +201,19 @@ def normalize_text(answer: str) -> str:
     return answer.rstrip(".").lower()
 
 
+_LATEX_FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}")
+_ASSIGNED = re.compile(r"^[a-zA-Z]\s*=\s*")
+
+
 def to_number(answer: str) -> tuple[Fraction, bool] | None:
-    """Read a plain number (`1,234.5`, `-3`, `\\$18`, `50\\%`, `.5`, `3/4`) as `(value, is_percent)`."""
-    text = _strip_wrappers(answer).replace("\\$", "").replace("$", "").replace("\\!", "").replace("{,}", ",")
+    """Read a plain number (`1,234.5`, `-3`, `\\$18`, `50\\%`, `.5`, `3/4`, `\\frac{3}{4}`, `x = 5`) as
+    `(value, is_percent)`."""
+    text = _ASSIGNED.sub("", _strip_wrappers(answer))
+    frac = _LATEX_FRAC.fullmatch(text.replace(" ", ""))
+    if frac:
+        sign, num, den = frac.groups()
+        return (Fraction(int(num), int(den)) * (-1 if sign else 1), False) if int(den) else None
+    text = text.replace("\\$", "").replace("$", "").replace("\\!", "").replace("{,}", ",")
     text = text.replace(" ", "")
     percent = text.endswith("%")
     text = text.rstrip("%").rstrip("\\").rstrip(".")
@@ -273,16 +286,26 @@ def parse_gold(gold: str) -> Gold | None:
 # ------------------------------------------------------------------------------------------------------------
 
 
+_VERDICTS: dict[tuple[str, str], bool] = {}
+_VERDICT_CACHE_SIZE = 100_000
+
+
 def _judge_hard(pairs: list[tuple[str, str]]) -> list[bool]:
     """Symbolic verdicts for pairs the fast path could not settle (pool with hard timeout, or in-process)."""
     if not pairs:
         return []
     if not _SETTINGS["use_pool"]:
         return [_mathjudge.judge(g, p, timeout=max(1, int(_SETTINGS["timeout"]))) for g, p in pairs]
-    pool = _pool.get_pool(_SETTINGS["workers"], _SETTINGS["timeout"])
-    verdicts, timeouts = pool.judge_many(pairs)
-    count_failure(f"{NAME}/timeout", timeouts)
-    return verdicts
+    # A group's completions often agree on their answer: judge each distinct pair once, and remember verdicts.
+    todo = list(dict.fromkeys(p for p in pairs if p not in _VERDICTS))
+    if todo:
+        pool = _pool.get_pool(_SETTINGS["workers"], _SETTINGS["timeout"])
+        verdicts, timeouts = pool.judge_many(todo)
+        count_failure(f"{NAME}/timeout", timeouts)
+        if len(_VERDICTS) > _VERDICT_CACHE_SIZE:
+            _VERDICTS.clear()
+        _VERDICTS.update(zip(todo, verdicts))
+    return [_VERDICTS[p] for p in pairs]
 
 
 def score_many(completions: list[Any], golds: list[Any]) -> tuple[list[float | None], int]:
