@@ -181,8 +181,7 @@ def mc_accuracy(prompts: Any, completions: Any, gold: Any = None, options: Any =
 def _options_column(options: Any, n: int) -> list:
     # A single list of strings is one row's options shared by all rows, not a column.
     if isinstance(options, (list, tuple)) and options and all(isinstance(o, str) for o in options):
-        if len(options) != n or n == 1:
-            return [list(options)] * n
+        return [list(options)] * n
     return column(options, n)
 
 

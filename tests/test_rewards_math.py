@@ -1,0 +1,193 @@
+"""Table-driven tests for `math_accuracy`, its helpers and its worker pool."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import rewards
+from rewards import _pool, math as rmath
+
+
+GSM = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
+SOL = "We simplify and find the value is $\\boxed{\\frac{1}{2}}$, as claimed."
+
+# (completion, gold, expected score)
+CASES = [
+    # right, in every answer style
+    ("The answer is 18.", GSM, 1.0),
+    ("#### 18", GSM, 1.0),
+    ("So she makes \\boxed{18} dollars.", GSM, 1.0),
+    ("She makes 9 * 2 = 18 dollars", GSM, 1.0),
+    ("**Answer:** 18", GSM, 1.0),
+    ("The answer is $18.00.", GSM, 1.0),
+    ("The final answer is $18$.", GSM, 1.0),
+    ("Answer: 18 dollars", GSM, 1.0),
+    ("The answer is 17.\nWait, recheck: the answer is 18.", GSM, 1.0),
+    ("<think>9*2</think><answer>18</answer>", GSM, 1.0),
+    ("\\boxed{1,000}", "#### 1000", 1.0),
+    ("The answer is 1,000.", "#### 1,000", 1.0),
+    ("The answer is 50%.", "50", 1.0),
+    ("\\boxed{0.5}", "\\frac{1}{2}", 1.0),
+    ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", 1.0),
+    ("\\boxed{1/2}", SOL, 1.0),
+    ("\\boxed{x = 5}", "5", 1.0),
+    ("\\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", 1.0),
+    ("\\boxed{[1, 2)}", "[1,2)", 1.0),
+    ("\\boxed{\\{2, 1\\}}", "\\{1,2\\}", 1.0),
+    ("The final answer is $6+9i$.", "6+9i", 1.0),
+    ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", 1.0),
+    ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}", 1.0),
+    ("\\boxed{90^\\circ}", "90^\\circ", 1.0),
+    ("\\boxed{10}", "10\\text{ cm}", 1.0),
+    ("\\boxed{-\\frac{3}{4}}", "-0.75", 1.0),
+    ([{"role": "assistant", "content": "The answer is 18."}], GSM, 1.0),
+    # wrong
+    ("The answer is 17.", GSM, 0.0),
+    ("#### 180", GSM, 0.0),
+    ("\\boxed{19}", GSM, 0.0),
+    ("The answer is 18.\nActually the answer is 20.", GSM, 0.0),
+    ("\\boxed{\\frac{2}{1}}", "\\frac{1}{2}", 0.0),
+    ("\\boxed{(1, 2]}", "[1,2)", 0.0),
+    ("\\boxed{3\\sqrt{2}}", "\\sqrt{8}", 0.0),
+    ("\\boxed{0.3333}", "\\frac{1}{3}", 0.0),
+    ("\\boxed{6-9i}", "6+9i", 0.0),
+    ("\\boxed{Monday}", "\\text{Tuesday}", 0.0),
+    # malformed
+    ("", GSM, 0.0),
+    ("I do not know.", GSM, 0.0),
+    ("\\boxed{", GSM, 0.0),
+    ("αβγ 😀 漢字", GSM, 0.0),
+    (None, GSM, 0.0),
+    (12345, GSM, 0.0),
+    ([{"role": "assistant"}], GSM, 0.0),
+    ("The answer is 18.", "", None),
+    ("The answer is 18.", None, None),
+    ("The answer is 18.", "#### ", None),
+]
+
+
+@pytest.mark.parametrize("completion,gold,expected", CASES)
+def test_math_accuracy_table(completion, gold, expected):
+    assert rewards.math_accuracy(["q"], [completion], [gold]) == [expected]
+    assert rmath.score_math(completion, gold) == (expected or 0.0)
+
+
+@pytest.mark.parametrize(
+    "text,answer",
+    [
+        ("so \\boxed{\\frac{1}{2}} and \\boxed{3}", "3"),
+        ("nested \\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^{2}}"),
+        ("steps\n#### 1,234", "1,234"),
+        ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("The answer is 18 apples in total.", "18"),
+        ("It costs 3.5 dollars, then 7", "7"),
+        ("nothing here", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_extract_answer(text, answer):
+    assert rmath.extract_answer(text) == answer
+
+
+def test_gold_parsed_once_per_distinct_string():
+    rmath.parse_gold.cache_clear()
+    rewards.math_accuracy(None, ["#### 18"] * 8 + ["#### 3"] * 8, [GSM] * 8 + ["#### 3"] * 8)
+    info = rmath.parse_gold.cache_info()
+    assert info.misses == 2 and info.hits == 14
+
+
+def test_counts_unparsed_and_reports_metric():
+    rewards.reset_parse_failures()
+    logged = {}
+    scores = rewards.math_accuracy(None, ["no answer", "#### 18"], [GSM, GSM], log_metric=logged.__setitem__,
+                                   trainer_state=object(), completion_ids=[[1], [2]], log_extra=lambda *a: None)
+    assert scores == [0.0, 1.0]
+    assert rewards.parse_failures()["math_accuracy"] == 1
+    assert logged["rewards/math_accuracy/unparsed_frac"] == 0.5
+
+
+def test_in_process_fallback_matches_pool():
+    settings = rmath.configure()
+    try:
+        rmath.configure(use_pool=False)
+        assert rmath.score_math("\\boxed{2\\sqrt{2}}", "\\sqrt{8}") == 1.0
+    finally:
+        rmath.configure(use_pool=settings["use_pool"])
+
+
+STUB_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, os.environ["REPO"])
+    from rewards import _mathjudge as m
+    out = os.dup(1)
+    m.write_message(out, ("ready", os.getpid()))
+    while True:
+        task = m.read_message(0)
+        if task is None:
+            break
+        index, gold, pred, _ = task
+        if pred == "hang":
+            while True:  # uninterruptible by math-verify's soft timeout
+                pass
+        m.write_message(out, (index, gold == pred))
+    """
+)
+
+
+def test_pool_hard_timeout_kills_only_the_stuck_item(tmp_path, monkeypatch):
+    script = tmp_path / "stub.py"
+    script.write_text(STUB_WORKER)
+    monkeypatch.setenv("REPO", str(Path(rmath.__file__).resolve().parents[1]))
+    monkeypatch.setattr(_pool, "_WORKER_CMD", f"exec(open({str(script)!r}).read())")
+    pool = _pool.MathPool(workers=2, timeout=1.0)
+    try:
+        start = time.monotonic()
+        verdicts, timeouts = pool.judge_many([("a", "a"), ("b", "hang"), ("c", "c"), ("d", "x")])
+        elapsed = time.monotonic() - start
+        assert verdicts == [True, False, True, False] and timeouts == 1
+        assert elapsed < 1.0 + 10  # timeout plus a generous margin for worker start on a busy machine
+        stuck = pool.pids()
+        assert len(stuck) <= 2
+    finally:
+        pool.close()
+    assert pool.pids() == []
+
+
+LEAK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    import rewards
+    from rewards import _pool
+    rewards.math.configure(workers=2)
+    rewards.math_accuracy(None, ["\\\\boxed{{\\\\sqrt{{8}}}}"], ["2\\\\sqrt{{2}}"])
+    print(" ".join(map(str, _pool._POOL.pids())), flush=True)
+    if sys.argv[1] == "error":
+        raise RuntimeError("training crashed")
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["normal", "error"])
+def test_no_worker_leaks_on_exit(tmp_path, ending):
+    script = tmp_path / "leak.py"
+    script.write_text(LEAK_SCRIPT.format(repo=str(Path(rmath.__file__).resolve().parents[1])))
+    result = subprocess.run([sys.executable, str(script), ending], capture_output=True, text=True, timeout=120)
+    pids = [int(p) for p in result.stdout.split()]
+    assert len(pids) == 2
+    time.sleep(0.5)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_pool_survives_forked_child_owner_check():
+    pool = _pool.get_pool(rmath.configure()["workers"], 5)
+    assert pool.owner_pid == os.getpid()
