@@ -202,6 +202,10 @@ def _dict_match(pred: dict, gold: dict) -> bool:
     # BFCL writes nested dict values with lists of acceptable values too.
     for key, accepted in gold.items():
         accepted = accepted if isinstance(accepted, list) else [accepted]
+        if not accepted:
+            if pred.get(key, []) != []:
+                return False
+            continue
         if key not in pred:
             if "" not in accepted:
                 return False
@@ -227,7 +231,9 @@ def argument_score(pred_args: dict, gold_params: dict) -> float:
         accepted = gold_params.get(key)
         if accepted is None:
             continue  # an unknown parameter is wrong
-        if key not in pred_args:
+        if not accepted:  # BFCL writes `[]` for a parameter it does not constrain: omit it, or pass `[]`
+            right += key not in pred_args or pred_args[key] == []
+        elif key not in pred_args:
             right += "" in accepted
         else:
             right += _accepts(pred_args[key], accepted)
