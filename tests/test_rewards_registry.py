@@ -1,0 +1,135 @@
+"""Registry round-trip, TRL call shape, and property tests: no input makes any reward raise, and one item
+never costs much more than the math timeout."""
+
+import inspect
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rewards
+from rewards import math as rmath
+
+
+NAMES = [
+    "math_accuracy", "mc_accuracy", "qa_exact_match", "qa_f1", "tool_call_accuracy", "tool_call_format",
+    "tool_call_name", "tool_call_arguments", "think_answer_format", "answer_cue", "length_penalty",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_round_trips(name):
+    fn = rewards.get_reward(name)
+    assert rewards.REWARDS[name] is fn and fn.__name__ == name
+    assert "completions" in inspect.signature(fn).parameters
+
+
+def test_registry_has_exactly_the_contract_names():
+    assert sorted(rewards.REWARDS) == sorted(NAMES)
+
+
+def test_unknown_reward_lists_known_names():
+    with pytest.raises(ValueError, match="math_accuracy"):
+        rewards.get_reward("nope")
+
+
+def test_resolve_rewards():
+    funcs, weights = rewards.resolve_rewards(["math_accuracy", "answer_cue"], [1, 0.5])
+    assert funcs == [rewards.math_accuracy, rewards.answer_cue] and weights == [1.0, 0.5]
+    assert rewards.resolve_rewards(["qa_f1"])[1] == [1.0]
+    for names, weights in ((["qa_f1"], [1.0, 2.0]), ([], None), (["bogus"], None), (["qa_f1"], ["x"])):
+        with pytest.raises(ValueError):
+            rewards.resolve_rewards(names, weights)
+
+
+GOLDS = {
+    "math_accuracy": "#### 4",
+    "mc_accuracy": "B",
+    "qa_exact_match": "Paris",
+    "qa_f1": "Paris",
+    "tool_call_accuracy": '[{"f": {"a": [1]}}]',
+    "tool_call_format": '[{"f": {"a": [1]}}]',
+    "tool_call_name": '[{"f": {"a": [1]}}]',
+    "tool_call_arguments": '[{"f": {"a": [1]}}]',
+}
+
+
+class _State:
+    global_step = 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_accepts_what_trl_passes(name):
+    """TRL 1.16 `_calculate_rewards` passes these keywords plus every dataset column."""
+    completions = [[{"role": "assistant", "content": "The answer is 4"}], [{"role": "assistant", "content": ""}]]
+    out = rewards.REWARDS[name](
+        prompts=[[{"role": "user", "content": "q"}]] * 2,
+        completions=completions,
+        completion_ids=[[1, 2], []],
+        gold=[GOLDS.get(name, "x")] * 2,
+        options=[["A", "B"], ["A", "B"]],
+        row_id=[0, 1],
+        trainer_state=_State(),
+        log_extra=lambda column, values: None,
+        log_metric=lambda key, value: None,
+    )
+    assert len(out) == 2 and all(v is None or isinstance(v, float) for v in out)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Property tests
+# ------------------------------------------------------------------------------------------------------------
+
+_text = st.text(st.characters(codec="utf-8"), max_size=300) | st.sampled_from(
+    ["\\boxed{", "\\boxed{9^9^9^9}", "<tool_call>", "#### ", "The answer is", "{\"name\": ", "f(a=", "[[[", "}}}}"]
+)
+_cell = st.none() | st.integers() | st.floats() | _text | st.lists(_text, max_size=3) | st.dictionaries(
+    _text, _text, max_size=2
+)
+_completion = _cell | st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": _cell}), max_size=2)
+_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@_SETTINGS
+@given(name=st.sampled_from(NAMES), completion=_completion, gold=_cell, options=_cell)
+def test_no_input_raises(name, completion, gold, options):
+    out = rewards.REWARDS[name](prompts=None, completions=[completion], gold=[gold], options=[options])
+    assert len(out) == 1 and (out[0] is None or isinstance(out[0], float))
+
+
+@_SETTINGS
+@given(completion=_text, gold=_text)
+def test_helpers_never_raise(completion, gold):
+    rewards.extract_answer(completion)
+    rewards.score_math(completion, gold)
+    rewards.extract_choice(completion, [gold, "x"])
+    rewards.score_choice(completion, gold, [gold, "x"])
+    rewards.parse_tool_calls(completion)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    expr=st.sampled_from(
+        [
+            "9^{9^{9^{9}}}",
+            "9^9^9^9",
+            "\\frac{1}{" * 300 + "1" + "}" * 300,
+            "+".join(f"\\sqrt{{x^{{{i}}}+{i}}}" for i in range(2000)),
+            "(" * 500 + "1" + ")" * 500,
+            "x" * 50_000,
+        ]
+    ),
+    gold=st.sampled_from(["5", "\\frac{1}{x}", "x^2", "\\sqrt{2}"]),
+)
+def test_time_per_item_bounded_by_timeout(expr, gold):
+    settings_before = rmath.configure()
+    rmath.configure(timeout=2)
+    try:
+        start = time.monotonic()
+        assert rewards.math_accuracy(None, ["\\boxed{" + expr + "}"], [gold]) in ([0.0], [1.0])
+        # Timeout plus a generous margin: a replacement worker may start and the machine is shared.
+        assert time.monotonic() - start < 2 + 8
+    finally:
+        rmath.configure(timeout=settings_before["timeout"])
