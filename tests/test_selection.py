@@ -65,7 +65,7 @@ def test_batch_size_does_not_change_losses(model_and_tokenizer):
 def test_picks_and_weights():
     from paft_rl.selection.scoring import TemplateScore
 
-    scores = [TemplateScore("a", 2.0, 10, 1, [2.0]), TemplateScore("b", 1.0, 10, 1, [1.0]), TemplateScore("c", 3.0, 10, 1, [3.0])]
+    scores = [TemplateScore(i, loss, 10, 1, [loss], [10]) for i, loss in (("a", 2.0), ("b", 1.0), ("c", 3.0))]
     assert pick_template(scores).template_id == "b"
     assert pick_template(scores, "highest").template_id == "c"
     assert softmax_weights(scores, 0) == {"a": 0.0, "b": 1.0, "c": 0.0}

@@ -28,6 +28,7 @@ class TemplateScore:
     tokens: int
     rows: int
     row_losses: list[float]
+    row_tokens: list[int]
 
     def to_dict(self) -> dict:
         return {"template_id": self.template_id, "loss": self.loss, "tokens": self.tokens, "rows": self.rows}
@@ -69,7 +70,7 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
     for t, template in enumerate(templates):
         row_losses = (sums[t] / counts[t]).tolist()
         scores.append(TemplateScore(template.id, float(sum(row_losses) / len(row_losses)), int(counts[t].sum()),
-                                    len(examples), row_losses))
+                                    len(examples), row_losses, [int(c) for c in counts[t].tolist()]))
     return scores
 
 
@@ -91,7 +92,12 @@ def _check_inputs(templates: Sequence[Template], examples: Sequence[Example], n:
 
 @torch.inference_mode()
 def _completion_losses(model, tokenizer, sequences, batch_size, n_templates, n_rows):
-    """Sum of completion-token cross-entropy and token count per (template, row)."""
+    """Sum of completion-token cross-entropy and token count per (template, row).
+
+    Batches are left-padded so every completion ends at the right edge; the model then only computes
+    logits for the last ``k`` positions (``logits_to_keep``), which skips the vocabulary projection for
+    the prompt tokens, where no loss is taken: for a small model that projection is a large share of the work.
+    """
     sums = torch.zeros(n_templates, n_rows, dtype=torch.float64)
     counts = torch.zeros(n_templates, n_rows, dtype=torch.float64)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -102,14 +108,19 @@ def _completion_losses(model, tokenizer, sequences, batch_size, n_templates, n_r
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start:start + batch_size]
         width = batch[-1][0]
+        keep = max(length - n_prompt for length, _, _, _, n_prompt in batch) + 1
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for i, (length, _, _, ids, n_prompt) in enumerate(batch):  # right padding keeps positions as in training
-            input_ids[i, :length] = torch.tensor(ids)
-            attention[i, :length] = 1
-            labels[i, n_prompt:length] = input_ids[i, n_prompt:length]
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+        labels = torch.full((len(batch), keep), -100, dtype=torch.long)
+        for i, (length, _, _, ids, n_prompt) in enumerate(batch):
+            input_ids[i, width - length:] = torch.tensor(ids)
+            attention[i, width - length:] = 1
+            labels[i, keep - (length - n_prompt):] = torch.tensor(ids[n_prompt:])
+        # Explicit positions make a left-padded row see the same positions as an unpadded one.
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                       position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+        # logits[:, j] predicts the token after position width-keep+j, i.e. labels[:, j+1].
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
         token_loss = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
