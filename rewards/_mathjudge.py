@@ -31,8 +31,12 @@ def _configs():
 def _parse(answer: str, timeout: int | None):
     from math_verify import parse
 
-    # Boxing the already-extracted answer makes math-verify read all of it instead of hunting for a sub-span.
-    return parse("\\boxed{" + answer + "}", extraction_config=_configs(), parsing_timeout=timeout)
+    # Boxing the already-extracted answer makes math-verify read all of it instead of hunting for a sub-span;
+    # the plain-expression reader is only a fallback for answers LaTeX parsing rejects.
+    latex, expr = _configs()
+    boxed = "\\boxed{" + answer + "}"
+    parsed = parse(boxed, extraction_config=[latex], extraction_mode="first_match", parsing_timeout=timeout)
+    return parsed or parse(answer, extraction_config=[expr], extraction_mode="first_match", parsing_timeout=timeout)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from . import _mathjudge, _pool
+from . import _mathjudge, _numeric, _pool
 from ._common import as_text, batch_size, column, completion_text, report
 from .metrics import count_failure
 
@@ -103,13 +103,18 @@ def _braced(text: str, start: int) -> str | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last complete `\\boxed{...}` (or `\\fbox{...}`) in `text`."""
+def _last_boxed_at(text: str) -> tuple[int, str] | None:
     for match in reversed(list(_BOXED.finditer(text))):
         inner = _braced(text, match.end())
         if inner is not None and inner.strip():
-            return inner.strip()
+            return match.start(), inner.strip()
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` (or `\\fbox{...}`) in `text`."""
+    found = _last_boxed_at(text)
+    return found[1] if found else None
 
 
 def _strip_wrappers(answer: str) -> str:
@@ -129,16 +134,26 @@ def _strip_wrappers(answer: str) -> str:
     return answer
 
 
-def _after_cue(text: str) -> str | None:
+def _after_cue(text: str) -> tuple[int, str] | None:
     """The answer stated after the last "The answer is" / "Answer:" cue, cut at the end of its sentence."""
     matches = list(_CUE.finditer(text))
     for match in reversed(matches):
         rest = text[match.end() : match.end() + 300]
         end = _SENTENCE_END.search(rest)
         candidate = _strip_wrappers(rest[: end.start()] if end else rest)
-        if candidate:
-            return _number_if_prose(candidate)
+        answer = _number_if_prose(candidate) if candidate else None
+        if answer:
+            return match.start(), answer
     return None
+
+
+def _after_hashes(text: str) -> tuple[int, str] | None:
+    matches = list(_HASHES.finditer(text))
+    if not matches:
+        return None
+    answer = _strip_wrappers(matches[-1].group(1))
+    answer = _number_if_prose(answer) if answer else None
+    return (matches[-1].start(), answer) if answer else None
 
 
 def _number_if_prose(candidate: str) -> str | None:
@@ -155,8 +170,9 @@ def _number_if_prose(candidate: str) -> str | None:
 def extract_answer(text: Any) -> str | None:
     """Return the final answer stated in a completion, or `None` when it states none.
 
-    Looks, in order, at: an `<answer>...</answer>` span (then searched the same way), the last `\\boxed{}`,
-    the last `#### ...` line, the last "The answer is ..." / "Answer: ..." cue, and finally the last number.
+    Looks at an `<answer>...</answer>` span first (then searched the same way); otherwise takes whichever
+    explicit statement comes last (`\\boxed{}`, a `#### ...` line, a "The answer is ..." / "Answer: ..." cue),
+    and failing those the last number.
 
     Args:
         text (`str`):
@@ -169,15 +185,10 @@ def extract_answer(text: Any) -> str | None:
         inner = extract_answer(tagged[-1].replace("<answer>", ""))
         if inner is not None:
             return inner
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    hashes = _HASHES.findall(text)
-    if hashes and _strip_wrappers(hashes[-1]):
-        return _number_if_prose(_strip_wrappers(hashes[-1]))
-    cued = _after_cue(text)
-    if cued:
-        return cued
+    # Of the explicit statements (boxed, ####, "the answer is"), the one written last is the final word.
+    stated = [found for found in (_last_boxed_at(text), _after_hashes(text), _after_cue(text)) if found]
+    if stated:
+        return max(stated)[1]
     numbers = _NUMBER.findall(text)
     return numbers[-1].rstrip(",") if numbers else None
 
@@ -239,7 +250,8 @@ def fast_verdict(gold: "Gold", pred: str) -> bool | None:
         return True
     pred_number = to_number(pred)
     if gold.number is None or pred_number is None:
-        return None
+        # Closed-form constants (3\sqrt{13}, \frac{\pi}{6}) with clearly different values need no sympy.
+        return False if _numeric.clearly_different(gold.answer, pred) else None
     golds, preds = _candidates(gold.number), _candidates(pred_number)
     if golds & preds:
         return True

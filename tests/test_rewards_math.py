@@ -57,6 +57,9 @@ CASES = [
     ("\\boxed{0.3333}", "\\frac{1}{3}", 0.0),
     ("\\boxed{6-9i}", "6+9i", 0.0),
     ("\\boxed{Monday}", "\\text{Tuesday}", 0.0),
+    ("\\boxed{4\\sqrt{13}}", "3\\sqrt{13}", 0.0),
+    ("\\boxed{\\sqrt{117}}", "3\\sqrt{13}", 1.0),
+    ("\\boxed{-\\frac{\\pi}{3}}", "-\\frac{\\pi}{6}", 0.0),
     # malformed
     ("", GSM, 0.0),
     ("I do not know.", GSM, 0.0),
