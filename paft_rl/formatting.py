@@ -1,45 +1,62 @@
-"""How a rendered template becomes model input, shared by training, scoring and evaluation.
+"""How a rendered template becomes model input, shared by training, SAPO scoring and evaluation.
 
-One function decides whether the template goes into a chat user turn or is used as plain text, so
-that SAPO scores a template on exactly the token sequence the trainer will train on.
+One set of functions decides whether the template goes into a chat user turn or is used as plain text and
+how the reference completion is written after it, so SAPO scores a template on exactly the token sequence
+the SFT trainer trains on.
 """
 
 from __future__ import annotations
 
-
-def use_chat(tokenizer, chat: bool | None = None) -> bool:
-    """Whether prompts go through the tokenizer's chat template (``chat=None``: when it has one)."""
-    if chat is None:
-        return bool(getattr(tokenizer, "chat_template", None))
-    return chat
+from prompt_pool import UserError
 
 
-def prompt_text(tokenizer, user_text: str, system_prompt: str | None = None, chat: bool | None = None) -> str:
-    """The exact prompt string a model sees for a rendered template.
+def resolve_conversational(prompt_format: str, tokenizer) -> bool:
+    """Whether prompts are chats: ``chat``/``plain`` as asked, ``auto`` when the tokenizer has a chat template."""
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("prompt_format is 'chat' but the tokenizer has no chat template: use prompt_format plain")
+        return True
+    if prompt_format == "plain":
+        return False
+    if prompt_format != "auto":
+        raise UserError(f"prompt_format must be auto, chat or plain, got {prompt_format!r}")
+    return bool(getattr(tokenizer, "chat_template", None))
 
-    Args:
-        tokenizer: a Hugging Face tokenizer.
-        user_text (`str`): the rendered template.
-        system_prompt (`str`, *optional*): a system message (chat) or a preamble line (plain text).
-        chat (`bool`, *optional*): force chat or plain formatting; defaults to chat when available.
-    """
-    if not use_chat(tokenizer, chat):
-        return f"{system_prompt}\n\n{user_text}" if system_prompt else user_text
+
+def build_prompt(text: str, conversational: bool, system_prompt: str | None = None) -> str | list[dict]:
+    """The prompt TRL receives: the rendered template as raw text, or as the user message of a chat."""
+    if not conversational:
+        return text
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": user_text})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return messages + [{"role": "user", "content": text}]
 
 
-def encode_prompt_completion(tokenizer, prompt: str, completion: str, add_eos: bool = True) -> tuple[list[int], int]:
-    """Token ids of ``prompt`` followed by ``completion`` (and eos), and how many of them are the prompt.
+def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
+    """The exact text a prompt becomes before tokenisation (chat template applied for chats)."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def completion_text(tokenizer, prompt: str | list[dict], target: str) -> str:
+    """The completion as the chat template writes an assistant turn, or the target plus eos for plain text."""
+    if isinstance(prompt, list):
+        head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": target}], tokenize=False)
+        if full.startswith(head):
+            return full[len(head):]
+    return target + (tokenizer.eos_token or "")
+
+
+def encode_example(tokenizer, rendered: str, target: str, conversational: bool,
+                   system_prompt: str | None = None) -> tuple[list[int], int]:
+    """Token ids of prompt + reference completion, and how many of them are the prompt.
 
     Prompt and completion are tokenised separately so the boundary is exact: loss is taken on the
-    completion tokens only.
+    completion tokens only. Chat templates write their own special tokens; plain prompts get the
+    tokenizer's usual ones.
     """
-    # A chat template already writes any BOS text; plain prompts get the tokenizer's own special tokens.
-    prompt_ids = tokenizer(prompt, add_special_tokens=not use_chat(tokenizer))["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if add_eos and tokenizer.eos_token_id is not None:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    prompt = build_prompt(rendered, conversational, system_prompt)
+    prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=not conversational)["input_ids"]
+    completion_ids = tokenizer(completion_text(tokenizer, prompt, target), add_special_tokens=False)["input_ids"]
     return prompt_ids + completion_ids, len(prompt_ids)
-

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paft_rl.formatting import encode_prompt_completion, prompt_text
+from paft_rl.formatting import encode_example
 from paft_rl.selection import pick_template, score_templates, softmax_weights
 from paft_rl.tasks import get_task, load_rows
 from prompt_pool import PromptPool, Template, UserError
@@ -34,8 +34,7 @@ def examples(n=6):
 
 
 def direct_loss(model, tokenizer, template, example):
-    prompt = prompt_text(tokenizer, POOL.render(template, example.fields))
-    ids, n_prompt = encode_prompt_completion(tokenizer, prompt, example.target)
+    ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target, True)
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
     targets = torch.tensor(ids[n_prompt:])
@@ -96,3 +95,57 @@ def test_rows_without_gold(model_and_tokenizer):
     rows[1].target = ""
     with pytest.raises(UserError, match="1 row\\(s\\) have no gold answer"):
         score_templates(model, tokenizer, POOL, rows, n=3)
+
+
+def test_select_command_writes_table_and_recipe(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from paft_rl.cli import main
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    make_tiny_tokenizer(model_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model_dir), "task": "synth_mc",
+                                      "output_dir": str(tmp_path / "run"), "learning_rate": 1e-4}))
+    assert main(["select", "--config", str(recipe), "--rows", "4"]) == 0
+    out = tmp_path / "run" / "sapo_selection"
+    summary = json.loads((out / "scores.json").read_text())
+    losses = [s["loss"] for s in summary["scores"]]
+    assert losses == sorted(losses) and summary["chosen"] == summary["scores"][0]["template_id"]
+    assert len(summary["scores"]) == 24
+    trained = yaml.safe_load((out / "selected_recipe.yaml").read_text())
+    assert trained["template_draw"] == "top" and trained["template_id"] == summary["chosen"]
+    assert trained["learning_rate"] == 1e-4
+    assert (out / "scores.csv").read_text().startswith("rank,template_id,loss")
+    assert main(["select", "--config", str(recipe), "--rows", "4", "--pick", "highest", "--out", str(tmp_path / "h")]) == 0
+    highest = json.loads((tmp_path / "h" / "scores.json").read_text())
+    assert highest["chosen"] == summary["scores"][-1]["template_id"]
+
+
+@pytest.mark.parametrize(
+    "recipe, args, message",
+    [
+        ({"task": "synth_mc", "pool": "ONE"}, ["--rows", "3"], "SAPO needs at least 2"),
+        ({"task": "synth_mc"}, ["--rows", "0"], "positive number"),
+        ({"task": "gsm8k", "data": "DATA"}, ["--rows", "50"], "--rows 50 but the data has only 3 rows"),
+        ({"task": "synth_mc"}, [], "names no model"),
+    ],
+)
+def test_select_bad_input(tmp_path, recipe, args, message, capsys):
+    import json
+
+    import yaml
+
+    from paft_rl.cli import main
+
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"id": "a", "text": "{question} {options}"}) + "\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": "q", "answer": "#### 1"}) + "\n" for _ in range(3)))
+    recipe = {k: str(one) if v == "ONE" else str(data) if v == "DATA" else v for k, v in recipe.items()}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["select", "--config", str(path), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -15,7 +15,7 @@ import torch
 
 from prompt_pool import PromptPool, Template, UserError
 
-from ..formatting import encode_prompt_completion, prompt_text
+from ..formatting import encode_example, resolve_conversational
 from ..tasks import Example
 
 
@@ -36,7 +36,7 @@ class TemplateScore:
 
 def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Example], n: int | None = 250,
                     templates: Sequence[Template] | None = None, batch_size: int = 16, max_length: int | None = None,
-                    system_prompt: str | None = None, chat: bool | None = None) -> list[TemplateScore]:
+                    system_prompt: str | None = None, prompt_format: str = "auto") -> list[TemplateScore]:
     """Score every train template of ``pool`` by the model's loss on the gold completions.
 
     Args:
@@ -48,7 +48,8 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
         templates (`Sequence[Template]`, *optional*): which templates to score; default the pool's train split.
         batch_size (`int`, defaults to `16`): sequences per forward pass.
         max_length (`int`, *optional*): refuse sequences longer than this (default: the model's context).
-        system_prompt, chat: prompt formatting, as in training.
+        system_prompt (`str`, *optional*), prompt_format (`str`, defaults to `"auto"`): prompt formatting, as
+            in training (`paft_rl.formatting`).
 
     Returns:
         `list[TemplateScore]` in template order.
@@ -56,11 +57,12 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
     templates = list(pool.train if templates is None else templates)
     examples = _check_inputs(templates, examples, n)
     limit = max_length or getattr(model.config, "max_position_embeddings", None)
+    conversational = resolve_conversational(prompt_format, tokenizer)
     sequences = []  # (length, template index, row index, ids, prompt length)
     for t, template in enumerate(templates):
         for r, example in enumerate(examples):
-            prompt = prompt_text(tokenizer, pool.render(template, example.fields), system_prompt, chat)
-            ids, n_prompt = encode_prompt_completion(tokenizer, prompt, example.target)
+            rendered = pool.render(template, example.fields)
+            ids, n_prompt = encode_example(tokenizer, rendered, example.target, conversational, system_prompt)
             if limit and len(ids) > limit:
                 raise UserError(f"template {template.id!r} with row {r} makes {len(ids)} tokens, more than the "
                                 f"model's {limit}; shorten the template or lower n")
