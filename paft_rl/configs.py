@@ -1,0 +1,146 @@
+"""Configuration dataclasses for the PAFT trainers.
+
+`PaftGRPOConfig` and `PaftSFTConfig` are TRL's `GRPOConfig` / `SFTConfig` plus the options that say where
+training prompts come from: the task, its data, the template pool and how templates are drawn. They are
+parsed from YAML recipes and ``--key value`` overrides by `trl.TrlParser`, together with TRL's
+`ModelConfig` (model path, LoRA options), exactly as TRL's and open-r1's scripts do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, SFTConfig
+
+from prompt_pool import UserError
+
+TEMPLATE_DRAWS = ("uniform", "fixed", "top")
+PROMPT_FORMATS = ("auto", "chat", "plain")
+
+
+@dataclass
+class PaftArguments:
+    """Pool options shared by the SFT and GRPO configs.
+
+    Args:
+        task (`str`):
+            Task name (``gsm8k``, ``hellaswag``, ``synth_arith``, ...): which columns are read, which template
+            fields exist and which reward scores completions.
+        data (`str`, *optional*):
+            Local file or folder, or hub dataset id. Defaults to the task's dataset (or its generator).
+        data_split (`str`, *optional*):
+            Dataset split. Defaults to the task's train split.
+        data_limit (`int`, *optional*):
+            Keep only the first ``data_limit`` rows.
+        pool (`str`, *optional*):
+            Template pool: a file (JSONL, CSV, XLSX...) or a built-in pool name. Defaults to the task's pool.
+        field_aliases (`list[str]`, *optional*):
+            ``NAME=FIELD`` pairs mapping a pool placeholder to a task field.
+        drop_duplicate_templates (`bool`, defaults to `False`):
+            Remove repeated template texts before drawing.
+        template_draw (`str`, defaults to `"uniform"`):
+            ``uniform``: PAFT, a train template drawn per example (per group in GRPO); ``fixed``: one
+            user-written template (``fixed_template``) for every example; ``top``: one pool template
+            (``template_id``) for every example.
+        template_every (`int`, defaults to `1`):
+            PAFT's K: an example keeps its template for blocks of K optimizer steps.
+        template_seed (`int`, *optional*):
+            Seed of the template draws. Defaults to ``seed``.
+        fixed_template (`str`, *optional*):
+            Template text for ``template_draw: fixed``.
+        template_id (`str`, *optional*):
+            Pool template id for ``template_draw: top``.
+        prompt_format (`str`, defaults to `"auto"`):
+            ``chat``: the rendered template is the user message of a chat (tokenizer's chat template);
+            ``plain``: the rendered template is the raw prompt text; ``auto``: chat when the tokenizer has a
+            chat template.
+        system_prompt (`str`, *optional*):
+            System message placed before the user message in chat prompts.
+        mc_answer_style (`str`, defaults to `"text"`):
+            For multiple choice: the reference completion is the option ``text`` or its ``letter``.
+        rewards (`list[str]`, *optional*):
+            Names in the reward registry. Defaults to the task's reward. Weights: TRL's ``reward_weights``.
+        overwrite (`bool`, defaults to `False`):
+            Allow writing checkpoints into an output directory that already holds some.
+    """
+
+    task: str | None = field(default=None, metadata={"help": "Task name (gsm8k, hellaswag, synth_arith, ...)."})
+    data: str | None = field(
+        default=None, metadata={"help": "Local data file/folder or hub dataset id. Default: the task's dataset."})
+    data_split: str | None = field(default=None, metadata={"help": "Dataset split. Default: the task's train split."})
+    data_limit: int | None = field(default=None, metadata={"help": "Keep only the first N rows of the dataset."})
+    pool: str | None = field(
+        default=None, metadata={"help": "Template pool file or built-in pool name. Default: the task's pool."})
+    field_aliases: list[str] | None = field(
+        default=None, metadata={"help": "NAME=FIELD pairs mapping pool placeholders to task fields."})
+    drop_duplicate_templates: bool = field(
+        default=False, metadata={"help": "Drop templates whose text repeats another of the same split."})
+    template_draw: str = field(
+        default="uniform",
+        metadata={"help": "uniform (PAFT: draw a train template per example / per GRPO group), fixed (one "
+                          "user-written template, see fixed_template) or top (one pool template, see template_id).",
+                  "choices": list(TEMPLATE_DRAWS)})
+    template_every: int = field(
+        default=1, metadata={"help": "PAFT's K: an example keeps its drawn template for blocks of K optimizer steps."})
+    template_seed: int | None = field(default=None, metadata={"help": "Seed of the template draws. Default: seed."})
+    fixed_template: str | None = field(
+        default=None, metadata={"help": "Template text used for every example when template_draw is 'fixed'."})
+    template_id: str | None = field(
+        default=None, metadata={"help": "Pool template id used for every example when template_draw is 'top'."})
+    prompt_format: str = field(
+        default="auto",
+        metadata={"help": "chat (template rendered into the user message), plain (raw text) or auto (chat when "
+                          "the tokenizer has a chat template).", "choices": list(PROMPT_FORMATS)})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for chat prompts."})
+    mc_answer_style: str = field(
+        default="text", metadata={"help": "Multiple choice reference completion: option 'text' or 'letter'.",
+                                  "choices": ["text", "letter"]})
+    rewards: list[str] | None = field(
+        default=None, metadata={"help": "Reward function names (registry). Default: the task's reward."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already holds checkpoints."})
+
+    def check_paft_arguments(self) -> None:
+        """Raise `UserError` naming the option to change when the pool options do not fit together."""
+        if not self.task:
+            raise UserError("no task given: set `task:` in the recipe or pass --task NAME")
+        if self.template_draw not in TEMPLATE_DRAWS:
+            raise UserError(f"template_draw must be one of {', '.join(TEMPLATE_DRAWS)}, got {self.template_draw!r}")
+        if self.template_draw == "fixed" and not self.fixed_template:
+            raise UserError("template_draw 'fixed' needs the template text: set fixed_template")
+        if self.template_draw == "top" and not self.template_id:
+            raise UserError("template_draw 'top' needs a pool template id: set template_id")
+        if self.template_every < 1:
+            raise UserError(f"template_every (K) must be at least 1, got {self.template_every}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise UserError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+
+
+@dataclass
+class PaftGRPOConfig(GRPOConfig, PaftArguments):
+    """TRL's `GRPOConfig` plus the pool options of `PaftArguments` (one template per rollout group)."""
+
+    def __post_init__(self):
+        self.check_paft_arguments()
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            message = str(error).strip()
+            if "num_generations" in message or "generation_batch_size" in message:
+                raise UserError(
+                    f"{message} A generation batch is per_device_train_batch_size x processes x "
+                    f"steps_per_generation completions and must hold whole groups: change "
+                    f"per_device_train_batch_size, steps_per_generation or num_generations") from None
+            raise UserError(f"invalid GRPO options: {message}") from None
+
+
+@dataclass
+class PaftSFTConfig(SFTConfig, PaftArguments):
+    """TRL's `SFTConfig` plus the pool options of `PaftArguments` (a template per example, redrawn every K steps)."""
+
+    def __post_init__(self):
+        self.check_paft_arguments()
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            raise UserError(f"invalid SFT options: {str(error).strip()}") from None

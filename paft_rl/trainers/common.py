@@ -1,0 +1,188 @@
+"""What the SFT and GRPO trainers share: the template chooser, prompt building and the pre-flight checks.
+
+The one invariant: the template of an example is a pure function of ``(seed, row id, position)``, where the
+position is the optimizer step divided by K. No RNG state, no per-process state: every rank, and a run resumed
+from a checkpoint, computes the same template from the same three numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from prompt_pool import PromptPool, Template, UserError
+from prompt_pool.template import placeholders
+
+from ..formatting import build_prompt, prompt_text
+from ..tasks import Task, get_task, load_rows, load_task_pool
+
+FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
+
+
+@dataclass
+class TemplateChooser:
+    """Chooses the template of each example.
+
+    Args:
+        pool (`PromptPool`): the validated pool (only its train templates are drawn).
+        seed (`int`): seed of the draws.
+        every (`int`, defaults to `1`): PAFT's K, in optimizer steps.
+        draw (`str`, defaults to `"uniform"`): ``uniform``, ``fixed`` or ``top``.
+        fixed (`Template`, *optional*): the single template of the ``fixed`` and ``top`` draws.
+    """
+
+    pool: PromptPool
+    seed: int
+    every: int = 1
+    draw: str = "uniform"
+    fixed: Template | None = None
+
+    def position(self, step: int) -> int:
+        """The draw position of optimizer step ``step``: the block of K steps it falls in."""
+        return int(step) // self.every
+
+    def choose(self, row_id: Any, step: int) -> Template:
+        """The template of row ``row_id`` at optimizer step ``step``."""
+        if self.fixed is not None:
+            return self.fixed
+        return self.pool.draw(self.seed, row_id, self.position(step))
+
+    def render(self, template: Template, fields: Mapping[str, object]) -> str:
+        return self.pool.render(template, fields)
+
+    @property
+    def candidates(self) -> list[Template]:
+        return [self.fixed] if self.fixed is not None else self.pool.train
+
+
+def build_chooser(args, task: Task) -> TemplateChooser:
+    """Load and validate the pool named by ``args`` and build the chooser (fails before any model is loaded)."""
+    if args.template_draw == "fixed":
+        pool = PromptPool([Template("fixed", args.fixed_template, "train", "user")], name="fixed_template")
+        pool = pool.with_aliases(_aliases(args)).validate(task)
+        return TemplateChooser(pool, _seed(args), args.template_every, "fixed", pool.templates[0])
+    pool = load_task_pool(task, args.pool, _aliases(args), drop_duplicates=args.drop_duplicate_templates)
+    fixed = pool.get(args.template_id) if args.template_draw == "top" else None
+    return TemplateChooser(pool, _seed(args), args.template_every, args.template_draw, fixed)
+
+
+def _aliases(args):
+    from ..tasks import parse_field_aliases
+
+    return parse_field_aliases(args.field_aliases)
+
+
+def _seed(args) -> int:
+    return int(args.seed if args.template_seed is None else args.template_seed)
+
+
+def resolve_task(args) -> Task:
+    task = get_task(args.task)
+    return task.with_answer_style(args.mc_answer_style) if task.is_multiple_choice else task
+
+
+def build_dataset(task: Task, rows: datasets.Dataset) -> datasets.Dataset:
+    """Add what the trainers need to ``rows``: the template fields (JSON), ``gold`` (and ``options`` for
+    multiple choice) for the rewards, and ``target``, the reference completion for SFT."""
+
+    def convert(row):
+        example = task.example(row)
+        record = {FIELDS_COLUMN: json.dumps(example.fields, ensure_ascii=False), "gold": example.gold,
+                  "target": example.target}
+        if task.is_multiple_choice:
+            record["options"] = list(example.options or [])
+        return record
+
+    return rows.map(convert, desc="task fields")
+
+
+def load_training_dataset(args, task: Task) -> datasets.Dataset:
+    rows = load_rows(task, data=args.data, split=args.data_split, limit=args.data_limit, seed=int(args.seed))
+    if len(rows) == 0:
+        raise UserError(f"the dataset for task {task.name!r} has no rows")
+    return build_dataset(task, rows)
+
+
+def example_fields(row: Mapping[str, Any]) -> dict[str, str]:
+    return json.loads(row[FIELDS_COLUMN])
+
+
+# ---------------------------------------------------------------------------- pre-flight checks
+def check_fields_available(chooser: TemplateChooser, dataset: datasets.Dataset) -> None:
+    """Every placeholder a candidate template uses must be a field of the examples (checked on the first row)."""
+    fields = example_fields(dataset[0])
+    offered = set(fields) | set(chooser.pool.aliases)
+    for template in chooser.candidates:
+        missing = [name for name in placeholders(template.text) if name not in offered]
+        if missing:
+            raise UserError(f"template {template.id!r} uses field(s) {', '.join(missing)} that the dataset does not "
+                            f"provide (fields: {', '.join(sorted(fields))}); fix the pool, pass field_aliases "
+                            f"NAME=FIELD, or use data with those columns")
+
+
+def longest_prompt_tokens(chooser: TemplateChooser, dataset: datasets.Dataset, tokenizer, conversational: bool,
+                          system_prompt: str | None, sample: int = 256) -> tuple[int, str, Any]:
+    """An estimate of the longest prompt in tokens: for each of up to ``sample`` rows (the longest by field
+    text), the candidate template that is longest for the first of them. Returns (tokens, template id, row id)."""
+    lengths = [len(row) for row in dataset[FIELDS_COLUMN]]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])[:sample]
+    first = example_fields(dataset[order[0]])
+
+    def count(template: Template, fields) -> int:
+        text = prompt_text(tokenizer, build_prompt(chooser.render(template, fields), conversational, system_prompt))
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    widest = max(chooser.candidates, key=lambda t: count(t, first))
+    best = (0, widest.id, None)
+    for index in order:
+        row = dataset[index]
+        tokens = count(widest, example_fields(row))
+        if tokens > best[0]:
+            best = (tokens, widest.id, row.get("row_id", index))
+    return best
+
+
+def context_length(model_path: str | None, tokenizer) -> int | None:
+    """The model's context window from its config (``max_position_embeddings``), if it can be read."""
+    if model_path:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(model_path)
+            config = getattr(config, "text_config", None) or config
+            value = getattr(config, "max_position_embeddings", None)
+            if value:
+                return int(value)
+        except Exception:  # noqa: BLE001 - unreadable config: fall back to the tokenizer's limit
+            pass
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**8 else None
+
+
+def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
+    """Refuse to mix a new run's checkpoints with an old run's, unless asked to resume or overwrite."""
+    folder = Path(output_dir)
+    if resume or overwrite or not folder.is_dir():
+        return
+    checkpoints = sorted(p.name for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name))
+    if checkpoints:
+        raise UserError(f"output_dir {output_dir} already holds {', '.join(checkpoints[:3])}"
+                        f"{' ...' if len(checkpoints) > 3 else ''}: pass --resume_from_checkpoint true to continue "
+                        f"that run, --overwrite true to replace it, or choose another output_dir")
+
+
+def reward_functions(names: Sequence[str] | None, task: Task) -> list:
+    """The reward callables for ``names`` (default: the task's reward), by registry name."""
+    import rewards
+
+    chosen = list(names) if names else [task.reward]
+    unknown = [name for name in chosen if name not in rewards.REWARDS]
+    if unknown:
+        raise UserError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(sorted(rewards.REWARDS))}")
+    return [rewards.get_reward(name) for name in chosen]

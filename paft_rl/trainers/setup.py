@@ -1,0 +1,118 @@
+"""From parsed recipe to a ready trainer: everything that can fail on bad input is checked here, before a
+model is loaded or a step is taken, and each failure says which option to change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+
+from prompt_pool import UserError
+
+from ..formatting import resolve_conversational
+from ..tasks import Task
+from .common import (
+    TemplateChooser,
+    build_chooser,
+    check_fields_available,
+    check_output_dir,
+    context_length,
+    load_training_dataset,
+    longest_prompt_tokens,
+    resolve_task,
+)
+
+
+@dataclass
+class RunInputs:
+    """What a PAFT run trains on, checked."""
+
+    task: Task
+    chooser: TemplateChooser
+    dataset: datasets.Dataset
+    tokenizer: Any
+    conversational: bool
+    prompt_tokens: int
+    context: int | None
+    longest: tuple[str, Any] = ("", None)  # (template id, row id) of the longest prompt, for messages
+
+
+def parse_recipe(config_class, argv: list[str]):
+    """Parse ``--config R.yaml`` plus ``--key value`` overrides into (config, ModelConfig) with `TrlParser`.
+
+    On a machine without a GPU ``use_cpu`` defaults to true, so CPU runs need nothing beyond the recipe.
+    """
+    import torch
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((config_class, ModelConfig))
+    if not torch.cuda.is_available():
+        parser.set_defaults(use_cpu=True)
+    try:
+        args, model_args = parser.parse_args_and_config(argv)
+    except FileNotFoundError as error:
+        raise UserError(f"recipe not found: {error.filename}") from None
+    if not model_args.model_name_or_path:
+        raise UserError("no model given: set model_name_or_path in the recipe or pass --model_name_or_path PATH")
+    return args, model_args
+
+
+def resume_value(args) -> bool | str | None:
+    """``resume_from_checkpoint``: ``true`` (last checkpoint in output_dir), a path, or nothing."""
+    value = args.resume_from_checkpoint
+    if isinstance(value, str) and value.lower() in ("true", "last", "yes", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "0", ""):
+        return None
+    return value
+
+
+def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
+    """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
+    check_output_dir(args.output_dir, resume_value(args), args.overwrite)
+    task = resolve_task(args)
+    chooser = build_chooser(args, task)
+    dataset = load_training_dataset(args, task)
+    check_fields_available(chooser, dataset)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    conversational = resolve_conversational(args.prompt_format, tokenizer)
+    tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
+                                                        args.system_prompt)
+    return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
+                     (template_id, row_id))
+
+
+def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what: str) -> None:
+    """Raise when the longest prompt plus ``generated`` tokens exceeds ``limit`` (context or max_length)."""
+    if limit is None or inputs.prompt_tokens + generated <= limit:
+        return
+    template_id, row_id = inputs.longest
+    raise UserError(
+        f"the prompt of row {row_id} with template {template_id!r} is {inputs.prompt_tokens} tokens; with "
+        f"{generated} {what} it exceeds {limit} tokens: shorten or drop long templates, lower "
+        f"{'max_completion_length' if what.startswith('generated') else 'the prompt'} or raise the limit, "
+        f"or limit the data to shorter rows")
+
+
+def model_init_kwargs(args, model_args) -> None:
+    """Pass ModelConfig's loading options to TRL, which loads the model from its path (ZeRO-3 aware)."""
+    kwargs = dict(args.model_init_kwargs or {})
+    kwargs.setdefault("dtype", model_args.dtype or "auto")
+    kwargs.setdefault("revision", model_args.model_revision)
+    if getattr(model_args, "trust_remote_code", False):
+        kwargs.setdefault("trust_remote_code", True)
+    if model_args.attn_implementation:
+        kwargs.setdefault("attn_implementation", model_args.attn_implementation)
+    args.model_init_kwargs = kwargs
+
+
+def train_and_save(trainer, args) -> None:
+    """Train (resuming when asked), then save the final model and tokenizer into output_dir."""
+    trainer.train(resume_from_checkpoint=resume_value(args))
+    trainer.save_model(args.output_dir)

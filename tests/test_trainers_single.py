@@ -1,0 +1,188 @@
+"""PAFT SFT and GRPO trainers in one process on a tiny in-test model: training, templates, collator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from paft_rl.cli import main as cli
+from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
+from paft_rl.tasks import get_task, load_rows
+from paft_rl.trainers import TemplateChooser, build_dataset
+from paft_rl.trainers.grpo import TEMPLATE_METRIC
+from paft_rl.trainers.sft import PaftSFTCollator
+from prompt_pool import PromptPool, Template
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
+ARITH_TEMPLATES = [
+    ("a1", "Question: {question}\nAnswer:"), ("a2", "Solve this: {question} The answer is"),
+    ("a3", "{question}\nThink briefly, then give the number."), ("a4", "Problem -> {question} ->"),
+    ("a5", "Work it out. {question}"), ("a6", "Q: {question} A:"),
+]
+
+
+def write_pool(path: Path, templates=ARITH_TEMPLATES, heldout=("Held out: {question}",)) -> Path:
+    lines = [{"id": tid, "text": text, "split": "train"} for tid, text in templates]
+    lines += [{"id": f"h{i}", "text": text, "split": "heldout"} for i, text in enumerate(heldout)]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def arith_pool(tmp_path_factory):
+    return write_pool(tmp_path_factory.mktemp("pool") / "arith.jsonl")
+
+
+def run_args(command, model_dir, pool, output_dir, *extra):
+    common = ["--model_name_or_path", str(model_dir), "--task", "synth_arith", "--pool", str(pool),
+              "--output_dir", str(output_dir), "--data_limit", "16", "--max_steps", "2", "--seed", "3",
+              "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--bf16", "false",
+              "--use_cpu", "true"]
+    specific = {
+        "sft": ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--max_length", "128"],
+        "grpo": ["--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "6",
+                 "--learning_rate", "1e-2", "--rewards", "answer_cue", "length_penalty"],
+    }[command]
+    return [command, *common, *specific, *extra]
+
+
+def weights_changed(model_dir: Path, output_dir: Path, lora: bool) -> bool:
+    if lora:
+        return (output_dir / "adapter_model.safetensors").exists()
+    before, after = load_file(model_dir / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    return any(not torch.equal(before[name], after[name]) for name in before)
+
+
+LORA = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_sft_cli_trains_and_saves(lora, model_dir, arith_pool, tmp_path):
+    output_dir = tmp_path / "out"
+    assert cli(run_args("sft", model_dir, arith_pool, output_dir, *(LORA if lora else []))) == 0
+    assert weights_changed(model_dir, output_dir, lora)
+
+
+def test_grpo_cli_runs_with_registry_rewards_and_lora(model_dir, arith_pool, tmp_path):
+    output_dir = tmp_path / "out"
+    assert cli(run_args("grpo", model_dir, arith_pool, output_dir, *LORA)) == 0
+    assert (output_dir / "adapter_model.safetensors").exists()
+
+
+class RecordLogs(TrainerCallback):
+    def __init__(self, into: list):
+        self.into = into
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.into.append(dict(logs or {}))
+
+
+def digit_share(prompts, completions, **kwargs):
+    """A reward that varies between random completions, so the tiny model gets a gradient."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) + 0.01 * len(text) for text in texts]
+
+
+def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, **overrides):
+    from paft_rl.trainers.common import build_chooser, resolve_task
+    from paft_rl.trainers.grpo import PaftGRPOTrainer
+
+    options = dict(output_dir=str(output_dir), task="synth_arith", pool=str(pool), max_steps=1,
+                   per_device_train_batch_size=8, num_generations=2, max_completion_length=4, learning_rate=0.05,
+                   report_to="none", use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", seed=5)
+    args = PaftGRPOConfig(**{**options, **overrides})
+    task = resolve_task(args)
+    dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
+    return PaftGRPOTrainer(str(model_dir), [digit_share], args, dataset, build_chooser(args, task),
+                           conversational=True, processing_class=make_tiny_tokenizer(), peft_config=peft_config)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_grpo_updates_weights_and_logs_templates(lora, model_dir, arith_pool, tmp_path):
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"]) if lora else None
+    trainer = make_grpo_trainer(model_dir, arith_pool, tmp_path / "o", peft_config=peft_config)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    logged = []
+    trainer.add_callback(RecordLogs(logged))
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    table = list(trainer._logs["extra"]["template_id"])
+    assert len(table) == 8 and set(table) <= {tid for tid, _ in ARITH_TEMPLATES}
+    assert len(set(table[0::2])) > 1 and table[0::2] == table[1::2]  # groups of 2 share a template, groups differ
+    prompts = list(trainer._logs["prompt"])
+    assert prompts[0::2] == prompts[1::2]
+    metrics = [key for entry in logged for key in entry if key.startswith(TEMPLATE_METRIC)]
+    assert {key[len(TEMPLATE_METRIC):] for key in metrics} == set(table)
+
+
+# ---------------------------------------------------------------------------- templates and collator
+def chooser(draw="uniform", every=1, fixed=None) -> TemplateChooser:
+    pool = PromptPool([Template(tid, text) for tid, text in ARITH_TEMPLATES], name="t")
+    return TemplateChooser(pool, seed=0, every=every, draw=draw, fixed=fixed)
+
+
+def test_template_is_pure_function_of_seed_row_and_block_of_k_steps():
+    k3 = chooser(every=3)
+    assert [k3.choose(7, step).id for step in range(3)] == [k3.choose(7, 0).id] * 3
+    per_block = {k3.choose(row, 0).id for row in range(40)}
+    assert len(per_block) > 3  # rows draw different templates
+    changed = sum(k3.choose(row, 0).id != k3.choose(row, 3).id for row in range(40))
+    assert changed > 10  # a new block redraws
+    assert chooser(every=3).choose(11, 4) == k3.choose(11, 4)  # no hidden state
+
+
+def test_fixed_and_top_use_one_template():
+    only = Template("user", "Compute: {question}")
+    fixed = chooser(draw="fixed", fixed=only)
+    assert {fixed.choose(row, step).id for row in range(10) for step in range(5)} == {"user"}
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["plain", "chat"])
+def test_collator_trains_on_completion_tokens_only(conversational):
+    tokenizer = make_tiny_tokenizer()
+    task = get_task("synth_arith")
+    rows = build_dataset(task, load_rows(task, limit=3, seed=0)).to_list()
+    collator = PaftSFTCollator(tokenizer, chooser(), conversational=conversational, system_prompt="Be brief.")
+    batch = collator(rows, step=0)
+    prompts, completions, _ = collator.texts(rows, step=0)
+    for i, row in enumerate(rows):
+        trained = [t for t in batch["labels"][i].tolist() if t != -100]
+        assert tokenizer.decode(trained).startswith(row["target"])
+        assert trained[-1] == tokenizer.eos_token_id
+        length = int(batch["attention_mask"][i].sum())
+        assert tokenizer.decode(batch["input_ids"][i, :length]) == prompts[i] + completions[i]
+    if conversational:
+        assert prompts[0].startswith("<|system|>Be brief.</s><|user|>") and prompts[0].endswith("<|assistant|>")
+
+
+def test_collator_redraws_per_block():
+    tokenizer = make_tiny_tokenizer()
+    task = get_task("synth_arith")
+    rows = build_dataset(task, load_rows(task, limit=12, seed=0)).to_list()
+    collator = PaftSFTCollator(tokenizer, chooser(every=2))
+    assert collator.texts(rows, 0)[2] == collator.texts(rows, 1)[2]
+    assert collator.texts(rows, 0)[2] != collator.texts(rows, 2)[2]
+
+
+def test_config_help_text_on_every_pool_field():
+    from dataclasses import fields
+
+    from paft_rl.configs import PaftArguments
+
+    for config in (PaftGRPOConfig, PaftSFTConfig):
+        names = {f.name for f in fields(config)}
+        for field in fields(PaftArguments):
+            assert field.name in names and field.metadata.get("help"), field.name
