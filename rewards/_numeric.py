@@ -81,9 +81,38 @@ def evaluate(latex: str) -> complex | None:
     return value if finite else None
 
 
-def clearly_different(gold: str, pred: str) -> bool:
-    """`True` only when both are closed-form constants whose values differ by more than a relative 1e-4."""
+_TUPLE = re.compile(r"\s*(?:\\left)?\s*([(\[])(.*)(?:\\right)?\s*([)\]])\s*", re.DOTALL)
+
+
+def _elements(text: str) -> tuple[str, list[str]] | None:
+    """`("()", [a, b])` for a bracketed tuple or interval of two or more parts, else `None`."""
+    match = _TUPLE.fullmatch(text)
+    if not match or "\\{" in text:
+        return None
+    inner = re.sub(r"\\right\s*$", "", match.group(2))
+    parts = inner.split(",")
+    if len(parts) < 2 or any(p.count("(") != p.count(")") or p.count("{") != p.count("}") for p in parts):
+        return None
+    return match.group(1) + match.group(3), parts
+
+
+def _scalars_differ(gold: str, pred: str) -> bool:
     a, b = evaluate(gold), evaluate(pred)
     if a is None or b is None:
         return False
     return abs(a - b) > 1e-4 * max(1.0, abs(a))
+
+
+def clearly_different(gold: str, pred: str) -> bool:
+    """`True` only when no symbolic check could make the two equal: closed-form constants whose values differ
+    by more than a relative 1e-4, a tuple against a constant, or same-shaped tuples with such a component."""
+    gold_parts, pred_parts = _elements(gold), _elements(pred)
+    if gold_parts is None and pred_parts is None:
+        return _scalars_differ(gold, pred)
+    if gold_parts is None or pred_parts is None:
+        scalar = gold if gold_parts is None else pred
+        return evaluate(scalar) is not None
+    (gold_brackets, gold_items), (pred_brackets, pred_items) = gold_parts, pred_parts
+    if gold_brackets != pred_brackets or len(gold_items) != len(pred_items):
+        return False
+    return any(_scalars_differ(g, p) for g, p in zip(gold_items, pred_items))

@@ -127,6 +127,8 @@ def _strip_wrappers(answer: str) -> str:
             if answer.startswith(left) and answer.endswith(right) and len(answer) > len(left) + len(right) - 1:
                 answer = answer[len(left) : len(answer) - len(right)].strip()
         answer = answer.rstrip(".").strip()
+        if _BOXED.match(answer) and _braced(answer, _BOXED.match(answer).end()) is None:
+            answer = answer[_BOXED.match(answer).end() :]  # cut off inside its box: keep what was written
         if answer.startswith("{") and answer.endswith("}") and _braced(answer, 1) == answer[1:-1]:
             answer = answer[1:-1].strip()  # redundant outer braces: {11\sqrt2}
         if answer == before:

@@ -58,6 +58,9 @@ CASES = [
     ("\\boxed{6-9i}", "6+9i", 0.0),
     ("\\boxed{Monday}", "\\text{Tuesday}", 0.0),
     ("\\boxed{4\\sqrt{13}}", "3\\sqrt{13}", 0.0),
+    ("\\boxed{(-6, 1)}", "(-2,1)", 0.0),
+    ("\\boxed{(15,-29)}", "6", 0.0),
+    ("The answer is \\boxed{(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", 1.0),
     ("\\boxed{\\sqrt{117}}", "3\\sqrt{13}", 1.0),
     ("\\boxed{-\\frac{\\pi}{3}}", "-\\frac{\\pi}{6}", 0.0),
     # malformed
