@@ -80,7 +80,7 @@ def configure(workers: int | None = None, timeout: float | None = None, use_pool
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES = re.compile(r"####\s*([^\n]*)")
 _CUE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)?\s*(?:is\s*)?[:=]?\s*", re.IGNORECASE
+    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is\b|:|=)\s*[:=]?\s*", re.IGNORECASE
 )
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
