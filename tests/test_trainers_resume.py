@@ -1,0 +1,85 @@
+"""Resuming from a checkpoint reproduces the template sequence of an uninterrupted run (GRPO and SFT)."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import TrainerCallback
+
+from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
+from paft_rl.tasks import load_rows
+from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
+from paft_rl.trainers.common import resolve_task
+from test_trainers_multiprocess import digit_share, recording_grpo_trainer
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
+COMMON = dict(task="synth_arith", max_steps=4, save_strategy="steps", save_steps=2, report_to="none", use_cpu=True,
+              bf16=False, seed=2, logging_steps=1, learning_rate=0.01)
+
+
+class StopAfter(TrainerCallback):
+    """Interrupts training after ``step`` (the checkpoint of that step is still written)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+
+
+def grpo_run(model_dir, output_dir, stop_at=None, resume=None) -> list:
+    args = PaftGRPOConfig(output_dir=str(output_dir), per_device_train_batch_size=4, num_generations=2,
+                          max_completion_length=4, **COMMON)
+    task = resolve_task(args)
+    dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
+    trainer_class = recording_grpo_trainer()
+    trainer_class.generated = []
+    trainer = trainer_class(str(model_dir), [digit_share], args, dataset, build_chooser(args, task),
+                            conversational=True, processing_class=make_tiny_tokenizer(),
+                            callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer.train(resume_from_checkpoint=resume)
+    return [tuple(map(str, entry)) for entry in trainer.generated]
+
+
+@pytest.mark.slow
+def test_grpo_resume_reproduces_template_sequence(model_dir, tmp_path):
+    uninterrupted = grpo_run(model_dir, tmp_path / "a")
+    first = grpo_run(model_dir, tmp_path / "b", stop_at=2)
+    assert (tmp_path / "b" / "checkpoint-2").is_dir()
+    second = grpo_run(model_dir, tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-2"))
+    assert len(uninterrupted) == 4 * 4 and len(first) == 2 * 4
+    assert first + second == uninterrupted  # same (step, row, template, prompt) in the same order
+
+
+class RecordingCollator(PaftSFTCollator):
+    def __call__(self, rows, step):
+        self.seen.append((step, [row["row_id"] for row in rows], self.texts(rows, step)[2]))
+        return super().__call__(rows, step)
+
+
+def sft_run(model_dir, output_dir, stop_at=None, resume=None) -> list:
+    args = PaftSFTConfig(output_dir=str(output_dir), per_device_train_batch_size=3, gradient_accumulation_steps=2,
+                         max_length=128, **COMMON)
+    task = resolve_task(args)
+    dataset = build_dataset(task, load_rows(task, limit=30, seed=0))
+    collator = RecordingCollator(make_tiny_tokenizer(), build_chooser(args, task))
+    collator.seen = []
+    trainer = PaftSFTTrainer(str(model_dir), args, dataset, collator, processing_class=make_tiny_tokenizer(),
+                             callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer.train(resume_from_checkpoint=resume)
+    return collator.seen
+
+
+def test_sft_resume_reproduces_template_sequence(model_dir, tmp_path):
+    uninterrupted = sft_run(model_dir, tmp_path / "a")
+    first = sft_run(model_dir, tmp_path / "b", stop_at=2)
+    second = sft_run(model_dir, tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-2"))
+    assert len(uninterrupted) == 4 * 2  # 4 steps x 2 accumulated micro-batches
+    assert [step for step, _, _ in uninterrupted] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert first + second == uninterrupted
+    assert len({t for _, _, ids in uninterrupted for t in ids}) > 3
