@@ -1,0 +1,165 @@
+"""Collecting responses for every request of a run: cache first, then HTTP endpoints and local models.
+
+HTTP requests go to one thread pool bounded by ``requests.concurrency`` (and per endpoint by the
+generator's own ``concurrency``), while local models generate in the main thread at the same time. A
+generator that fails for good is recorded with its reason and the run goes on with the others; every
+response is written to the cache the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .cache import ResponseCache
+from .config import GenerateConfig, GeneratorConfig
+from .generators import GeneratorFailed, OpenAIChatClient, RequestFailed, group_by_generator, local_generator
+from .prompts import Request
+
+
+@dataclass
+class GeneratorOutcome:
+    """What happened to one generator's requests."""
+
+    requests: int = 0
+    cached: int = 0
+    received: int = 0
+    failed: int = 0
+    retries: int = 0
+    fatal: str | None = None
+    errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str, error: str | None = None) -> None:
+        """Add one to counter ``name`` (threads share an outcome); keep ``error`` when given."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+            if error is not None:
+                self.errors.append(error)
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and self.failed == 0
+
+
+@dataclass
+class Collection:
+    """Responses (cache records) in request order, and each generator's outcome."""
+
+    responses: list[dict]
+    outcomes: dict[str, GeneratorOutcome]
+    seconds: float
+
+    def failure_lines(self) -> list[str]:
+        lines = []
+        for name, outcome in self.outcomes.items():
+            if outcome.fatal:
+                lines.append(f"{name}: {outcome.fatal}")
+            elif outcome.failed:
+                lines.append(f"{name}: {outcome.failed} of {outcome.requests} requests failed; first: {outcome.errors[0]}")
+        return lines
+
+
+def response_record(request: Request, generator: GeneratorConfig, text: str) -> dict:
+    """The cache record of one response; its fields become the provenance of the templates parsed from it."""
+    return {"key": request.key, "generator": generator.name, "backend": generator.backend, "model": generator.model,
+            "mode": request.mode, "sample": request.sample, "temperature": request.temperature,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "text": text}
+
+
+def collect_responses(config: GenerateConfig, requests: list[Request], cache: ResponseCache,
+                      log: Callable[[str], None] = lambda line: None,
+                      sleep: Callable[[float], None] = time.sleep) -> Collection:
+    """Get a response for every request that can have one.
+
+    Args:
+        config (`GenerateConfig`): generators and request settings.
+        requests (`list[Request]`): from `build_requests`.
+        cache (`ResponseCache`): read first, written as responses arrive.
+        log (`Callable[[str], None]`): progress lines.
+        sleep (`Callable[[float], None]`): backoff wait (tests pass a fast one).
+    """
+    start = time.monotonic()
+    generators = {g.name: g for g in config.generators}
+    outcomes = {name: GeneratorOutcome() for name in generators}
+    received: dict[str, dict] = {}
+    pending: dict[str, list[Request]] = {}
+    for name, group in group_by_generator(requests).items():
+        outcomes[name].requests = len(group)
+        for request in group:
+            if request.key in cache:
+                received[request.key] = cache.get(request.key)
+                outcomes[name].cached += 1
+            else:
+                pending.setdefault(name, []).append(request)
+    for name, outcome in outcomes.items():
+        log(f"{name}: {outcome.requests} requests, {outcome.cached} from the cache")
+
+    def store(request: Request, text: str) -> None:
+        record = response_record(request, generators[request.generator], text)
+        cache.put(record)
+        received[request.key] = record
+        outcomes[request.generator].count("received")
+
+    http = {n: g for n, g in pending.items() if generators[n].backend == "openai"}
+    local = {n: g for n, g in pending.items() if generators[n].backend != "openai"}
+    with ThreadPoolExecutor(max_workers=config.requests.concurrency, thread_name_prefix="pool-generate") as executor:
+        futures = _submit_http(config, http, generators, outcomes, store, executor, sleep)
+        for name, group in local.items():
+            _run_local(generators[name], group, outcomes[name], store, log)
+        for future in futures:
+            future.result()
+    for name, outcome in outcomes.items():
+        if outcome.received or outcome.failed or outcome.fatal:
+            status = f"failed: {outcome.fatal}" if outcome.fatal else f"{outcome.failed} failed"
+            log(f"{name}: {outcome.received} received, {outcome.retries} retries, {status}")
+    ordered = [received[r.key] for r in requests if r.key in received]
+    return Collection(ordered, outcomes, time.monotonic() - start)
+
+
+def _submit_http(config, groups, generators, outcomes, store, executor, sleep) -> list:
+    futures = []
+    for name, group in groups.items():
+        generator = generators[name]
+        client = OpenAIChatClient(generator, config.requests, sleep=sleep)
+        limit = threading.BoundedSemaphore(generator.concurrency or config.requests.concurrency)
+        stop = threading.Event()  # set on a fatal error: the generator's queued requests are not sent
+
+        def task(request: Request, client=client, limit=limit, stop=stop, outcome=outcomes[name]) -> None:
+            with limit:
+                if stop.is_set():
+                    outcome.count("failed")
+                    return
+                try:
+                    text = client.complete(request)
+                except GeneratorFailed as error:
+                    stop.set()
+                    outcome.fatal = outcome.fatal or str(error)
+                    outcome.count("failed")
+                except RequestFailed as error:
+                    outcome.count("failed", str(error))
+                else:
+                    store(request, text)
+                finally:
+                    outcome.retries = client.retries_used
+
+        futures += [executor.submit(task, request) for request in group]
+    return futures
+
+
+def _run_local(generator: GeneratorConfig, group: list[Request], outcome: GeneratorOutcome, store, log) -> None:
+    backend = local_generator(generator)
+    try:
+        for request, text in backend.generate(group):
+            store(request, text)
+            log(f"{generator.name}: {outcome.received}/{len(group)} generated")
+    except GeneratorFailed as error:
+        outcome.fatal = str(error)
+        outcome.failed = len(group) - outcome.received
+    except Exception as error:  # noqa: BLE001 - one broken local model must not lose the other generators' work
+        outcome.fatal = f"generator {generator.name!r} ({generator.backend}) crashed: {type(error).__name__}: {error}"
+        outcome.failed = len(group) - outcome.received

@@ -1,0 +1,112 @@
+"""`pool generate` with local generators: a real tiny transformers model end to end, and a missing vLLM.
+
+The tiny model is random at first, so the test first teaches it (a few dozen optimiser steps on one
+sequence) to answer the zero-shot meta-prompt with a template; generation, decoding, parsing, filtering,
+caching and provenance are then the real code paths, with real sampling.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from prompt_pool import read_pool
+from prompt_pool.construction import ResponseCache, build_requests, config_from_dict, generate_pool
+from prompt_pool.construction.collect import collect_responses
+from tests.tiny import make_tiny_model_dir
+
+TASK = {"name": "quiz", "description": "Answer a quiz question.", "fields": ["question"],
+        "required_fields": ["question"], "answer_cue": "Answer:"}
+TAUGHT = "<template>\nQuiz time! Here is the question: {question}\nAnswer:\n</template>"
+
+
+def short_metaprompts(folder):
+    """Short meta-prompts keep the taught sequence (and so the test) small; the shipped ones are longer."""
+    (folder / "zero_shot.txt").write_text("Write $count template for: $description\n$placeholder_rules\n$cue_rule")
+    (folder / "system.txt").write_text("")
+    return {"zero_shot": str(folder / "zero_shot.txt"), "system": str(folder / "system.txt")}
+
+
+def local_config(model_dir, tmp_path, **overrides):
+    data = {"task": TASK, "modes": ["zero_shot"], "metaprompts": short_metaprompts(tmp_path), "per_model_per_mode": 2, "templates_per_request": 1,
+            "temperature": 0.7, "cache": str(tmp_path / "cache.jsonl"), "filters": {"min_chars": 10},
+            "generators": [{"name": "tiny", "backend": "transformers", "model": str(model_dir), "dtype": "float32",
+                            "batch_size": 2, "max_tokens": 40}]}
+    data.update(overrides)
+    return config_from_dict(data)
+
+
+def teach(model_dir, prompt: str, answer: str, steps: int = 80) -> None:
+    """Overfit the tiny model on one (prompt, answer) pair, loss on the answer only, and save it in place."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    input_ids = torch.tensor([prompt_ids + answer_ids])
+    labels = torch.tensor([[-100] * len(prompt_ids) + answer_ids])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def taught_model_dir(tmp_path_factory):
+    folder = make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+    config = local_config(folder, tmp_path_factory.mktemp("metaprompts"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    messages = list(build_requests(config)[0].messages)
+    teach(folder, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), TAUGHT)
+    return folder
+
+
+@pytest.mark.slow
+def test_transformers_generator_builds_a_pool(taught_model_dir, tmp_path):
+    config = local_config(taught_model_dir, tmp_path)
+    result = generate_pool(config, tmp_path / "pool.jsonl", log=lambda line: None)
+    assert result.report["requests"] == {"requests": 2, "cached": 0, "received": 2, "failed": 0, "retries": 0}
+    pool = read_pool(tmp_path / "pool.jsonl")
+    assert "Quiz time! Here is the question: {question}\nAnswer:" in [t.text for t in pool.templates]
+    template = pool.templates[0]
+    assert template.source["backend"] == "transformers" and template.source["model"] == str(taught_model_dir)
+    assert template.source["mode"] == "zero_shot" and template.source["temperature"] == 0.7
+    # Two samples went in; each was either kept or dropped by exactly one counted filter step.
+    steps = result.report["filters"]
+    assert steps[0]["in"] == 2 and len(pool) + sum(s["dropped"] for s in steps) == 2
+
+
+@pytest.mark.slow
+def test_transformers_responses_are_cached(taught_model_dir, tmp_path):
+    config = local_config(taught_model_dir, tmp_path, per_model_per_mode=3, temperature=1.0)
+    requests = build_requests(config)
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    first = collect_responses(config, requests, cache)
+    assert first.outcomes["tiny"].received == 3 and all(isinstance(r["text"], str) for r in first.responses)
+    # A second collection from the same cache file never loads the model: point it at a folder that is gone.
+    gone = local_config(tmp_path / "missing-model", tmp_path, per_model_per_mode=3, temperature=1.0)
+    gone.generators[0].model = str(taught_model_dir)  # same identity, so the same keys...
+    again = collect_responses(gone, build_requests(gone), ResponseCache(tmp_path / "cache.jsonl"))
+    assert again.outcomes["tiny"].cached == 3 and again.responses == first.responses
+
+
+def test_missing_model_fails_that_generator_only(tmp_path):
+    config = local_config(tmp_path / "no-such-model", tmp_path)
+    requests = build_requests(config)
+    collection = collect_responses(config, requests, ResponseCache(None))
+    outcome = collection.outcomes["tiny"]
+    assert outcome.fatal and "cannot load model" in outcome.fatal and outcome.failed == 2
+    assert collection.responses == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed: this checks its absence")
+def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
+    config = local_config("some-model", tmp_path)
+    config.generators[0].backend = "vllm"
+    collection = collect_responses(config, build_requests(config), ResponseCache(None))
+    assert "pip install 'paft-rl[vllm]'" in collection.outcomes["tiny"].fatal
