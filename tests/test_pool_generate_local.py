@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prompt_pool import read_pool
+from prompt_pool import Template, UserError, read_pool
 from prompt_pool.construction import ResponseCache, build_requests, config_from_dict, generate_pool
 from prompt_pool.construction.collect import collect_responses
+from prompt_pool.construction.screen import screen_templates
 from tests.tiny import make_tiny_model_dir
 
 TASK = {"name": "quiz", "description": "Answer a quiz question.", "fields": ["question"],
@@ -110,3 +111,29 @@ def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
     config.generators[0].backend = "vllm"
     collection = collect_responses(config, build_requests(config), ResponseCache(None))
     assert "pip install 'paft-rl[vllm]'" in collection.outcomes["tiny"].fatal
+
+
+@pytest.mark.slow
+def test_accuracy_screen_runs_eval_with_a_reference_model(tmp_path):
+    model = make_tiny_model_dir(tmp_path)
+    templates = [Template("plain", "{question}\n{options}\nAnswer:"),
+                 Template("letters", "Q: {question}\nA) {A}\nB) {B}\nC) {C}\nD) {D}\nAnswer:")]
+
+    def screened(min_accuracy):
+        config = config_from_dict({"task": "synth_mc", "modes": ["zero_shot"],
+                                   "generators": [{"name": "g", "backend": "transformers", "model": str(model)}],
+                                   "screen": {"enabled": True, "model": str(model), "dev_size": 3,
+                                              "min_accuracy": min_accuracy}})
+        return screen_templates(templates, config, tmp_path / "screen")
+
+    kept, step = screened(0.0)
+    assert [t.id for t in kept] == ["plain", "letters"] and step.to_dict()["dropped"] == 0
+    assert all(0.0 <= t.source["screen_accuracy"] <= 1.0 for t in kept)
+    kept, step = screened(1.01)  # nothing reaches it; the eval resume log in tmp_path/screen is reused
+    assert kept == [] and (step.name, step.before, step.dropped) == ("accuracy_screen", 2, 2)
+    assert "dev accuracy" in step.examples[0][1]
+
+
+def test_screen_needs_a_registry_task(tmp_path):
+    with pytest.raises(UserError, match="screen needs a registry task"):
+        local_config(tmp_path, tmp_path, screen={"enabled": True, "model": "m"})

@@ -332,6 +332,9 @@ def check_config(config: GenerateConfig, where: str = "config") -> None:
         raise UserError(f"{where}: screen.enabled needs screen.model (a reference model folder or hub id)")
     _check_generators(config.generators, where)
     _check_seeds(config, where)
+    from .screen import check_screen
+
+    check_screen(config, where)
 
 
 def _check_generators(generators: list[GeneratorConfig], where: str) -> None:

@@ -68,7 +68,8 @@ def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Pat
     if config.screen.enabled:
         from .screen import screen_templates
 
-        kept, step = screen_templates(kept, config, log=log)
+        work_dir = Path(out).with_name(Path(out).stem + ".screen")
+        kept, step = screen_templates(kept, config, work_dir, log=log)
         steps.append(step)
     if not kept:
         raise UserError(f"none of {len(candidates)} generated candidates survived the filters ({_steps_line(steps)}); "
