@@ -68,7 +68,13 @@ def build_chooser(args, task: Task) -> TemplateChooser:
         pool = pool.with_aliases(_aliases(args)).validate(task)
         return TemplateChooser(pool, _seed(args), args.template_every, "fixed", pool.templates[0])
     pool = load_task_pool(task, args.pool, _aliases(args), drop_duplicates=args.drop_duplicate_templates)
-    fixed = pool.get(args.template_id) if args.template_draw == "top" else None
+    fixed = None
+    if args.template_draw == "top":
+        if args.template_id not in {t.id for t in pool.train}:
+            ids = [t.id for t in pool.train]
+            raise UserError(f"template_id {args.template_id!r} is not a train template of {pool.name}; choose one "
+                            f"of {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}")
+        fixed = pool.get(args.template_id)
     return TemplateChooser(pool, _seed(args), args.template_every, args.template_draw, fixed)
 
 
@@ -165,12 +171,18 @@ def context_length(model_path: str | None, tokenizer) -> int | None:
     return int(limit) if limit and limit < 10**8 else None
 
 
+def existing_checkpoints(output_dir: str) -> list[Path]:
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name))
+
+
 def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
     """Refuse to mix a new run's checkpoints with an old run's, unless asked to resume or overwrite."""
-    folder = Path(output_dir)
-    if resume or overwrite or not folder.is_dir():
+    if resume or overwrite:
         return
-    checkpoints = sorted(p.name for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name))
+    checkpoints = [p.name for p in existing_checkpoints(output_dir)]
     if checkpoints:
         raise UserError(f"output_dir {output_dir} already holds {', '.join(checkpoints[:3])}"
                         f"{' ...' if len(checkpoints) > 3 else ''}: pass --resume_from_checkpoint true to continue "

@@ -3,6 +3,7 @@ model is loaded or a step is taken, and each failure says which option to change
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from .common import (
     check_fields_available,
     check_output_dir,
     context_length,
+    existing_checkpoints,
     load_training_dataset,
     longest_prompt_tokens,
     resolve_task,
@@ -113,6 +115,14 @@ def model_init_kwargs(args, model_args) -> None:
 
 
 def train_and_save(trainer, args) -> None:
-    """Train (resuming when asked), then save the final model and tokenizer into output_dir."""
-    trainer.train(resume_from_checkpoint=resume_value(args))
+    """Train (resuming when asked), then save the final model and tokenizer into output_dir.
+
+    With ``overwrite`` and no resume, the old run's checkpoints are removed first, so the folder never mixes runs.
+    """
+    resume = resume_value(args)
+    if args.overwrite and not resume and trainer.accelerator.is_main_process:
+        for checkpoint in existing_checkpoints(args.output_dir):
+            shutil.rmtree(checkpoint)
+    trainer.accelerator.wait_for_everyone()
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
