@@ -214,3 +214,17 @@ def test_registry_task_and_dual_prompts():
     assert "Pick the one option of four" in zero and "<template>\nQ:" not in zero
     assert len({r.key for r in requests}) == 4
     assert build_requests(config)[0].key == requests[0].key  # stable across calls
+
+
+@pytest.mark.parametrize("seeds, count", [
+    ({"pool": "synth_mc", "split": "heldout"}, "heldout"),
+    ("synth_mc", "all"),
+    ({"pool": "pool.jsonl"}, 2),
+])
+def test_seed_templates_from_a_pool(seeds, count, tmp_path):
+    from prompt_pool import load_pool
+
+    (tmp_path / "pool.jsonl").write_text('{"text": "Q {question} {options} Answer:"}\n{"text": "{question} {options}"}\n')
+    config = config_from_dict({"task": "synth_mc", "generators": [GEN], "seed_templates": seeds}, base_dir=tmp_path)
+    expected = count if isinstance(count, int) else len(load_pool("synth_mc").subset(count).templates)
+    assert len(config.seed_templates) == expected > 0

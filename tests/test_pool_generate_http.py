@@ -246,3 +246,19 @@ def test_cache_reuses_received_responses(server, tmp_path):
     hotter = make_config(server, {"alpha": None, "flaky": None}, tmp_path, temperature=0.5)
     generate_pool(hotter, tmp_path / "four.jsonl", log=lambda line: None)
     assert server.calls == {"alpha": 4, "flaky": 6}
+
+
+def test_paft_rl_pool_generate_command(server, tmp_path, capsys):
+    from paft_rl.cli import main as paft_rl_main
+
+    server.scripts = {"alpha": [ok()]}
+    config = {"task": TASK, "modes": ["zero_shot"], "per_model_per_mode": 2, "templates_per_request": 2,
+              "generators": [{"name": "alpha", "model": "alpha", "base_url": server.url}]}
+    (tmp_path / "gen.yaml").write_text(json.dumps(config))
+    out = tmp_path / "pool.jsonl"
+    assert paft_rl_main(["pool", "generate", "--config", str(tmp_path / "gen.yaml"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "requests: 1 (0 cached, 1 received, 0 failed, 0 retries)" in printed and "near_duplicates" in printed
+    assert len(read_pool(out)) == 2 and (tmp_path / "pool.cache.jsonl").exists()
+    assert paft_rl_main(["pool", "generate", "--config", str(tmp_path / "gen.yaml"), "--out", "pool.csv"]) == 2
+    assert "ending in .jsonl" in capsys.readouterr().err

@@ -6,6 +6,7 @@ caching and provenance are then the real code paths, with real sampling.
 """
 
 import importlib.util
+import shutil
 
 import pytest
 import torch
@@ -84,16 +85,15 @@ def test_transformers_generator_builds_a_pool(taught_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_transformers_responses_are_cached(taught_model_dir, tmp_path):
-    config = local_config(taught_model_dir, tmp_path, per_model_per_mode=3, temperature=1.0)
-    requests = build_requests(config)
-    cache = ResponseCache(tmp_path / "cache.jsonl")
-    first = collect_responses(config, requests, cache)
+    model_dir = shutil.copytree(taught_model_dir, tmp_path / "model")
+    config = local_config(model_dir, tmp_path, per_model_per_mode=3, temperature=1.0)
+    first = collect_responses(config, build_requests(config), ResponseCache(tmp_path / "cache.jsonl"))
     assert first.outcomes["tiny"].received == 3 and all(isinstance(r["text"], str) for r in first.responses)
-    # A second collection from the same cache file never loads the model: point it at a folder that is gone.
-    gone = local_config(tmp_path / "missing-model", tmp_path, per_model_per_mode=3, temperature=1.0)
-    gone.generators[0].model = str(taught_model_dir)  # same identity, so the same keys...
-    again = collect_responses(gone, build_requests(gone), ResponseCache(tmp_path / "cache.jsonl"))
-    assert again.outcomes["tiny"].cached == 3 and again.responses == first.responses
+    # With the model gone, the same config is served from the cache file alone (loading would fail).
+    shutil.rmtree(model_dir)
+    again = collect_responses(config, build_requests(config), ResponseCache(tmp_path / "cache.jsonl"))
+    assert again.outcomes["tiny"].cached == 3 and again.outcomes["tiny"].fatal is None
+    assert again.responses == first.responses
 
 
 def test_missing_model_fails_that_generator_only(tmp_path):

@@ -284,18 +284,29 @@ def resolve_task(raw: Any, description: str | None, where: str) -> TaskSpec:
 
 
 def _seed_templates(raw: Any, base_dir: Path, where: str) -> list[str]:
-    """Seed templates inline (strings or ``{text: ...}``) or from a pool file (a path)."""
+    """Seed templates inline (strings or ``{text: ...}``), or from a pool: a file path or built-in pool name,
+    optionally as ``{pool: ..., split: train|heldout|all}``."""
+    if isinstance(raw, dict) and "pool" in raw:
+        return _seed_pool_texts(str(raw["pool"]), str(raw.get("split", "all")), base_dir)
     if isinstance(raw, str):
-        from ..io import read_pool
-
-        return [t.text for t in read_pool(base_dir / raw if not Path(raw).is_absolute() else raw)]
+        return _seed_pool_texts(raw, "all", base_dir)
     if not isinstance(raw, list):
-        raise UserError(f"{where}: seed_templates must be a list of templates or a pool file path")
+        raise UserError(f"{where}: seed_templates must be a list of templates, a pool file or built-in pool name, "
+                        "or {pool: ..., split: ...}")
     texts = [item.get("text") if isinstance(item, dict) else item for item in raw]
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
     if bad:
         raise UserError(f"{where}: seed_templates[{bad[0]}] is not a non-empty string (or a mapping with 'text')")
     return texts
+
+
+def _seed_pool_texts(spec: str, split: str, base_dir: Path) -> list[str]:
+    from ..io import load_pool
+
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    pool = load_pool(path if path.exists() else spec)
+    return [t.text for t in pool.subset(split).templates]
 
 
 def _metaprompt_files(raw: Any, base_dir: Path, where: str) -> dict[str, str]:
