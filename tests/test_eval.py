@@ -11,7 +11,7 @@ import pytest
 from paft_rl import cli
 from paft_rl.eval import EvalSettings, evaluate, prompt_sensitivity, summarize, write_outputs
 from paft_rl.eval import backends as eval_backends
-from paft_rl.eval.backends import Generation, Request, length_batches
+from paft_rl.eval.backends import Generation, Request, length_batches, shared_prefix_length
 from paft_rl.eval.metrics import model_metrics
 from paft_rl.tasks import LETTERS
 from tests.tiny import make_tiny_model_dir
@@ -75,6 +75,34 @@ def test_length_batches_longest_first_within_budget():
     lengths = [[len(r.prompt_ids) for r in batch] for batch in batches]
     assert lengths == [[10], [8, 5], [3, 1]]  # 2 x (10 + 2) > 20; 2 x (8 + 2) = 20 fits; then the batch is full
     assert sum(len(b) for b in batches) == len(requests)
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each prompt keeps one token of its own
+    assert shared_prefix_length([[7], [7, 8]]) == 0
+
+
+def test_prefix_sharing_gives_the_same_generations(tmp_path, tiny_model):
+    from paft_rl.eval.backends import HFBackend, plan_batches
+    from paft_rl.eval.models import load_tokenizer, resolve_model
+
+    source = resolve_model(str(tiny_model))
+    tokenizer = load_tokenizer(source)
+    header = tokenizer("<|user|>Pick the right option. Respond with the option text only.")["input_ids"]
+    questions = ["Which word is an animal? dog chair", "Which of these numbers is the largest? 12 47 3 28",
+                 "Ava has 12 apples.", "red blue green"]
+    requests = [Request(("t", str(i)), header + tokenizer(q)["input_ids"]) for i, q in enumerate(questions)]
+    assert {p for p, _ in plan_batches(requests, 2, 6, 4096, True)} == {len(header)}
+    backend = HFBackend(source, tokenizer, max_new_tokens=6, batch_size=2)
+    results = {}
+    for share in (True, False):
+        backend.share_prefix = share
+        collected = []
+        backend.generate(requests, collected.extend)
+        results[share] = dict(collected)
+    assert results[True] == {k: Generation(g.text, g.tokens, results[True][k].seconds) for k, g in results[False].items()}
+    assert any(g.text for g in results[True].values())
 
 
 # ------------------------------------------------------------------------ scoring through the task reward
@@ -163,21 +191,23 @@ def test_resume_after_crash_generates_only_missing_cells(tmp_path, tiny_model, m
     calls = {"batches": 0}
     original = eval_backends.HFBackend._generate_batch
 
-    def crash_after_three_batches(self, prompts):
+    def crash_after_three_batches(self, *args):
         calls["batches"] += 1
         if calls["batches"] > 3:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, prompts)
+        return original(self, *args)
 
     monkeypatch.setattr(eval_backends.HFBackend, "_generate_batch", crash_after_three_batches)
     with pytest.raises(KeyboardInterrupt):
         evaluate(run)
     log_file = next((tmp_path / "out" / ".resume").glob("*.jsonl"))
+    logged = sum('"prompt_hash"' in line for line in log_file.read_text().splitlines())
+    assert 0 < logged < 15  # three batches of at most two made it to disk before the crash
     with log_file.open("a") as handle:
         handle.write('{"template": "plain", "row": "4", "prompt_ha')  # a line torn by kill -9
     monkeypatch.setattr(eval_backends.HFBackend, "_generate_batch", original)
     resumed, _ = evaluate(run)
-    assert resumed["models"][str(tiny_model)]["generated_this_run"] == 15 - 6
+    assert resumed["models"][str(tiny_model)]["generated_this_run"] == 15 - logged
     # A fresh run gives the same numbers: nothing was lost or mixed up in the resume.
     fresh, _ = evaluate(settings(tmp_path, tiny_model, pool_path, limit=5, out=str(tmp_path / "fresh")))
     assert resumed["models"][str(tiny_model)]["per_template"] == fresh["models"][str(tiny_model)]["per_template"]

@@ -55,6 +55,39 @@ def length_batches(requests: Sequence[Request], batch_size: int, max_new_tokens:
     return batches
 
 
+MIN_SHARED_PREFIX = 4  # tokens; below this a shared prefix saves less than the cache copy costs
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``sequences`` share, leaving each at least one token of its own."""
+    limit = min(len(s) for s in sequences) - 1
+    first = sequences[0]
+    for index in range(max(limit, 0)):
+        if any(s[index] != first[index] for s in sequences):
+            return index
+    return max(limit, 0)
+
+
+def plan_batches(requests: Sequence[Request], batch_size: int, max_new_tokens: int, max_batch_tokens: int,
+                 share_prefix: bool) -> list[tuple[int, list[Request]]]:
+    """Batches as ``(shared prefix length, requests)``.
+
+    Without prefix sharing, all prompts are sorted by length together. With it, each template's prompts are
+    batched among themselves (longest first), so a batch can reuse the template's shared prefix.
+    """
+    if not share_prefix:
+        return [(0, batch) for batch in length_batches(requests, batch_size, max_new_tokens, max_batch_tokens)]
+    by_template: dict[str, list[Request]] = {}
+    for request in requests:
+        by_template.setdefault(request.key[0], []).append(request)
+    plan = []
+    for group in by_template.values():
+        shared = shared_prefix_length([r.prompt_ids for r in group])
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        plan += [(shared, batch) for batch in length_batches(group, batch_size, max_new_tokens, max_batch_tokens)]
+    return plan
+
+
 class HFBackend:
     """Greedy batched generation with ``transformers``.
 
@@ -66,12 +99,15 @@ class HFBackend:
         max_batch_tokens (`int`, defaults to `32768`): most padded tokens per batch.
         device (`str`, *optional*): ``cuda`` when available, else ``cpu``.
         dtype (`str`, defaults to `"auto"`): see `load_hf_model`.
+        share_prefix (`bool`, defaults to `True`): compute the prefix shared by all prompts of a template
+            (chat header and instructions) once and reuse its cache, as vLLM's prefix caching does.
     """
 
     name = "hf"
 
     def __init__(self, source: ModelSource, tokenizer, max_new_tokens: int, batch_size: int = 32,
-                 max_batch_tokens: int = 32768, device: str | None = None, dtype: str = "auto", **_ignored):
+                 max_batch_tokens: int = 32768, device: str | None = None, dtype: str = "auto",
+                 share_prefix: bool = True, **_ignored):
         import torch
 
         self.tokenizer = tokenizer
@@ -83,30 +119,66 @@ class HFBackend:
         self.model = load_hf_model(source, self.device, dtype)
         self.load_seconds = time.perf_counter() - start
         self.eos_ids = _eos_ids(tokenizer, self.model)
+        self.share_prefix = share_prefix
+        self._prefix = None  # (prefix token ids, its key/value cache), for the template being generated
 
     def generate(self, requests: Sequence[Request], on_batch: OnBatch, progress=None) -> None:
         """Complete every request, calling ``on_batch`` with the results of each batch as it finishes."""
-        for batch in length_batches(requests, self.batch_size, self.max_new_tokens, self.max_batch_tokens):
+        for prefix_length, batch in plan_batches(requests, self.batch_size, self.max_new_tokens, self.max_batch_tokens,
+                                                 self.share_prefix):
             start = time.perf_counter()
-            outputs = self._generate_batch([r.prompt_ids for r in batch])
+            outputs = self._generate_batch([r.prompt_ids for r in batch], prefix_length)
             share = (time.perf_counter() - start) / len(batch)
             on_batch([(r.key, Generation(text, tokens, share)) for r, (text, tokens) in zip(batch, outputs)])
             if progress is not None:
                 progress.update(len(batch))
 
-    def _generate_batch(self, prompts: list[list[int]]) -> list[tuple[str, int]]:
+    def _generate_batch(self, prompts: list[list[int]], prefix_length: int = 0) -> list[tuple[str, int]]:
         import torch
         from transformers import GenerationConfig
 
-        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         config = GenerationConfig(
             do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_ids,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        if prefix_length:
+            inputs = self._prefix_inputs(prompts, prefix_length)
+        else:
+            inputs = dict(self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt"))
+        inputs = {k: v.to(self.device) if hasattr(v, "to") and k != "past_key_values" else v for k, v in inputs.items()}
         with torch.inference_mode():
-            output = self.model.generate(**padded, generation_config=config)
-        new_tokens = output[:, padded["input_ids"].shape[1]:].tolist()
+            output = self.model.generate(**inputs, generation_config=config)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
         return [self._decode(ids) for ids in new_tokens]
+
+    def _prefix_inputs(self, prompts: list[list[int]], prefix_length: int) -> dict:
+        """Inputs that reuse the key/value cache of a prefix every prompt shares (a template's instructions).
+
+        Layout per row: the prefix, then padding, then the row's own tokens. Position ids come from the
+        attention mask, so every token keeps the position it has without padding and the result equals an
+        uncached run; the prefix is computed once per template instead of once per prompt.
+        """
+        import copy
+
+        import torch
+
+        prefix = tuple(prompts[0][:prefix_length])
+        if self._prefix is None or self._prefix[0] != prefix:
+            with torch.inference_mode():
+                cache = self.model(torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
+            self._prefix = (prefix, cache)
+        cache = copy.deepcopy(self._prefix[1])
+        cache.batch_repeat_interleave(len(prompts))
+        width = max(len(p) for p in prompts) - prefix_length
+        input_ids = torch.full((len(prompts), prefix_length + width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, prompt in enumerate(prompts):
+            own = prompt[prefix_length:]
+            input_ids[row, :prefix_length] = torch.tensor(prefix)
+            input_ids[row, input_ids.shape[1] - len(own):] = torch.tensor(own)
+            attention_mask[row, :prefix_length] = 1
+            attention_mask[row, input_ids.shape[1] - len(own):] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
 
     def _decode(self, ids: list[int]) -> tuple[str, int]:
         """Text before the first end token, and the number of tokens generated up to and including it."""

@@ -42,6 +42,8 @@ class EvalSettings:
         chat_template (`bool`, defaults to `True`): wrap prompts in the tokenizer's chat template when it has one.
         dtype (`str`, defaults to `"auto"`): float32 on CPU, bfloat16 on GPU.
         seed (`int`, defaults to `0`): synthetic data seed.
+        share_prefix (`bool`, defaults to `True`): HF backend: reuse the cache of the prefix a template's prompts
+            share (the outputs are the same; only the work shrinks).
         progress (`bool`, defaults to `True`): show a progress bar.
     """
 
@@ -60,6 +62,7 @@ class EvalSettings:
     chat_template: bool = True
     dtype: str = "auto"
     seed: int = 0
+    share_prefix: bool = True
     progress: bool = True
 
 
@@ -189,7 +192,7 @@ def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_to
     longest = max(len(prepared.prompt_ids[k]) for k in missing) + max_new_tokens
     backend_class = BACKENDS[settings.backend]
     backend = backend_class(prepared.source, prepared.tokenizer, max_new_tokens, batch_size=settings.batch_size,
-                            dtype=settings.dtype, max_model_len=longest)
+                            dtype=settings.dtype, max_model_len=longest, share_prefix=settings.share_prefix)
     prepared.log.record_load(backend.load_seconds)
     requests = [Request(key, prepared.prompt_ids[key]) for key in missing]
     progress = _progress_bar(len(requests), model_label(prepared.source.spec), settings.progress)

