@@ -25,7 +25,8 @@ def write_tool(folder: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def run_slurm_script(nodes: int, args: list[str], tools: dict[str, str] | None = None, **env) -> subprocess.CompletedProcess:
+def run_slurm_script(nodes: int, args: list[str], tools: dict[str, str] | None = None, timeout: int = 60,
+                     **env) -> subprocess.CompletedProcess:
     """Run the script with fake SLURM variables (nodes node01..nodeNN) and an ``scontrol`` (plus ``tools``) on PATH."""
     with tempfile.TemporaryDirectory() as shim:
         for name, body in {"scontrol": SCONTROL[len("#!/bin/bash\n"):], **(tools or {})}.items():
@@ -34,7 +35,7 @@ def run_slurm_script(nodes: int, args: list[str], tools: dict[str, str] | None =
         environment = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": hosts,
                        "SLURM_NNODES": str(nodes), **env}
         return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=environment, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=timeout)
 
 
 def dry_run(nodes: int, args: list[str], **env) -> str:
