@@ -81,19 +81,26 @@ def accelerate_launch_args(argv: list[str]):
 
 def launch_plan(recipe: Path) -> dict:
     """World size, accelerate config and subcommand of a recipe, from its launch line."""
-    argv = launch_command(recipe)
+    plan = plan_from_argv(launch_command(recipe))
+    assert plan["recipe"] == recipe, f"{recipe.name}: its launch line trains {plan['recipe'].name}"
+    return plan
+
+
+def plan_from_argv(argv: list[str]) -> dict:
+    """World size, accelerate config, subcommand, recipe and ``--key value`` overrides of a launch command."""
     if argv[0] == "sbatch":
         line = next(line for line in sbatch_plan(argv).splitlines() if line.startswith("train node 0"))
         argv = shlex.split(line.split(": ", 1)[1])
         argv = argv[argv.index("accelerate"):]
-    command, config = command_and_config(argv)
-    assert config == recipe, f"{recipe.name}: its launch line trains {config.name}"
-    if argv[0] != "accelerate":
-        return {"world": 1, "command": command, "argv": argv, "accelerate": None}
-    with _cwd(ROOT):
-        args, env = accelerate_launch_args(argv)
-    world = 1 if not (args.use_deepspeed or args.multi_gpu) else int(args.num_processes)
-    return {"world": world, "command": command, "argv": argv, "accelerate": (args, env)}
+    command, recipe = command_and_config(argv)
+    overrides = argv[argv.index("--config") + 2:]
+    plan = {"world": 1, "command": command, "argv": argv, "accelerate": None, "recipe": recipe, "overrides": overrides}
+    if argv[0] == "accelerate":
+        with _cwd(ROOT):
+            args, env = accelerate_launch_args(argv)
+        plan["world"] = int(args.num_processes) if (args.use_deepspeed or args.multi_gpu) else 1
+        plan["accelerate"] = (args, env)
+    return plan
 
 
 # ---------------------------------------------------------------------------- parsing a recipe as paft-rl does
@@ -127,7 +134,7 @@ def stated_batch(recipe: Path) -> dict:
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_parses_and_fits_its_world_size(recipe):
     plan = launch_plan(recipe)
-    args, model_args = parse(recipe, plan["command"], plan["world"])
+    args, model_args = parse(recipe, plan["command"], plan["world"], *plan["overrides"])
     assert model_args.model_name_or_path
     per_step = args.per_device_train_batch_size * plan["world"] * args.gradient_accumulation_steps
     stated = stated_batch(recipe)
@@ -174,6 +181,19 @@ def test_every_gpu_recipe_states_its_launch_and_batch():
         assert lines[0].startswith("# launch: "), f"{recipe.name}: first line must be `# launch: ...`"
         assert stated_batch(recipe), f"{recipe.name}: second line must be `# batch: N ... per optimizer step`"
         assert "-m paft_rl.cli" in lines[0] or lines[0].startswith("# launch: sbatch"), recipe.name
+
+
+def test_readme_launch_lines_parse_and_fit():
+    lines = [line for line in (LAUNCH / "README.md").read_text().splitlines()
+             if re.match(r"(accelerate launch|paft-rl (sft|grpo)) ", line)]
+    assert len(lines) >= 10
+    for line in lines:
+        plan = plan_from_argv(shlex.split(line))
+        args, _ = parse(plan["recipe"], plan["command"], plan["world"], *plan["overrides"])
+        if plan["command"] == "grpo":
+            assert args.generation_batch_size % args.num_generations == 0, line
+            if args.use_vllm and args.vllm_mode == "colocate":
+                assert plan["world"] % args.vllm_tensor_parallel_size == 0, line
 
 
 def test_group_rule_violation_is_caught_for_a_different_world_size():
