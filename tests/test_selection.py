@@ -105,7 +105,6 @@ def test_select_command_writes_table_and_recipe(tmp_path, capsys):
     from paft_rl.cli import main
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
-    make_tiny_tokenizer(model_dir)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model_dir), "task": "synth_mc",
                                       "output_dir": str(tmp_path / "run"), "learning_rate": 1e-4}))

@@ -1,0 +1,19 @@
+"""``paft-rl sequence --config S.yaml``: train a sequence of tasks with SAPO's template choice at every boundary,
+evaluate every task after every stage, and report the accuracy matrix with AP, BWT and FWT."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str]) -> int:
+    from ..selection.sequence import SequenceConfig, format_report, run_sequence
+
+    parser = argparse.ArgumentParser(prog="paft-rl sequence", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="sequence config (model, output_dir, tasks, sft, select, eval)")
+    args = parser.parse_args(argv)
+    config = SequenceConfig.from_yaml(args.config)
+    report = run_sequence(config)
+    print(format_report(report))
+    print(f"wrote {config.output_dir}/sequence.json")
+    return 0
