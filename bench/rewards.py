@@ -10,6 +10,12 @@ Three judges score the same (gold, completion) pairs:
   * reference math-verify's own `parse` + `verify` with its default settings, one pair at a time.
 Every completion also carries the label it was built with (right / wrong), which settles disagreements.
 
+The reference also extracts the answer from the completion itself, so its agreement figure mixes two things:
+answer extraction and judging. A fourth pass isolates what the speed-ups (exact/numeric fast path, gold parsed
+once, verdict cache, worker pool) could break: math-verify with its default settings, one pair at a time in
+this process, on the answers the project's pipeline extracted (gold and completion), each handed over exactly
+as the slow path hands it (wrapped in `\\boxed{}`, the bare answer as fallback), against the project's verdict.
+
 Usage: `python bench/rewards.py [--gsm8k-questions 1000] [--math-questions 500] [--group 8]`.
 The ratios are printed last.
 """
@@ -206,6 +212,44 @@ def reference_gold(gold: str) -> str:
     return gold if ("####" in gold or "\\boxed" in gold) else f"${gold}$"
 
 
+def _parse_like_slow_path(answer: str):
+    """Hand an extracted answer to math-verify the way `rewards._mathjudge` does, but with default settings."""
+    from math_verify import parse
+
+    return parse("\\boxed{" + answer + "}") or parse(answer)
+
+
+def extracted_pair(gold: str, completion: str) -> tuple[str | None, str | None]:
+    """The (gold answer, predicted answer) the project's pipeline extracts, without its gold cache."""
+    from rewards import math as rmath
+
+    parsed = rmath.parse_gold.__wrapped__(gold)
+    return (parsed.answer if parsed else None), rmath.extract_answer(completion)
+
+
+def run_soundness(golds: list[str], completions: list[str]) -> tuple[list, list, float]:
+    """math-verify (default settings, one pair at a time, no pool or cache) on the project's extracted answers.
+
+    Returns the verdicts (`None` where the gold has no answer, `0.0` where the completion has none, as the
+    project scores them), the extracted pairs and the seconds spent.
+    """
+    from math_verify import verify
+
+    scores, pairs = [], []
+    start = time.perf_counter()
+    for gold, completion in zip(golds, completions):
+        gold_answer, pred = extracted_pair(gold, completion)
+        pairs.append((gold_answer, pred))
+        if gold_answer is None or pred is None:
+            scores.append(None if gold_answer is None else 0.0)
+            continue
+        try:
+            scores.append(float(verify(_parse_like_slow_path(gold_answer), _parse_like_slow_path(pred))))
+        except Exception:  # noqa: BLE001
+            scores.append(0.0)
+    return scores, pairs, time.perf_counter() - start
+
+
 def run_reference(golds: list[str], completions: list[str]) -> tuple[list, float]:
     from math_verify import parse, verify
 
@@ -228,9 +272,10 @@ def _as_bool(score) -> bool:
     return bool(score) and score == score  # None and NaN count as "not right"
 
 
-def report(title: str, golds, items, ours, trl, ref, times, out_dir: Path | None) -> dict:
+def report(title: str, golds, items, ours, trl, ref, sound, pairs, times, out_dir: Path | None) -> dict:
     n = len(items)
     agree_ref = sum(_as_bool(a) == _as_bool(b) for a, b in zip(ours, ref))
+    agree_sound = sum(_as_bool(a) == _as_bool(b) for a, b in zip(ours, sound))
     print(f"\n== {title}: {n} completions ({len(set(golds))} golds) ==")
     for name, seconds in times.items():
         print(f"  {name:<10} {seconds:8.2f} s   {n / seconds:9.0f} completions/s")
@@ -240,7 +285,39 @@ def report(title: str, golds, items, ours, trl, ref, times, out_dir: Path | None
     print(f"  project vs math-verify direct: {agree_ref}/{n} same verdicts ({100 * agree_ref / n:.2f} %)")
     _list_disagreements("project vs math-verify direct", golds, items, ours, ref, "ref", out_dir, title)
     _list_disagreements("project vs TRL", golds, items, ours, trl, "trl", out_dir, title)
-    return {"agree_ref": agree_ref / n}
+    with_answer = sum(p is not None for _, p in pairs)
+    print(f"  fast-path soundness: {agree_sound}/{n} ({100 * agree_sound / n:.2f} %) same verdict as math-verify "
+          f"on the extracted answers ({with_answer} completions with an extracted answer)")
+    _list_soundness_disagreements(items, pairs, ours, sound, out_dir, title)
+    # Percentages computed as printed above, so the summary lines round the same way.
+    return {"agree_ref": 100 * agree_ref / n, "soundness": 100 * agree_sound / n}
+
+
+def _list_soundness_disagreements(items, pairs, ours, sound, out_dir, title) -> None:
+    """Print every pair where the project and math-verify disagree on the same extracted answers.
+
+    For each, also says what the project's own slow path (`rewards._mathjudge.judge`, in-process, uncached)
+    returns, so a disagreement can be told apart: fast path/caches/pool (slow path agrees with math-verify)
+    versus the slow path's extraction settings (slow path agrees with the project).
+    """
+    from rewards import _mathjudge
+
+    cases = []
+    for (style, _, label), (gold_answer, pred), a, b in zip(items, pairs, ours, sound):
+        if _as_bool(a) != _as_bool(b):
+            slow = _mathjudge.judge(gold_answer, pred, timeout=5)
+            cases.append({"style": style, "gold_answer": gold_answer, "pred": pred, "label": label,
+                          "project": a, "math_verify": b, "slow_path": float(slow)})
+    print(f"  fast-path soundness: {len(cases)} disagreements")
+    for case in cases:
+        right = "project" if _as_bool(case["project"]) == case["label"] else "math-verify"
+        print(f"    {case['style']:<24} gold={case['gold_answer']!r} pred={case['pred']!r} "
+              f"project={case['project']} math-verify={case['math_verify']} slow-path={case['slow_path']} "
+              f"label={case['label']} (right: {right})")
+    if out_dir is not None and cases:
+        path = out_dir / f"disagreements_{title.split()[0].lower()}_soundness.jsonl"
+        path.write_text("".join(json.dumps(case) + "\n" for case in cases))
+        print(f"    (all cases written to {path.name})")
 
 
 def _list_disagreements(header, golds, items, ours, other, other_name, out_dir, title) -> None:
@@ -280,8 +357,10 @@ def bench(title: str, golds: list[str], items: list, group: int, out_dir: Path |
     ours, ours_s = run_batched(rewards.math_accuracy, golds, completions, group)
     _clear_math_verify_caches()
     ref, ref_s = run_reference(golds, completions)
-    times = {"project": ours_s, "trl": trl_s, "reference": ref_s}
-    result = report(title, golds, items, ours, trl_scores, ref, times, out_dir)
+    _clear_math_verify_caches()
+    sound, pairs, sound_s = run_soundness(golds, completions)
+    times = {"project": ours_s, "trl": trl_s, "reference": ref_s, "soundness": sound_s}
+    result = report(title, golds, items, ours, trl_scores, ref, sound, pairs, times, out_dir)
     result["ratio"] = trl_s / ours_s
     return result
 
@@ -347,11 +426,14 @@ def main() -> None:
     gsm = bench("GSM8K-shaped", *gsm8k_work(args.gsm8k_questions, args.group, rng), args.group, args.out)
     mth = bench("MATH-shaped", *math_work(args.math_questions, args.group, rng), args.group, args.out)
     print(f"\nparse-failure counters: {rewards.parse_failures()}")
+    print("\n== agreement (same verdicts; target >= 99.9 %) ==")
+    for name, result in (("GSM8K-shaped", gsm), ("MATH-shaped ", mth)):
+        print(f"{name} with math-verify direct (its own extraction): {result['agree_ref']:.2f} %; "
+              f"fast-path soundness: {result['soundness']:.2f} % same verdict as math-verify "
+              f"on the extracted answers")
     print("\n== ratios (TRL accuracy_reward seconds / project seconds, same inputs, same run) ==")
-    print(f"GSM8K-shaped throughput ratio: {gsm['ratio']:.1f}x (target >= 5x); "
-          f"agreement with math-verify direct: {100 * gsm['agree_ref']:.2f} % (target >= 99.9 %)")
-    print(f"MATH-shaped  throughput ratio: {mth['ratio']:.1f}x (target >= 2x); "
-          f"agreement with math-verify direct: {100 * mth['agree_ref']:.2f} % (target >= 99.9 %)")
+    print(f"GSM8K-shaped throughput ratio: {gsm['ratio']:.1f}x (target >= 5x)")
+    print(f"MATH-shaped  throughput ratio: {mth['ratio']:.1f}x (target >= 2x)")
 
 
 if __name__ == "__main__":

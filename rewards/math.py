@@ -103,11 +103,22 @@ def _braced(text: str, start: int) -> str | None:
     return None
 
 
+def _unbraced(answer: str) -> str:
+    """Drop redundant outer grouping braces (`{(-2,1)}` -> `(-2,1)`); escaped set braces `\\{...\\}` stay."""
+    answer = answer.strip()
+    while answer.startswith("{") and answer.endswith("}") and _braced(answer, 1) == answer[1:-1]:
+        answer = answer[1:-1].strip()
+    return answer
+
+
 def _last_boxed_at(text: str) -> tuple[int, str] | None:
     for match in reversed(list(_BOXED.finditer(text))):
         inner = _braced(text, match.end())
-        if inner is not None and inner.strip():
-            return match.start(), inner.strip()
+        # Unbrace here, not only in `normalize_text`: math-verify reads `{(-2,1)}` as a set, so the slow path
+        # must get the same `(-2,1)` the fast path compares, or the two paths could disagree.
+        answer = _unbraced(inner) if inner is not None else ""
+        if answer:
+            return match.start(), answer
     return None
 
 
@@ -129,8 +140,7 @@ def _strip_wrappers(answer: str) -> str:
         answer = answer.rstrip(".").strip()
         if _BOXED.match(answer) and _braced(answer, _BOXED.match(answer).end()) is None:
             answer = answer[_BOXED.match(answer).end() :]  # cut off inside its box: keep what was written
-        if answer.startswith("{") and answer.endswith("}") and _braced(answer, 1) == answer[1:-1]:
-            answer = answer[1:-1].strip()  # redundant outer braces: {11\sqrt2}
+        answer = _unbraced(answer)  # redundant outer braces: {11\sqrt2}
         if answer == before:
             break
     return answer

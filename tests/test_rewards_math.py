@@ -63,6 +63,9 @@ CASES = [
     ("The answer is \\boxed{(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", 1.0),
     ("\\boxed{\\sqrt{117}}", "3\\sqrt{13}", 1.0),
     ("\\boxed{-\\frac{\\pi}{3}}", "-\\frac{\\pi}{6}", 0.0),
+    # redundant braces inside the box reach the symbolic check unbraced (math-verify reads `{(a,b)}` as a set)
+    ("\\boxed{{(3,\\frac{2\\pi}{4})}}", "\\left( 3, \\frac{\\pi}{2} \\right)", 1.0),
+    ("\\boxed{{(-2,1)}}", "(-2,1)", 1.0),
     # malformed
     ("", GSM, 0.0),
     ("I do not know.", GSM, 0.0),
@@ -92,6 +95,9 @@ def test_math_accuracy_table(completion, gold, expected):
         ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
         ("The answer is 18 apples in total.", "18"),
         ("It costs 3.5 dollars, then 7", "7"),
+        ("\\boxed{{(-2,1)}}", "(-2,1)"),
+        ("\\boxed{5} then \\boxed{{}}", "5"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
         ("nothing here", None),
         ("", None),
         (None, None),
@@ -99,6 +105,33 @@ def test_math_accuracy_table(completion, gold, expected):
 )
 def test_extract_answer(text, answer):
     assert rmath.extract_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    "completion,gold",
+    [
+        ("\\boxed{{(-2,1)}}", "(-2,1)"),
+        ("The answer is $\\boxed{{\\text{Evelyn}}}$.", "\\text{Evelyn}"),
+        ("\\boxed{{(6,31,-1)}}", "(6,31,-1)"),
+        ("\\boxed{{\\frac{1}{2}}}", "We find $\\boxed{\\frac{1}{2}}$."),
+        ("\\boxed{{(1,3)}}", "(-2,1)"),
+        ("**Answer:** 1,234", "#### 1234"),
+        ("The answer is 50\\%.", "0.5"),
+        ("\\boxed{x = 5}", "5"),
+    ],
+)
+def test_fast_path_verdict_matches_math_verify_on_the_same_answers(completion, gold):
+    # The fast path is a shortcut: where it decides, math-verify (default settings) on the very answers the
+    # pipeline extracted, handed over as the slow path hands them, must give the same verdict.
+    from math_verify import parse, verify
+
+    def as_slow_path_hands_it(answer):
+        return parse("\\boxed{" + answer + "}") or parse(answer)
+
+    gold_parsed, pred = rmath.parse_gold(gold), rmath.extract_answer(completion)
+    fast = rmath.fast_verdict(gold_parsed, pred)
+    assert fast is not None
+    assert fast == verify(as_slow_path_hands_it(gold_parsed.answer), as_slow_path_hands_it(pred))
 
 
 def test_gold_parsed_once_per_distinct_string():
