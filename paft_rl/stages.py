@@ -42,6 +42,15 @@ def run_stage(name: str, folder: str | Path, work: Callable[[], dict[str, Any]],
     return summary
 
 
+def resume_or_overwrite(output_dir: str | Path) -> dict[str, Any]:
+    """Recipe options that resume a training stage interrupted after a checkpoint, or start it afresh."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(output_dir)
+    checkpoint = output_dir.is_dir() and get_last_checkpoint(str(output_dir))
+    return {"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite": True}
+
+
 def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from ..stages import resume_or_overwrite
+
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
 
@@ -42,14 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resume_if_started(output_dir: Path) -> dict:
-    """Resume a stage that was interrupted after its first checkpoint; start fresh otherwise."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    started = output_dir.is_dir() and get_last_checkpoint(str(output_dir))
-    return {"resume_from_checkpoint": started} if started else {"overwrite": True}
-
-
 def write_recipe(path: Path, recipe: dict) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -62,7 +56,7 @@ def sft_stage(out: Path, name: str, model: str, args, draw: dict) -> dict:
     recipe = {**COMMON, **LORA, **draw, "model_name_or_path": model, "output_dir": str(out / name),
               "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": 8,
               "learning_rate": 1.0e-3, "max_steps": args.sft_steps, "max_length": 512,
-              "save_steps": max(1, args.sft_steps // 2), **resume_if_started(out / name)}
+              "save_steps": max(1, args.sft_steps // 2), **resume_or_overwrite(out / name)}
     path = write_recipe(out / "recipes" / f"{name}.yaml", recipe)
     sft.main(["--config", path])
     return {"model": str(out / name), "recipe": path}
@@ -75,7 +69,7 @@ def grpo_stage(out: Path, base: str, args) -> dict:
               "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": 8,
               "max_completion_length": 12, "temperature": 1.0, "learning_rate": 2.0e-5, "beta": 0.0,
               "max_steps": args.grpo_steps, "save_steps": max(1, args.grpo_steps // 2), "logging_steps": 1,
-              **resume_if_started(out / "paft_grpo")}
+              **resume_or_overwrite(out / "paft_grpo")}
     path = write_recipe(out / "recipes" / "paft_grpo.yaml", recipe)
     grpo.main(["--config", path])
     return {"model": str(out / "paft_grpo"), "recipe": path}

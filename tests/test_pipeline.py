@@ -1,0 +1,67 @@
+"""`paft-rl pipeline`: SFT (LoRA) -> merge -> GRPO -> eval on a tiny model, and resuming after a failed stage."""
+
+import json
+
+import pytest
+import yaml
+
+from paft_rl.cli import main
+from tests.tiny import make_tiny_model_dir
+
+COMMON = {"task": "synth_mc", "report_to": "none", "bf16": False, "logging_steps": 1, "data_limit": 16, "seed": 0}
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture
+def configs(tmp_path):
+    model = make_tiny_model_dir(tmp_path / "model")
+    sft = write(tmp_path / "sft.yaml", {**COMMON, "model_name_or_path": str(model), "output_dir": str(tmp_path / "sft"),
+                                        "use_peft": True, "lora_r": 4, "lora_alpha": 8, "max_steps": 2,
+                                        "per_device_train_batch_size": 4, "save_steps": 1, "max_length": 512})
+    grpo_recipe = {**COMMON, "model_name_or_path": "replaced-by-the-pipeline", "output_dir": str(tmp_path / "grpo"),
+                   "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4}
+    pipeline = {"sft": sft, "grpo": write(tmp_path / "grpo.yaml", grpo_recipe), "output_dir": str(tmp_path / "run"),
+                "eval": {"task": "synth_mc", "limit": 2, "max_new_tokens": 4, "models": ["base", "sft", "grpo"]}}
+    return tmp_path, pipeline, grpo_recipe
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_resume(configs, capsys):
+    tmp_path, pipeline, grpo_recipe = configs
+    # First run: the GRPO recipe cannot hold whole groups, so the run stops after SFT (and its merge).
+    write(tmp_path / "grpo.yaml", {**grpo_recipe, "num_generations": 3})
+    path = write(tmp_path / "p.yaml", pipeline)
+    assert main(["pipeline", "--config", path]) == 2
+    assert "num_generations" in capsys.readouterr().err
+    assert (tmp_path / "run" / "sft" / "stage.json").exists() and not (tmp_path / "run" / "grpo" / "stage.json").exists()
+    # Fixed and rerun: SFT and the merge are skipped, GRPO starts from the merged SFT model.
+    write(tmp_path / "grpo.yaml", grpo_recipe)
+    assert main(["pipeline", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "sft: already done" in out and "merge LoRA: already done" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["merge"]["model"] == str(tmp_path / "sft") + "-merged"
+    grpo_used = yaml.safe_load((tmp_path / "run" / "recipes" / "grpo.yaml").read_text())
+    assert grpo_used["model_name_or_path"] == summary["merge"]["model"]
+    assert set(summary["eval"]["results"]) == {"base", "sft", "grpo"}
+    assert (tmp_path / "run" / "eval" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sft": "missing.yaml"}, "sft recipe 'missing.yaml' does not exist"),
+        ({"colour": 1}, "unknown key(s) colour"),
+        ({"eval": {"limit": 3}}, "eval needs a task"),
+        ({"eval": {"task": "synth_mc", "models": ["teacher"]}}, "not teacher"),
+    ],
+)
+def test_pipeline_bad_config(configs, change, message, capsys):
+    tmp_path, pipeline, _ = configs
+    path = write(tmp_path / "p.yaml", {**pipeline, **change})
+    assert main(["pipeline", "--config", path]) == 2
+    assert message in capsys.readouterr().err
