@@ -18,6 +18,15 @@ from prompt_pool.construction.collect import collect_responses
 from prompt_pool.construction.screen import screen_templates
 from tests.tiny import make_tiny_model_dir
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine run many times faster on one thread than on two competing ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TASK = {"name": "quiz", "description": "Answer a quiz question.", "fields": ["question"],
         "required_fields": ["question"], "answer_cue": "Answer:"}
 TAUGHT = "<template>\nQuiz time! Here is the question: {question}\nAnswer:\n</template>"

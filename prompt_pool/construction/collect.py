@@ -107,12 +107,15 @@ def collect_responses(config: GenerateConfig, requests: list[Request], cache: Re
 
     http = {n: g for n, g in pending.items() if generators[n].backend == "openai"}
     local = {n: g for n, g in pending.items() if generators[n].backend != "openai"}
-    with ThreadPoolExecutor(max_workers=config.requests.concurrency, thread_name_prefix="pool-generate") as executor:
-        futures = _submit_http(config, http, generators, outcomes, store, executor, sleep)
-        for name, group in local.items():
+    executors, futures = _submit_http(config, http, generators, outcomes, store, sleep)
+    try:
+        for name, group in local.items():  # local models run here while the HTTP threads wait on the network
             _run_local(generators[name], group, outcomes[name], store, log)
         for future in futures:
             future.result()
+    finally:
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
     for name, outcome in outcomes.items():
         if outcome.received or outcome.failed or outcome.fatal:
             status = f"failed: {outcome.fatal}" if outcome.fatal else f"{outcome.failed} failed"
@@ -121,16 +124,23 @@ def collect_responses(config: GenerateConfig, requests: list[Request], cache: Re
     return Collection(ordered, outcomes, time.monotonic() - start)
 
 
-def _submit_http(config, groups, generators, outcomes, store, executor, sleep) -> list:
-    futures = []
+def _submit_http(config, groups, generators, outcomes, store, sleep) -> tuple[list[ThreadPoolExecutor], list]:
+    """One thread pool per endpoint (its own ``concurrency``) under one run-wide limit.
+
+    Separate pools keep a slow or throttled endpoint from holding every thread while the others idle.
+    """
+    overall = threading.BoundedSemaphore(config.requests.concurrency)
+    executors, futures = [], []
     for name, group in groups.items():
         generator = generators[name]
         client = OpenAIChatClient(generator, config.requests, sleep=sleep)
-        limit = threading.BoundedSemaphore(generator.concurrency or config.requests.concurrency)
         stop = threading.Event()  # set on a fatal error: the generator's queued requests are not sent
+        workers = min(generator.concurrency or config.requests.concurrency, config.requests.concurrency)
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"pool-generate-{name}")
+        executors.append(executor)
 
-        def task(request: Request, client=client, limit=limit, stop=stop, outcome=outcomes[name]) -> None:
-            with limit:
+        def task(request: Request, client=client, stop=stop, outcome=outcomes[name]) -> None:
+            with overall:
                 if stop.is_set():
                     outcome.count("failed")
                     return
@@ -148,7 +158,7 @@ def _submit_http(config, groups, generators, outcomes, store, executor, sleep) -
                     outcome.retries = client.retries_used
 
         futures += [executor.submit(task, request) for request in group]
-    return futures
+    return executors, futures
 
 
 def _run_local(generator: GeneratorConfig, group: list[Request], outcome: GeneratorOutcome, store, log) -> None:

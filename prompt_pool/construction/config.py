@@ -236,6 +236,8 @@ def load_config(path: str | Path) -> GenerateConfig:
 def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str = "config") -> GenerateConfig:
     """Build a `GenerateConfig` from a plain mapping (the parsed YAML) and check it."""
     data = dict(data)
+    if "registry_task" in data:
+        raise UserError(f"{where}: unknown key 'registry_task'; name a registry task with 'task: NAME'")
     if "task" not in data:
         raise UserError(f"{where}: missing 'task': a registry name (e.g. synth_mc) or a mapping with fields")
     if not data.get("generators"):
@@ -245,6 +247,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: st
     task = resolve_task(raw_task, data.pop("description", None), where)
     generators = [_build(GeneratorConfig, g, f"{where}: generators[{i}]") for i, g in enumerate(data.pop("generators"))]
     seeds = _seed_templates(data.pop("seed_templates", []), Path(base_dir), where)
+    if data.get("cache"):  # like every file in the config, relative to the config file
+        data["cache"] = str(Path(base_dir) / Path(data["cache"]).expanduser())
     data["metaprompts"] = _metaprompt_files(data.get("metaprompts") or {}, Path(base_dir), where)
     sections = {key: _build(cls, data.pop(key, None) or {}, f"{where}: {key}") for key, cls in SECTIONS.items()}
     if "modes" in data:
