@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,14 +17,31 @@ GROUP = 4  # num_generations; 6 completions per rank -> 3 groups of 4, the middl
 
 
 def torchrun(script_args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    torchrun_bin = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun_bin is None:
-        pytest.skip("torchrun is not installed")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE),
-           "TOKENIZERS_PARALLELISM": "false"}
-    command = [torchrun_bin, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-               *script_args]
+    """``torchrun --nproc_per_node 2`` (as ``python -m torch.distributed.run``, so it is this interpreter's)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(20000 + (os.getpid() * 7 + len(str(tmp_path))) % 20000), *script_args]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_records(output_dir: Path) -> list[dict]:
+    return [json.loads((output_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def assert_groups_share_one_prompt(records: list[dict], steps: int = 2) -> None:
+    """Every (step, row) group has GROUP completions across both ranks, all with one template and prompt."""
+    prompts_by_group = defaultdict(list)
+    for rank_records in records:
+        for step, row_id, template_id, prompt in rank_records["generated"]:
+            prompts_by_group[(step, row_id)].append((template_id, json.dumps(prompt)))
+    assert len(prompts_by_group) == steps * 3  # 3 groups per step
+    for group, members in prompts_by_group.items():
+        assert len(members) == GROUP, group
+        assert len(set(members)) == 1, f"group {group} saw different prompts: {members}"
+    assert len({members[0][0] for members in prompts_by_group.values()}) > 1  # groups draw different templates
+    on_rank = [{tuple(x[:2]) for x in rank_records["generated"]} for rank_records in records]
+    assert on_rank[0] & on_rank[1], "expected a group whose completions are generated on both ranks"
 
 
 @pytest.mark.multiprocess
@@ -36,25 +52,36 @@ def test_two_processes_share_group_prompts_and_weights(tmp_path):
     model_dir = make_tiny_model_dir(tmp_path)
     result = torchrun([__file__, "grpo", str(model_dir), str(tmp_path / "out")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads((tmp_path / "out" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-
-    prompts_by_group = defaultdict(list)
-    for rank_records in records:
-        for step, row_id, template_id, prompt in rank_records["generated"]:
-            prompts_by_group[(step, row_id)].append((template_id, json.dumps(prompt)))
-    assert len(prompts_by_group) == 2 * 3  # 2 steps x 3 groups
-    for group, members in prompts_by_group.items():
-        assert len(members) == GROUP, group
-        assert len(set(members)) == 1, f"group {group} saw different prompts: {members}"
-    assert len({members[0][0] for members in prompts_by_group.values()}) > 1  # groups draw different templates
-    split = [g for g in prompts_by_group if g in {tuple(x[:2]) for x in records[0]["generated"]}
-             and g in {tuple(x[:2]) for x in records[1]["generated"]}]
-    assert split, "expected a group whose completions are generated on both ranks"
+    records = read_records(tmp_path / "out")
+    assert_groups_share_one_prompt(records)
     assert records[0]["weights"] == records[1]["weights"]
     assert records[0]["weights"] != records[0]["initial_weights"]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_cpu(stage, tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is optional: pip install paft-rl[deepspeed]")
+    from tiny import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path)
+    result = torchrun([__file__, "grpo", str(model_dir), str(tmp_path / "grpo"), str(stage)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_groups_share_one_prompt(read_records(tmp_path / "grpo"))
+    result = torchrun([__file__, "sft", str(model_dir), str(tmp_path / "sft"), str(stage)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "sft" / "model.safetensors").exists()
+
+
 # ---------------------------------------------------------------------------- worker (run by torchrun)
+def deepspeed_config(stage: int) -> dict:
+    """A ZeRO config for CPU runs; "auto" values are filled in from the trainer's arguments."""
+    zero = {"stage": stage, "stage3_gather_16bit_weights_on_model_save": stage == 3}  # ZeRO-3: save safetensors
+    return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+            "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
+
 def weights_digest(model) -> str:
     import hashlib
 
@@ -103,17 +130,30 @@ def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
     args = PaftGRPOConfig(**{**options, **overrides})
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
+    zero3 = bool(args.deepspeed) and args.deepspeed.get("zero_optimization", {}).get("stage") == 3
     trainer = recording_grpo_trainer()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
                                        conversational=True, processing_class=make_tiny_tokenizer())
-    initial = weights_digest(trainer.model)
+    initial = None if zero3 else weights_digest(trainer.model)  # ZeRO-3 params are partitioned
     trainer.train()
-    record = {"generated": trainer.generated, "weights": weights_digest(trainer.model), "initial_weights": initial}
+    final = None if zero3 else weights_digest(trainer.model)
+    record = {"generated": trainer.generated, "weights": final, "initial_weights": initial}
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     (Path(output_dir) / f"rank{rank}.json").write_text(json.dumps(record))
 
 
+def sft_worker(model_dir: str, output_dir: str, **overrides) -> None:
+    from paft_rl.cli import main as cli
+
+    argv = ["sft", "--model_name_or_path", model_dir, "--task", "synth_arith", "--output_dir", output_dir,
+            "--data_limit", "16", "--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none",
+            "--save_strategy", "no", "--bf16", "false", "--use_cpu", "true", "--max_length", "256"]
+    for key, value in overrides.items():
+        argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    sys.exit(cli(argv))
+
+
 if __name__ == "__main__":
     mode, model_path, out = sys.argv[1:4]
-    if mode == "grpo":
-        grpo_worker(model_path, out)
+    extra = {"deepspeed": deepspeed_config(int(sys.argv[4]))} if len(sys.argv) > 4 else {}
+    {"grpo": grpo_worker, "sft": sft_worker}[mode](model_path, out, **extra)

@@ -18,7 +18,8 @@ def main(argv: list[str]) -> int:
     args, model_args = parse_recipe(PaftGRPOConfig, argv)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
     funcs = reward_functions(args.rewards, inputs.task)
-    check_prompt_fits(inputs, args.max_completion_length or 0, inputs.context, "generated tokens (max_completion_length)")
+    check_prompt_fits(inputs, args.max_completion_length or 0, inputs.context, "generated tokens",
+                      "lower max_completion_length")
     model_init_kwargs(args, model_args)
 
     # ------------------------------------------------------------------ train

@@ -19,8 +19,8 @@ def main(argv: list[str]) -> int:
     args, model_args = parse_recipe(PaftSFTConfig, argv)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
     # At least one completion token must survive truncation, and the prompt must fit the model.
-    check_prompt_fits(inputs, 1, args.max_length, "completion token(s) (max_length)")
-    check_prompt_fits(inputs, 1, inputs.context, "completion token(s) (model context)")
+    check_prompt_fits(inputs, 1, args.max_length, "completion token", "raise max_length")
+    check_prompt_fits(inputs, 1, inputs.context, "completion token", "the model's context cannot grow")
     model_init_kwargs(args, model_args)
 
     # ------------------------------------------------------------------ train

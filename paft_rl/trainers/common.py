@@ -198,3 +198,24 @@ def reward_functions(names: Sequence[str] | None, task: Task) -> list:
     if unknown:
         raise UserError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(sorted(rewards.REWARDS))}")
     return [rewards.get_reward(name) for name in chosen]
+
+
+def init_deepspeed_comm(args) -> None:
+    """Initialise DeepSpeed's communication before a ZeRO-3 model is built.
+
+    Under ZeRO-3, ``from_pretrained`` partitions parameters inside ``deepspeed.zero.Init``, which reads the
+    world size before it initialises DeepSpeed's own communication; on CPU (``use_cpu``) Accelerate does not
+    do it first, so every rank would believe it is alone. Doing it here, over the process group Accelerate
+    already made, fixes the world size; it is a no-op when DeepSpeed is already initialised or not used.
+    """
+    if not args.deepspeed:
+        return
+    import torch.distributed
+
+    if not torch.distributed.is_initialized():
+        return
+    import deepspeed
+    import deepspeed.comm
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())

@@ -20,7 +20,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from ..formatting import build_prompt
-from .common import TemplateChooser, example_fields
+from .common import TemplateChooser, example_fields, init_deepspeed_comm
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
 
@@ -46,6 +46,7 @@ class PaftGRPOTrainer(GRPOTrainer):
         self.conversational = conversational
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
+        init_deepspeed_comm(args)
         if eval_dataset is not None:
             eval_dataset = self._with_placeholder_prompt(eval_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,

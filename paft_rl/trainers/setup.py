@@ -90,16 +90,14 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
                      (template_id, row_id))
 
 
-def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what: str) -> None:
+def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what: str, fix: str) -> None:
     """Raise when the longest prompt plus ``generated`` tokens exceeds ``limit`` (context or max_length)."""
     if limit is None or inputs.prompt_tokens + generated <= limit:
         return
     template_id, row_id = inputs.longest
-    raise UserError(
-        f"the prompt of row {row_id} with template {template_id!r} is {inputs.prompt_tokens} tokens; with "
-        f"{generated} {what} it exceeds {limit} tokens: shorten or drop long templates, lower "
-        f"{'max_completion_length' if what.startswith('generated') else 'the prompt'} or raise the limit, "
-        f"or limit the data to shorter rows")
+    raise UserError(f"the prompt of row {row_id} with template {template_id!r} is {inputs.prompt_tokens} tokens; "
+                    f"with {generated} {what} it exceeds {limit} tokens: {fix}, shorten or drop long templates, "
+                    f"or use data with shorter rows")
 
 
 def model_init_kwargs(args, model_args) -> None:

@@ -16,7 +16,7 @@ import torch
 from trl import SFTTrainer
 
 from ..formatting import build_prompt, completion_text, prompt_text
-from .common import TemplateChooser, example_fields
+from .common import TemplateChooser, example_fields, init_deepspeed_comm
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
 
@@ -99,6 +99,7 @@ class PaftSFTTrainer(SFTTrainer):
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         args.remove_unused_columns = False
         self.paft_collator = collator
+        init_deepspeed_comm(args)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=keep_raw_rows, **kwargs)
 
