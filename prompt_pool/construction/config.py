@@ -62,6 +62,8 @@ class GeneratorConfig:
         device (`str`, defaults to `"cpu"`): ``transformers`` only.
         dtype (`str`, defaults to `"auto"`): ``transformers`` only (``auto``, ``float32``, ``bfloat16``...).
         batch_size (`int`, defaults to `4`): prompts per ``generate`` call for local backends.
+        threads (`int`, *optional*): torch CPU threads (``transformers`` only); on a CPU shared with other jobs,
+            ``1`` can be many times faster than competing threads.
         engine_kwargs (`dict`, *optional*): keyword arguments of ``vllm.LLM`` (``vllm`` only).
     """
 
@@ -77,6 +79,7 @@ class GeneratorConfig:
     device: str = "cpu"
     dtype: str = "auto"
     batch_size: int = 4
+    threads: int | None = None
     engine_kwargs: dict = field(default_factory=dict)
 
     @property

@@ -170,8 +170,11 @@ class TransformersGenerator:
         self.tokenizer = None
 
     def load(self) -> None:
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if self.generator.threads:
+            torch.set_num_threads(self.generator.threads)
         local = Path(self.generator.model).expanduser()
         model = str(local) if local.exists() else self.generator.model  # "~/..." folder, else a hub id
         try:
