@@ -12,16 +12,16 @@ from tests.tiny import make_tiny_model_dir
 
 def write_config(tmp_path, mode="merge", **overrides):
     model = make_tiny_model_dir(tmp_path / "model")
-    # Tool-call prompts (a JSON list of functions) outgrow the tiny model's 512 positions; RoPE allows more.
-    config_path = model / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "max_position_embeddings": 4096}))
+    piqa = tmp_path / "piqa.jsonl"
+    piqa.write_text("".join(json.dumps({"goal": f"Open jar {i}", "sol1": "twist the lid", "sol2": "eat the lid",
+                                        "label": i % 2}) + "\n" for i in range(8)))
     config = {
         "model_name_or_path": str(model), "output_dir": str(tmp_path / "seq"), "adapter_mode": mode,
-        "sft": {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 2048,
+        "sft": {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 512,
                 "lora_r": 4, "lora_alpha": 8, "bf16": False, "logging_steps": 1, "data_limit": 8},
         "select": {"rows": 2, "batch_size": 8},
-        "eval": {"limit": 1, "max_new_tokens": 4, "batch_size": 16},
-        "tasks": [{"task": "synth_mc"}, {"task": "synth_arith"}, {"task": "synth_tool"}],
+        "eval": {"limit": 1, "max_new_tokens": 4, "batch_size": 32},
+        "tasks": [{"task": "synth_mc"}, {"task": "synth_arith"}, {"task": "piqa", "data": str(piqa)}],
         **overrides,
     }
     path = tmp_path / "seq.yaml"
@@ -36,7 +36,7 @@ def test_three_task_sequence(tmp_path, capsys):
     path = write_config(tmp_path, mode)
     assert main(["sequence", "--config", str(path)]) == 0
     report = json.loads((tmp_path / "seq" / "sequence.json").read_text())
-    assert report["tasks"] == ["synth_mc", "synth_arith", "synth_tool"]
+    assert report["tasks"] == ["synth_mc", "synth_arith", "piqa"]
     assert len(report["matrix"]) == 3 and all(len(row) == 3 for row in report["matrix"])
     assert report["metrics"] == pytest.approx(sequence_metrics(report["matrix"], report["baseline"]))
     for stage in (1, 2, 3):

@@ -78,18 +78,25 @@ class SequenceConfig:
 
 
 def _stage_recipe(config: SequenceConfig, index: int, model: str, out: Path) -> dict[str, Any]:
+    stage = {k: v for k, v in config.tasks[index].items() if k not in ("eval_data", "eval_split")}
     recipe = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "report_to": "none", "save_strategy": "no",
-              **config.sft, **config.tasks[index]}
+              **config.sft, **stage}
     recipe.update({"model_name_or_path": model, "output_dir": str(out / "adapter"), "overwrite": True})
     return recipe
 
 
-def _evaluate(model: str, task_name: str, config: SequenceConfig, out: Path) -> float:
+def _evaluate(model: str, stage: dict[str, Any], config: SequenceConfig, out: Path) -> float:
+    """Mean accuracy of ``model`` over the held-out templates of one stage's task.
+
+    A stage may name its evaluation data (``eval_data``, ``eval_split``); by default the task's evaluation split
+    of its ``data`` (synthetic tasks generate a separate test stream).
+    """
     from ..eval.report import write_outputs
     from ..eval.runner import EvalSettings, evaluate
 
     options = {"limit": 50, "templates": "heldout", "batch_size": 32, **config.eval}
-    settings = EvalSettings(task=task_name, models=[model], out=str(out), progress=False, **options)
+    data = {"data": stage.get("eval_data", stage.get("data")), "split": stage.get("eval_split")}
+    settings = EvalSettings(task=stage["task"], models=[model], out=str(out), progress=False, **data, **options)
     results, records = evaluate(settings)
     write_outputs(results, records, out)
     return float(results["models"][model]["mean"])
@@ -103,8 +110,8 @@ def run_sequence(config: SequenceConfig, log=print) -> dict:
     out = Path(config.output_dir)
     names = [stage["task"] for stage in config.tasks]
     baseline = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
-                         lambda: {"accuracy": [_evaluate(config.model_name_or_path, n, config, out / "stage_0" / n)
-                                               for n in names]}, log)["accuracy"]
+                         lambda: {"accuracy": [_evaluate(config.model_name_or_path, stage, config, out / "stage_0" / stage["task"])
+                                               for stage in config.tasks]}, log)["accuracy"]
     current = config.model_name_or_path
     adapters: list[str] = []
     matrix = []
@@ -120,7 +127,7 @@ def run_sequence(config: SequenceConfig, log=print) -> dict:
             recipe_path = atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
             sft.main(["--config", str(recipe_path)])
             model = str(merge_adapter(folder / "adapter", folder / "model"))
-            accuracy = [_evaluate(model, n, config, folder / "eval" / n) for n in names]
+            accuracy = [_evaluate(model, stage, config, folder / "eval" / stage["task"]) for stage in config.tasks]
             return {"task": name, "template": choice.chosen.template_id, "accuracy": accuracy}
 
         summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work, log)
