@@ -48,23 +48,26 @@ def local_config(model_dir, tmp_path, **overrides):
     return config_from_dict(data)
 
 
-def teach(model_dir, prompt: str, answer: str, steps: int = 80) -> None:
-    """Overfit the tiny model on one (prompt, answer) pair, loss on the answer only, and save it in place."""
+def teach(model_dir, prompt: str, answer: str, max_steps: int = 400) -> float:
+    """Overfit the tiny model on one (prompt, answer) pair, loss on the answer only, until the answer is
+    near-certain; save it in place and return the final loss."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     input_ids = torch.tensor([prompt_ids + answer_ids])
     labels = torch.tensor([[-100] * len(prompt_ids) + answer_ids])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for _ in range(max_steps):
         loss = model(input_ids=input_ids, labels=labels).loss
+        if loss.item() < 0.005:
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(model_dir)
+    return loss.item()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,8 @@ def taught_model_dir(tmp_path_factory):
     config = local_config(folder, tmp_path_factory.mktemp("metaprompts"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     messages = list(build_requests(config)[0].messages)
-    teach(folder, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), TAUGHT)
+    loss = teach(folder, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), TAUGHT)
+    assert loss < 0.005, f"the tiny model did not learn its answer (loss {loss:.3f})"
     return folder
 
 
