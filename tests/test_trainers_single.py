@@ -93,7 +93,7 @@ def digit_share(prompts, completions, **kwargs):
     return [sum(ch.isdigit() for ch in text) / max(len(text), 1) + 0.01 * len(text) for text in texts]
 
 
-def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, **overrides):
+def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, conversational=True, **overrides):
     from paft_rl.trainers.common import build_chooser, resolve_task
     from paft_rl.trainers.grpo import PaftGRPOTrainer
 
@@ -104,15 +104,17 @@ def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, **o
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
     return PaftGRPOTrainer(str(model_dir), [digit_share], args, dataset, build_chooser(args, task),
-                           conversational=True, processing_class=make_tiny_tokenizer(), peft_config=peft_config)
+                           conversational=conversational, processing_class=make_tiny_tokenizer(),
+                           peft_config=peft_config)
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_grpo_updates_weights_and_logs_templates(lora, model_dir, arith_pool, tmp_path):
+@pytest.mark.parametrize("lora, chat", [(False, True), (True, False)], ids=["full-chat", "lora-plain"])
+def test_grpo_updates_weights_and_logs_templates(lora, chat, model_dir, arith_pool, tmp_path):
     from peft import LoraConfig
 
     peft_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"]) if lora else None
-    trainer = make_grpo_trainer(model_dir, arith_pool, tmp_path / "o", peft_config=peft_config)
+    trainer = make_grpo_trainer(model_dir, arith_pool, tmp_path / "o", peft_config=peft_config,
+                                conversational=chat)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     logged = []
     trainer.add_callback(RecordLogs(logged))
@@ -124,6 +126,7 @@ def test_grpo_updates_weights_and_logs_templates(lora, model_dir, arith_pool, tm
     assert len(set(table[0::2])) > 1 and table[0::2] == table[1::2]  # groups of 2 share a template, groups differ
     prompts = list(trainer._logs["prompt"])
     assert prompts[0::2] == prompts[1::2]
+    assert all(isinstance(p, list) == chat for p in prompts)  # chat messages or plain text
     metrics = [key for entry in logged for key in entry if key.startswith(TEMPLATE_METRIC)]
     assert {key[len(TEMPLATE_METRIC):] for key in metrics} == set(table)
 

@@ -47,6 +47,7 @@ class PaftGRPOTrainer(GRPOTrainer):
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
         init_deepspeed_comm(args)
+        args.remove_unused_columns = False  # the rewrite needs row_id and the fields column
         if eval_dataset is not None:
             eval_dataset = self._with_placeholder_prompt(eval_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
