@@ -14,7 +14,7 @@ from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
-TEMPLATE_DRAWS = ("uniform", "fixed", "top")
+TEMPLATE_DRAWS = ("uniform", "fixed", "top", "sapo", "sapo_reward")
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
 
@@ -50,6 +50,12 @@ class PaftArguments:
             Template text for ``template_draw: fixed``.
         template_id (`str`, *optional*):
             Pool template id for ``template_draw: top``.
+        sapo_every (`int`, defaults to `50`):
+            For ``template_draw: sapo`` / ``sapo_reward``: optimizer steps between updates of the draw weights.
+        sapo_temperature (`float`, defaults to `0.1`):
+            Softmax temperature of the adaptive weights (``softmax(-loss / T)``, or mean reward / T); 0 = argmin.
+        sapo_probe_rows (`int`, defaults to `64`):
+            For ``sapo``: the first N training rows form the probe set on which templates are scored.
         prompt_format (`str`, defaults to `"auto"`):
             ``chat``: the rendered template is the user message of a chat (tokenizer's chat template);
             ``plain``: the rendered template is the raw prompt text; ``auto``: chat when the tokenizer has a
@@ -78,7 +84,9 @@ class PaftArguments:
     template_draw: str = field(
         default="uniform",
         metadata={"help": "uniform (PAFT: draw a train template per example / per GRPO group), fixed (one "
-                          "user-written template, see fixed_template) or top (one pool template, see template_id).",
+                          "user-written template, see fixed_template), top (one pool template, see template_id), "
+                          "sapo (draw weights from each template's current task loss, SAPO) or sapo_reward (GRPO: "
+                          "from each template's running mean reward).",
                   "choices": list(TEMPLATE_DRAWS)})
     template_every: int = field(
         default=1, metadata={"help": "PAFT's K: an example keeps its drawn template for blocks of K optimizer steps."})
@@ -87,6 +95,12 @@ class PaftArguments:
         default=None, metadata={"help": "Template text used for every example when template_draw is 'fixed'."})
     template_id: str | None = field(
         default=None, metadata={"help": "Pool template id used for every example when template_draw is 'top'."})
+    sapo_every: int = field(
+        default=50, metadata={"help": "sapo / sapo_reward draws: optimizer steps between weight updates (M)."})
+    sapo_temperature: float = field(
+        default=0.1, metadata={"help": "sapo draws: softmax temperature over -loss (or mean reward); 0 = argmin."})
+    sapo_probe_rows: int = field(
+        default=64, metadata={"help": "sapo draws: score templates on the first N training rows."})
     prompt_format: str = field(
         default="auto",
         metadata={"help": "chat (template rendered into the user message), plain (raw text) or auto (chat when "
@@ -110,6 +124,9 @@ class PaftArguments:
             raise UserError("template_draw 'fixed' needs the template text: set fixed_template")
         if self.template_draw == "top" and not self.template_id:
             raise UserError("template_draw 'top' needs a pool template id: set template_id")
+        if self.template_draw in ("sapo", "sapo_reward") and (self.sapo_every < 1 or self.sapo_temperature < 0
+                                                               or self.sapo_probe_rows < 1):
+            raise UserError("sapo draws need sapo_every >= 1, sapo_temperature >= 0 and sapo_probe_rows >= 1")
         if self.template_every < 1:
             raise UserError(f"template_every (K) must be at least 1, got {self.template_every}")
         if self.prompt_format not in PROMPT_FORMATS:
@@ -140,6 +157,8 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
+        if self.template_draw == "sapo_reward":
+            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
         try:
             super().__post_init__()
         except ValueError as error:

@@ -12,7 +12,14 @@ def main(argv: list[str]) -> int:
     from ..configs import PaftGRPOConfig
     from ..trainers.common import reward_functions
     from ..trainers.grpo import PaftGRPOTrainer
-    from ..trainers.setup import check_prompt_fits, model_init_kwargs, parse_recipe, prepare_inputs, train_and_save
+    from ..trainers.setup import (
+        attach_adaptive_draws,
+        check_prompt_fits,
+        model_init_kwargs,
+        parse_recipe,
+        prepare_inputs,
+        train_and_save,
+    )
 
     # ------------------------------------------------------------------ recipe and checks (no model yet)
     args, model_args = parse_recipe(PaftGRPOConfig, argv)
@@ -28,5 +35,6 @@ def main(argv: list[str]) -> int:
         chooser=inputs.chooser, conversational=inputs.conversational, system_prompt=args.system_prompt,
         processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args),
     )
+    attach_adaptive_draws(trainer, args, inputs)
     train_and_save(trainer, args)
     return 0

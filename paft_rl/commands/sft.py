@@ -12,7 +12,14 @@ def main(argv: list[str]) -> int:
     from trl import get_peft_config
 
     from ..configs import PaftSFTConfig
-    from ..trainers.setup import check_prompt_fits, model_init_kwargs, parse_recipe, prepare_inputs, train_and_save
+    from ..trainers.setup import (
+        attach_adaptive_draws,
+        check_prompt_fits,
+        model_init_kwargs,
+        parse_recipe,
+        prepare_inputs,
+        train_and_save,
+    )
     from ..trainers.sft import PaftSFTCollator, PaftSFTTrainer
 
     # ------------------------------------------------------------------ recipe and checks (no model yet)
@@ -30,5 +37,6 @@ def main(argv: list[str]) -> int:
         model=model_args.model_name_or_path, args=args, train_dataset=inputs.dataset, collator=collator,
         processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args),
     )
+    attach_adaptive_draws(trainer, args, inputs)
     train_and_save(trainer, args)
     return 0

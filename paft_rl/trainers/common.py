@@ -35,6 +35,8 @@ class TemplateChooser:
         every (`int`, defaults to `1`): PAFT's K, in optimizer steps.
         draw (`str`, defaults to `"uniform"`): ``uniform``, ``fixed`` or ``top``.
         fixed (`Template`, *optional*): the single template of the ``fixed`` and ``top`` draws.
+        weights (`dict[str, float]`, *optional*): draw weights by template id (SAPO's adaptive draws); uniform
+            when unset.
     """
 
     pool: PromptPool
@@ -42,6 +44,7 @@ class TemplateChooser:
     every: int = 1
     draw: str = "uniform"
     fixed: Template | None = None
+    weights: dict[str, float] | None = None
 
     def position(self, step: int) -> int:
         """The draw position of optimizer step ``step``: the block of K steps it falls in."""
@@ -51,7 +54,7 @@ class TemplateChooser:
         """The template of row ``row_id`` at optimizer step ``step``."""
         if self.fixed is not None:
             return self.fixed
-        return self.pool.draw(self.seed, row_id, self.position(step))
+        return self.pool.draw(self.seed, row_id, self.position(step), self.weights)
 
     def render(self, template: Template, fields: Mapping[str, object]) -> str:
         return self.pool.render(template, fields)

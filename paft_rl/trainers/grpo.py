@@ -79,6 +79,8 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
         # global_step is the optimizer step being computed; it is the same on every rank and is restored on resume.
+        if getattr(self, "sapo", None) is not None and self.model.training:
+            self.sapo.maybe_update(self.model, self.state.global_step)
         inputs, template_ids = self.render_inputs(inputs, self.state.global_step)
         self._paft_group_template_ids = template_ids
         self._pending_extra_logs["template_id"].extend(template_ids)
@@ -98,6 +100,8 @@ class PaftGRPOTrainer(GRPOTrainer):
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).tolist()
         mode = "train" if self.model.training else "eval"
+        if mode == "train" and getattr(self, "sapo", None) is not None:
+            self.sapo.observe_rewards(template_ids, rewards)
         by_template: dict[str, list[float]] = {}
         for template_id, reward in zip(template_ids, rewards, strict=True):
             by_template.setdefault(template_id, []).append(reward)

@@ -105,6 +105,8 @@ class PaftSFTTrainer(SFTTrainer):
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.
+        if getattr(self, "sapo", None) is not None:
+            self.sapo.maybe_update(self.model, self.state.global_step)
         batches = []
         for _ in range(num_batches):
             try:
