@@ -148,3 +148,22 @@ def test_select_bad_input(tmp_path, recipe, args, message, capsys):
     path.write_text(yaml.safe_dump(recipe))
     assert main(["select", "--config", str(path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_scoring_sees_exactly_the_tokens_sft_trains_on():
+    from paft_rl.formatting import encode_example
+    from paft_rl.trainers import PaftSFTCollator, build_dataset
+    from paft_rl.trainers.common import TemplateChooser
+
+    tokenizer = make_tiny_tokenizer()
+    task = get_task("synth_mc")
+    rows = build_dataset(task, load_rows(task, limit=3))
+    for template in POOL.train:
+        collator = PaftSFTCollator(tokenizer, TemplateChooser(POOL, 0, fixed=template), conversational=True)
+        batch = collator(list(rows), step=0)
+        for i, row in enumerate(rows):
+            example = task.example(row)
+            ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target, True)
+            trained = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
+            assert trained == ids
+            assert (batch["labels"][i][:n_prompt] == -100).all() and batch["labels"][i][n_prompt] != -100
