@@ -10,7 +10,8 @@ def test_tiny_tokenizer_round_trips_any_text_and_has_chat_template():
     text = "Question: Zoë has 12 apples {x} \\boxed{3} 😀"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
     assert tokenizer.pad_token == "<pad>" and tokenizer.eos_token == "</s>"
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "hi"}]
+    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert chat == "<|user|>hi</s><|assistant|>"
 
 
