@@ -62,8 +62,10 @@ class PaftArguments:
             chat template.
         system_prompt (`str`, *optional*):
             System message placed before the user message in chat prompts.
-        mc_answer_style (`str`, defaults to `"text"`):
-            For multiple choice: the reference completion is the option ``text`` or its ``letter``.
+        mc_answer_style (`str`, *optional*):
+            For multiple choice: the reference completion is the option ``text`` or its ``letter``. Defaults to
+            the task's own style, which matches its built-in pool (``letter`` for the benchmark tasks, ``text``
+            for ``synth_mc``).
         rewards (`list[str]`, *optional*):
             Names in the reward registry. Defaults to the task's reward. Weights: TRL's ``reward_weights``.
         overwrite (`bool`, defaults to `False`):
@@ -106,9 +108,10 @@ class PaftArguments:
         metadata={"help": "chat (template rendered into the user message), plain (raw text) or auto (chat when "
                           "the tokenizer has a chat template).", "choices": list(PROMPT_FORMATS)})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for chat prompts."})
-    mc_answer_style: str = field(
-        default="text", metadata={"help": "Multiple choice reference completion: option 'text' or 'letter'.",
-                                  "choices": ["text", "letter"]})
+    mc_answer_style: str | None = field(
+        default=None, metadata={"help": "Multiple choice reference completion: option 'text' or 'letter'. "
+                                        "Default: the task's own (what its built-in pool asks for).",
+                                "choices": ["text", "letter"]})
     rewards: list[str] | None = field(
         default=None, metadata={"help": "Reward function names (registry). Default: the task's reward."})
     overwrite: bool = field(

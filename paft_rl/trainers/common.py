@@ -93,7 +93,9 @@ def _seed(args) -> int:
 
 def resolve_task(args) -> Task:
     task = get_task(args.task)
-    return task.with_answer_style(args.mc_answer_style) if task.is_multiple_choice else task
+    if task.is_multiple_choice and args.mc_answer_style:
+        return task.with_answer_style(args.mc_answer_style)
+    return task
 
 
 def build_dataset(task: Task, rows: datasets.Dataset) -> datasets.Dataset:
