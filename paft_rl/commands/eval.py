@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="generation backend (default: hf)")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
     parser.add_argument("--batch-size", type=int, default=32, help="most prompts per batch, hf backend (default: 32)")
+    parser.add_argument("--max-batch-tokens", type=int,
+                        help="most padded tokens per batch, hf backend (default: 2048 on CPU, 32768 on GPU)")
     parser.add_argument("--top-threshold", type=float,
                         help="accuracy a template needs to count in Top (default: the task's, PAFT's values)")
     parser.add_argument("--no-chat-template", action="store_true",
@@ -46,7 +48,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     return EvalSettings(
         task=args.task, models=list(args.model), out=args.out, data=args.data, split=args.split,
         templates=args.templates, field_aliases=list(args.field_alias), limit=args.limit, backend=args.backend,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, top_threshold=args.top_threshold,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        top_threshold=args.top_threshold,
         chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, share_prefix=not args.no_prefix_sharing,
         progress=not args.no_progress,
     )

@@ -96,7 +96,9 @@ class HFBackend:
         tokenizer: its tokenizer (left padding).
         max_new_tokens (`int`): generation budget per prompt.
         batch_size (`int`, defaults to `32`): most prompts per batch.
-        max_batch_tokens (`int`, defaults to `32768`): most padded tokens per batch.
+        max_batch_tokens (`int`, *optional*): most padded tokens per batch; defaults to 2048 on CPU (bigger
+            batches spill out of the CPU caches and get slower per prompt: measured 0.87 s a prompt at 32 x 112
+            tokens against 0.42 s at 2048 tokens a batch, SmolLM2-135M) and 32768 on GPU.
         device (`str`, *optional*): ``cuda`` when available, else ``cpu``.
         dtype (`str`, defaults to `"auto"`): see `load_hf_model`.
         share_prefix (`bool`, defaults to `True`): compute the prefix shared by all prompts of a template
@@ -106,15 +108,15 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, source: ModelSource, tokenizer, max_new_tokens: int, batch_size: int = 32,
-                 max_batch_tokens: int = 32768, device: str | None = None, dtype: str = "auto",
+                 max_batch_tokens: int | None = None, device: str | None = None, dtype: str = "auto",
                  share_prefix: bool = True, **_ignored):
         import torch
 
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_batch_tokens = max_batch_tokens or (32768 if self.device.startswith("cuda") else 2048)
         start = time.perf_counter()
         self.model = load_hf_model(source, self.device, dtype)
         self.load_seconds = time.perf_counter() - start

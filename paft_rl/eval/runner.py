@@ -38,6 +38,7 @@ class EvalSettings:
         backend (`str`, defaults to `"hf"`): ``hf`` or ``vllm``.
         max_new_tokens (`int`, *optional*): default: the task's budget.
         batch_size (`int`, defaults to `32`): most prompts per batch (HF backend).
+        max_batch_tokens (`int`, *optional*): most padded tokens per batch (HF backend; 2048 on CPU, 32768 on GPU).
         top_threshold (`float`, *optional*): default: the task's threshold (PAFT's values).
         chat_template (`bool`, defaults to `True`): wrap prompts in the tokenizer's chat template when it has one.
         dtype (`str`, defaults to `"auto"`): float32 on CPU, bfloat16 on GPU.
@@ -58,6 +59,7 @@ class EvalSettings:
     backend: str = "hf"
     max_new_tokens: int | None = None
     batch_size: int = 32
+    max_batch_tokens: int | None = None
     top_threshold: float | None = None
     chat_template: bool = True
     dtype: str = "auto"
@@ -87,6 +89,8 @@ def check_settings(settings: EvalSettings) -> None:
         raise UserError(f"--max-new-tokens must be positive, got {settings.max_new_tokens}")
     if settings.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {settings.batch_size}")
+    if settings.max_batch_tokens is not None and settings.max_batch_tokens <= 0:
+        raise UserError(f"--max-batch-tokens must be positive, got {settings.max_batch_tokens}")
     if settings.top_threshold is not None and not 0.0 <= settings.top_threshold <= 1.0:
         raise UserError(f"--top-threshold is an accuracy between 0 and 1, got {settings.top_threshold}")
     if settings.backend not in BACKENDS:
@@ -192,7 +196,8 @@ def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_to
     longest = max(len(prepared.prompt_ids[k]) for k in missing) + max_new_tokens
     backend_class = BACKENDS[settings.backend]
     backend = backend_class(prepared.source, prepared.tokenizer, max_new_tokens, batch_size=settings.batch_size,
-                            dtype=settings.dtype, max_model_len=longest, share_prefix=settings.share_prefix)
+                            dtype=settings.dtype, max_model_len=longest, share_prefix=settings.share_prefix,
+                            max_batch_tokens=settings.max_batch_tokens)
     prepared.log.record_load(backend.load_seconds)
     requests = [Request(key, prepared.prompt_ids[key]) for key in missing]
     progress = _progress_bar(len(requests), model_label(prepared.source.spec), settings.progress)
