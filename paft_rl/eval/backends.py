@@ -8,6 +8,8 @@ and stops at the end-of-sequence token.
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,6 +227,12 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.source = source
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM's CPU build reserves a share of all memory for its KV cache by default and refuses to start
+            # when the machine has less free; a fixed size works anywhere (override by setting it yourself).
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         start = time.perf_counter()
         self.llm = LLM(
             model=source.base, tokenizer=source.tokenizer, enable_prefix_caching=True, seed=0,
@@ -249,7 +257,10 @@ class VLLMBackend:
         results = []
         for request, output in zip(requests, outputs):
             completion = output.outputs[0]
-            results.append((request.key, Generation(completion.text, len(completion.token_ids), share)))
+            # Decode with the same tokenizer call as the HF backend, so both backends score identical text
+            # (vLLM's own detokenizer holds back a trailing partial UTF-8 character that HF writes as U+FFFD).
+            text = self.tokenizer.decode(list(completion.token_ids), skip_special_tokens=True)
+            results.append((request.key, Generation(text, len(completion.token_ids), share)))
         on_batch(results)
         if progress is not None:
             progress.update(len(requests))
