@@ -51,6 +51,17 @@ def resume_or_overwrite(output_dir: str | Path) -> dict[str, Any]:
     return {"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite": True}
 
 
+def run_recipe(command: str, recipe: dict[str, Any], path: str | Path) -> str:
+    """Write ``recipe`` to ``path`` (the record of what ran) and run ``paft-rl sft|grpo`` on it in this process."""
+    import yaml
+
+    from .commands import grpo, sft
+
+    written = atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
+    {"sft": sft, "grpo": grpo}[command].main(["--config", str(written)])
+    return str(written)
+
+
 def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 

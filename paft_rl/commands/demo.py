@@ -19,9 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
-from ..stages import resume_or_overwrite
+from ..stages import resume_or_overwrite, run_recipe
 
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
@@ -44,34 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_recipe(path: Path, recipe: dict) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return str(path)
-
-
 def sft_stage(out: Path, name: str, model: str, args, draw: dict) -> dict:
-    from . import sft
-
     recipe = {**COMMON, **LORA, **draw, "model_name_or_path": model, "output_dir": str(out / name),
               "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": 8,
               "learning_rate": 1.0e-3, "max_steps": args.sft_steps, "max_length": 512,
               "save_steps": max(1, args.sft_steps // 2), **resume_or_overwrite(out / name)}
-    path = write_recipe(out / "recipes" / f"{name}.yaml", recipe)
-    sft.main(["--config", path])
+    path = run_recipe("sft", recipe, out / "recipes" / f"{name}.yaml")
     return {"model": str(out / name), "recipe": path}
 
 
 def grpo_stage(out: Path, base: str, args) -> dict:
-    from . import grpo
-
     recipe = {**COMMON, **LORA, "model_name_or_path": base, "output_dir": str(out / "paft_grpo"),
               "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": 8,
               "max_completion_length": 12, "temperature": 1.0, "learning_rate": 2.0e-5, "beta": 0.0,
               "max_steps": args.grpo_steps, "save_steps": max(1, args.grpo_steps // 2), "logging_steps": 1,
               **resume_or_overwrite(out / "paft_grpo")}
-    path = write_recipe(out / "recipes" / "paft_grpo.yaml", recipe)
-    grpo.main(["--config", path])
+    path = run_recipe("grpo", recipe, out / "recipes" / "paft_grpo.yaml")
     return {"model": str(out / "paft_grpo"), "recipe": path}
 
 

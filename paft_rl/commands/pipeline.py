@@ -24,7 +24,7 @@ import yaml
 
 from prompt_pool import UserError, atomic_write_text
 
-from ..stages import is_adapter, merge_adapter, resume_or_overwrite, run_stage
+from ..stages import is_adapter, merge_adapter, resume_or_overwrite, run_recipe, run_stage
 
 EVAL_MODELS = ("base", "sft", "grpo")
 
@@ -53,14 +53,11 @@ def read_config(path: str) -> dict[str, Any]:
 
 def train_stage(command: str, recipe_path: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run ``paft-rl sft|grpo`` on a recipe with overrides; returns where the model went."""
-    from . import grpo, sft
-
     recipe = yaml.safe_load(Path(recipe_path).read_text()) or {}
     recipe.update(overrides)
     recipe.update(resume_or_overwrite(recipe.get("output_dir", f"runs/{command}")))
-    written = atomic_write_text(out / "recipes" / f"{command}.yaml", yaml.safe_dump(recipe, sort_keys=False))
-    {"sft": sft, "grpo": grpo}[command].main(["--config", str(written)])
-    return {"model": recipe.get("output_dir"), "recipe": str(written), "base": recipe.get("model_name_or_path")}
+    written = run_recipe(command, recipe, out / "recipes" / f"{command}.yaml")
+    return {"model": recipe.get("output_dir"), "recipe": written, "base": recipe.get("model_name_or_path")}
 
 
 def main(argv: list[str]) -> int:

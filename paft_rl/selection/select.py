@@ -49,30 +49,15 @@ def read_recipe(path: str) -> dict[str, Any]:
     return recipe
 
 
-def load_model(path: str):
-    """A model directory, hub id, or LoRA adapter directory (loaded over its base, adapters active)."""
+def load_model(spec: str):
+    """A model folder, hub id, or LoRA adapter folder (merged over its base), as `paft-rl eval` loads them."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    local = Path(path)
-    if local.exists() and not (local / "config.json").exists() and not (local / "adapter_config.json").exists():
-        raise UserError(f"model folder {path!r} has neither config.json nor adapter_config.json")
-    try:
-        if (local / "adapter_config.json").exists():
-            from peft import AutoPeftModelForCausalLM
+    from ..eval.models import load_hf_model, load_tokenizer, resolve_model
 
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as error:
-        raise UserError(f"cannot load model {path!r}: {str(error).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return model, tokenizer
+    source = resolve_model(spec)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_hf_model(source, device), load_tokenizer(source)
 
 
 def select_template(recipe: dict[str, Any], rows: int, rule: str = "lowest", batch_size: int = 16,

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prompt_pool import UserError, atomic_write_text
 
-from ..stages import merge_adapter, run_stage, stage_summary
+from ..stages import merge_adapter, run_recipe, run_stage, stage_summary
 from .continual import sequence_metrics
 
 ADAPTER_MODES = ("merge", "stack")
@@ -104,7 +102,6 @@ def _evaluate(model: str, stage: dict[str, Any], config: SequenceConfig, out: Pa
 
 def run_sequence(config: SequenceConfig, log=print) -> dict:
     """Run every stage (skipping finished ones) and return the matrix and metrics."""
-    from ..commands import sft
     from .select import select_template, write_selection
 
     out = Path(config.output_dir)
@@ -124,8 +121,7 @@ def run_sequence(config: SequenceConfig, log=print) -> dict:
                                      int(config.select.get("batch_size", 16)))
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
             recipe.update({"template_draw": "top", "template_id": choice.chosen.template_id})
-            recipe_path = atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
-            sft.main(["--config", str(recipe_path)])
+            run_recipe("sft", recipe, folder / "recipe.yaml")
             model = str(merge_adapter(folder / "adapter", folder / "model"))
             accuracy = [_evaluate(model, stage, config, folder / "eval" / stage["task"]) for stage in config.tasks]
             return {"task": name, "template": choice.chosen.template_id, "accuracy": accuracy}
