@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        status = int(module.main(rest) or 0)
+        _close_process_group()
+        return status
     except UserError as error:
         print(f"paft-rl {name}: error: {error}", file=sys.stderr)
         return 2
@@ -60,6 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paft-rl {name}: error: {type(error).__name__}: {message} (set PAFT_RL_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _close_process_group() -> None:
+    """Tear down torch.distributed before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo process group's destructor can abort one rank (SIGABRT) after the run
+    has finished and saved, when its peer has already closed the connection.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
