@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--templates", type=int, default=8, help="held-out templates to evaluate (default 8)")
     parser.add_argument("--questions", type=int, default=100, help="questions per template (default 100)")
-    parser.add_argument("--batch-size", type=int, default=32, help="paft-rl eval batch size (default 32)")
+    parser.add_argument("--batch-size", type=int, default=64, help="paft-rl eval decode batch size (default 64)")
     parser.add_argument("--lm-eval-batch-size", default="1",
                         help="lm-eval batch size (default 1, the harness's own default)")
     parser.add_argument("--threads", type=int, default=None,

@@ -29,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (re-run with it to resume)")
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="generation backend (default: hf)")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
-    parser.add_argument("--batch-size", type=int, default=32, help="most prompts per batch, hf backend (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="most prompts decoded together, hf backend (default: 64)")
     parser.add_argument("--max-batch-tokens", type=int,
-                        help="most padded tokens per batch, hf backend (default: 2048 on CPU, 32768 on GPU)")
+                        help="most padded prompt tokens per prefill pass, hf backend (default: 2048 on CPU, 32768 on GPU)")
     parser.add_argument("--top-threshold", type=float,
                         help="accuracy a template needs to count in Top (default: the task's, PAFT's values)")
     parser.add_argument("--no-chat-template", action="store_true",

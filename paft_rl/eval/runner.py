@@ -37,8 +37,9 @@ class EvalSettings:
         limit (`int`, *optional*): first ``limit`` questions.
         backend (`str`, defaults to `"hf"`): ``hf`` or ``vllm``.
         max_new_tokens (`int`, *optional*): default: the task's budget.
-        batch_size (`int`, defaults to `32`): most prompts per batch (HF backend).
-        max_batch_tokens (`int`, *optional*): most padded tokens per batch (HF backend; 2048 on CPU, 32768 on GPU).
+        batch_size (`int`, defaults to `64`): most prompts decoded together (HF backend).
+        max_batch_tokens (`int`, *optional*): most padded prompt tokens per prefill pass (HF backend; 2048 on CPU,
+            32768 on GPU).
         top_threshold (`float`, *optional*): default: the task's threshold (PAFT's values).
         chat_template (`bool`, defaults to `True`): wrap prompts in the tokenizer's chat template when it has one.
         dtype (`str`, defaults to `"auto"`): float32 on CPU, bfloat16 on GPU.
@@ -58,7 +59,7 @@ class EvalSettings:
     limit: int | None = None
     backend: str = "hf"
     max_new_tokens: int | None = None
-    batch_size: int = 32
+    batch_size: int = 64
     max_batch_tokens: int | None = None
     top_threshold: float | None = None
     chat_template: bool = True
