@@ -230,12 +230,12 @@ def run_cli(capsys, *argv):
     return code, err
 
 
-@pytest.mark.parametrize("case", ["task", "model", "pool", "limit", "context"])
+@pytest.mark.parametrize("case", ["task", "model", "pool", "limit", "context", "threads"])
 def test_bad_input_is_one_line(tmp_path, tiny_model, capsys, case):
     pool_path = write_pool(tmp_path / "pool.jsonl")
     argv = {"task": "no_such_task", "model": str(tiny_model), "templates": str(pool_path), "limit": "2"}
     expected = {"task": "unknown task", "model": "does not exist", "pool": "problem", "limit": "--limit",
-                "context": "holds 512 tokens"}[case]
+                "context": "holds 512 tokens", "threads": "--threads"}[case]
     if case == "model":
         argv.update(task="synth_mc", model=str(tmp_path / "missing-model"))
     elif case == "pool":
@@ -243,9 +243,9 @@ def test_bad_input_is_one_line(tmp_path, tiny_model, capsys, case):
             {"id": "x", "text": "{question} {nonsense}", "split": "heldout"}])))
     elif case == "limit":
         argv.update(task="synth_mc", limit="0")
-    elif case == "context":
+    elif case in ("context", "threads"):
         argv.update(task="synth_mc")
-    extra = ["--max-new-tokens", "600"] if case == "context" else []
+    extra = {"context": ["--max-new-tokens", "600"], "threads": ["--threads", "0"]}.get(case, [])
     code, err = run_cli(capsys, *[x for k, v in argv.items() for x in (f"--{k}", v)], "--out",
                         str(tmp_path / "out"), *extra)
     assert code == 2

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feed prompts as plain text even when the tokenizer has a chat template")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads on CPU (default: one per core; fewer on a machine busy with other work)")
     parser.add_argument("--no-prefix-sharing", action="store_true",
                         help="hf backend: batch all prompts by length instead of reusing each template's shared prefix")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -51,7 +53,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         templates=args.templates, field_aliases=list(args.field_alias), limit=args.limit, backend=args.backend,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         top_threshold=args.top_threshold,
-        chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, share_prefix=not args.no_prefix_sharing,
+        chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, threads=args.threads,
+        share_prefix=not args.no_prefix_sharing,
         progress=not args.no_progress,
     )
 

@@ -106,7 +106,7 @@ def evaluate_stage(options: dict[str, Any], summary: dict[str, Any], out: Path) 
     wanted = options.get("models") or [name for name in ("sft", "grpo") if candidates[name]]
     models = [candidates[name] for name in wanted if candidates.get(name)]
     settings_keys = {"task", "templates", "limit", "data", "split", "batch_size", "max_new_tokens", "backend",
-                     "field_aliases", "top_threshold"}
+                     "field_aliases", "top_threshold", "threads"}
     settings = EvalSettings(models=models, out=str(out / "eval"), **{k: v for k, v in options.items() if k in settings_keys})
     results, records = evaluate(settings)
     write_outputs(results, records, out / "eval")

@@ -44,6 +44,8 @@ class EvalSettings:
         chat_template (`bool`, defaults to `True`): wrap prompts in the tokenizer's chat template when it has one.
         dtype (`str`, defaults to `"auto"`): float32 on CPU, bfloat16 on GPU.
         seed (`int`, defaults to `0`): synthetic data seed.
+        threads (`int`, *optional*): torch threads on CPU (default: torch's own, one per core). On a machine shared
+            with other busy processes, fewer threads avoid OpenMP threads spinning while they wait for each other.
         share_prefix (`bool`, defaults to `True`): HF backend: reuse the cache of the prefix a template's prompts
             share (the outputs are the same; only the work shrinks).
         progress (`bool`, defaults to `True`): show a progress bar.
@@ -65,6 +67,7 @@ class EvalSettings:
     chat_template: bool = True
     dtype: str = "auto"
     seed: int = 0
+    threads: int | None = None
     share_prefix: bool = True
     progress: bool = True
 
@@ -94,6 +97,8 @@ def check_settings(settings: EvalSettings) -> None:
         raise UserError(f"--max-batch-tokens must be positive, got {settings.max_batch_tokens}")
     if settings.top_threshold is not None and not 0.0 <= settings.top_threshold <= 1.0:
         raise UserError(f"--top-threshold is an accuracy between 0 and 1, got {settings.top_threshold}")
+    if settings.threads is not None and settings.threads <= 0:
+        raise UserError(f"--threads must be a positive number of threads, got {settings.threads}")
     if settings.backend not in BACKENDS:
         raise UserError(f"unknown backend {settings.backend!r}; choose from {', '.join(BACKENDS)}")
     if len(set(settings.models)) != len(settings.models):
@@ -259,6 +264,10 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
         resolve_model(spec)  # a mistyped path fails before the data is loaded
     cells = build_cells(task, pool, settings)
     prepared = {spec: prepare_model(spec, cells, settings, max_new_tokens) for spec in settings.models}
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     results = {
         "settings": {**asdict(settings), "max_new_tokens": max_new_tokens, "top_threshold": top_threshold,
