@@ -68,6 +68,9 @@ def test_model_with_logits_rules_goes_through_generate(tmp_path):
     assert supports_wave_greedy(backend.model)
     backend.model.generation_config.repetition_penalty = 1.3  # only `generate` applies it
     assert not supports_wave_greedy(backend.model)
+    backend.model.generation_config.repetition_penalty = 1.0
+    backend.model.set_attn_implementation("eager")
+    assert not supports_wave_greedy(backend.model)
 
 
 def test_split_by_padding_least_padded_work():

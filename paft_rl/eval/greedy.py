@@ -11,9 +11,9 @@ shared prefix cache), the groups' key/value caches are joined into one batch, an
 greedily, dropping rows as they end. Positions come from the attention mask as in `generate`, so every
 row computes what it would alone; the test suite checks the tokens equal `generate`'s.
 
-Only models whose cache is a plain `DynamicCache` of full-attention layers, and whose generation
-config asks for nothing beyond argmax (no repetition penalty, forced or suppressed tokens), take this
-path; `supports_wave_greedy` says which, and the backend uses `generate` for the rest.
+Only models on `sdpa` attention whose cache is a plain `DynamicCache` of full-attention layers, and whose
+generation config asks for nothing beyond argmax (no repetition penalty, forced or suppressed tokens), take
+this path; `supports_wave_greedy` says which, and the backend uses `generate` for the rest.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def supports_wave_greedy(model) -> bool:
 
     if getattr(model.config, "is_encoder_decoder", False):
         return False
+    if model.config._attn_implementation not in ("sdpa", ATTENTION_NAME):
+        return False  # other kernels (flash attention, eager) are not checked against `generate` here
     parameters = inspect.signature(model.forward).parameters
     if not {"position_ids", "past_key_values", "logits_to_keep"} <= set(parameters):
         return False
