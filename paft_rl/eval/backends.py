@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from prompt_pool import UserError
 
-from .greedy import WaveGreedy, supports_wave_greedy
+from .greedy import PrefixCache, WaveGreedy, supports_wave_greedy
 from .models import ModelSource, load_hf_model
 
 
@@ -136,7 +136,7 @@ class HFBackend:
         self.load_seconds = time.perf_counter() - start
         self.eos_ids = _eos_ids(tokenizer, self.model)
         self.share_prefix = share_prefix
-        self._prefix = None  # (prefix token ids, its key/value cache), for the template being generated
+        self.prefixes = PrefixCache(self.model)
         # The wave decoder when it computes what `generate` would for this model; None: use `generate`.
         self.waves = (WaveGreedy(self.model, self.eos_ids, tokenizer.pad_token_id, max_new_tokens, self.max_batch_tokens)
                       if supports_wave_greedy(self.model) else None)
@@ -188,17 +188,10 @@ class HFBackend:
         attention mask, so every token keeps the position it has without padding and the result equals an
         uncached run; the prefix is computed once per template instead of once per prompt.
         """
-        import copy
-
         import torch
 
         prefix = tuple(prompts[0][:prefix_length])
-        if self._prefix is None or self._prefix[0] != prefix:
-            with torch.inference_mode():
-                cache = self.model(torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
-            self._prefix = (prefix, cache)
-        cache = copy.deepcopy(self._prefix[1])
-        cache.batch_repeat_interleave(len(prompts))
+        cache = self.prefixes.for_batch(prefix, len(prompts))
         width = max(len(p) for p in prompts) - prefix_length
         input_ids = torch.full((len(prompts), prefix_length + width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)

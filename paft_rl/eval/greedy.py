@@ -19,6 +19,7 @@ this path; `supports_wave_greedy` says which, and the backend uses `generate` fo
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,28 @@ def supports_wave_greedy(model) -> bool:
     return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+class PrefixCache:
+    """The key/value cache of the latest shared prefix (a template's chat header and instructions), computed
+    once and handed out as a copy per batch, since a batch's forward pass extends the cache it is given."""
+
+    def __init__(self, model):
+        self.model = model
+        self._latest: tuple[tuple[int, ...], object] | None = None
+
+    def for_batch(self, prefix: tuple[int, ...], rows: int):
+        """A fresh cache holding ``prefix`` for each of ``rows`` rows."""
+        import torch
+
+        if self._latest is None or self._latest[0] != prefix:
+            with torch.inference_mode():
+                ids = torch.tensor([prefix], device=self.model.device)
+                # No logits_to_keep: `generate`'s fallback serves models whose forward lacks it.
+                self._latest = (prefix, self.model(ids, use_cache=True).past_key_values)
+        cache = copy.deepcopy(self._latest[1])
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
 @dataclass
 class _Part:
     """A prefilled group: which wave rows it holds, their cache, attention mask and first new token."""
@@ -152,7 +175,7 @@ class WaveGreedy:
         self.pad_id = pad_id
         self.max_new_tokens = max_new_tokens
         self.max_prefill_tokens = max_prefill_tokens
-        self._prefix: tuple[tuple[int, ...], object] | None = None
+        self.prefixes = PrefixCache(model)
 
     def generate(self, prompts: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> list[list[int]]:
         """New token ids for each prompt (ending with its end token when it produced one).
@@ -195,20 +218,10 @@ class WaveGreedy:
             own_mask[index, width - len(tokens):] = 1
         mask = torch.cat([torch.ones((len(own), len(prefix)), dtype=torch.long), own_mask], dim=1).to(device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, len(prefix):]
-        cache = self._prefix_cache(prefix, len(own)) if prefix else None
+        cache = self.prefixes.for_batch(prefix, len(own)) if prefix else None
         output = self.model(input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions,
                             past_key_values=cache, use_cache=True, logits_to_keep=1)
         return _Part(rows, output.past_key_values, mask, output.logits[:, -1].argmax(-1))
-
-    def _prefix_cache(self, prefix: tuple[int, ...], rows: int):
-        import torch
-
-        if self._prefix is None or self._prefix[0] != prefix:
-            ids = torch.tensor([prefix], device=self.model.device)
-            self._prefix = (prefix, self.model(ids, use_cache=True, logits_to_keep=1).past_key_values)
-        cache = copy.deepcopy(self._prefix[1])
-        cache.batch_repeat_interleave(rows)
-        return cache
 
     # ------------------------------------------------------------------ decode
 
@@ -252,14 +265,16 @@ def _join(parts: list[_Part], room: int):
     for index in range(len(cache.layers)):
         joined = [torch.cat([F.pad(getattr(part.cache.layers[index], name), (0, 0, length - part.mask.shape[1], 0))
                              for part in parts], dim=0) for name in ("keys", "values")]
-        cache.layers[index] = _BufferLayer(*joined, room)
+        cache.layers[index] = _buffer_layer_class()(*joined, room)
     mask = torch.cat([F.pad(part.mask, (length - part.mask.shape[1], 0)) for part in parts], dim=0)
     tokens = torch.cat([part.first for part in parts])
     rows = [row for part in parts for row in part.rows]
     return cache, mask, tokens, rows
 
 
+@functools.cache
 def _buffer_layer_class():
+    """Built on first use: transformers is imported lazily throughout the package."""
     from transformers.cache_utils import DynamicLayer
 
     class BufferLayer(DynamicLayer):
@@ -291,13 +306,3 @@ def _buffer_layer_class():
             self._set_length(self.length)
 
     return BufferLayer
-
-
-def _BufferLayer(keys, values, room: int):  # noqa: N802 - builds the class on first use (transformers is lazy)
-    global _BUFFER_LAYER
-    if _BUFFER_LAYER is None:
-        _BUFFER_LAYER = _buffer_layer_class()
-    return _BUFFER_LAYER(keys, values, room)
-
-
-_BUFFER_LAYER = None
