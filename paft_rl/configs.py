@@ -14,6 +14,8 @@ from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
+from .precision import announce, choose_precision
+
 TEMPLATE_DRAWS = ("uniform", "fixed", "top", "sapo", "sapo_reward")
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
@@ -142,6 +144,7 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
+        announce(choose_precision(self))
         try:
             super().__post_init__()
         except ValueError as error:
@@ -162,6 +165,7 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
         self.check_paft_arguments()
         if self.template_draw == "sapo_reward":
             raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+        announce(choose_precision(self))
         try:
             super().__post_init__()
         except ValueError as error:
