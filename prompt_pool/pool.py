@@ -158,9 +158,15 @@ class PromptPool:
             raise UserError(f"--heldout-fraction must be between 0 and 1 (exclusive), got {heldout_fraction}")
         if len(self.templates) < 2:
             raise UserError(f"{self.name}: need at least 2 templates to split, found {len(self.templates)}")
-        ranked = sorted(self.templates, key=lambda t: unit_hash("split", seed, t.id))
+        # Templates with the same text move together, so no text ends up in both splits.
+        groups: dict[str, list[Template]] = {}
+        for template in self.templates:
+            groups.setdefault(normalise_whitespace(template.text), []).append(template)
+        if len(groups) < 2:
+            raise UserError(f"{self.name}: need at least 2 distinct template texts to split, found {len(groups)}")
+        ranked = sorted(groups.values(), key=lambda group: min(unit_hash("split", seed, t.id) for t in group))
         n_heldout = min(max(1, round(heldout_fraction * len(ranked))), len(ranked) - 1)
-        heldout_ids = {t.id for t in ranked[:n_heldout]}
+        heldout_ids = {t.id for group in ranked[:n_heldout] for t in group}
         templates = [replace(t, split="heldout" if t.id in heldout_ids else "train") for t in self.templates]
         return replace(self, templates=templates)
 
@@ -211,10 +217,10 @@ class PromptPool:
         return read_pool(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write the pool as JSONL, atomically."""
-        from .io import write_jsonl
+        """Write the pool atomically, in the format the file suffix names (JSONL, JSON, YAML, CSV or XLSX)."""
+        from .io import write_pool
 
-        return write_jsonl(self, path)
+        return write_pool(self, path)
 
 
 def _structure_problems(templates: Iterable[Template]) -> list[str]:
