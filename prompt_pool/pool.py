@@ -175,7 +175,9 @@ class PromptPool:
         """Every problem of the pool (for ``task`` when given), each naming the template and the fix."""
         problems: list[str] = []
         problems += _structure_problems(self.templates)
-        if task is not None:
+        alias_problems = _alias_problems(self.aliases, task) if task is not None else []
+        problems += alias_problems
+        if task is not None and not alias_problems:  # a bad alias would be reported once per template otherwise
             for template in self.templates:
                 if template.text.strip():  # an empty template is already reported as empty
                     problems += _field_problems(template, task, self.aliases)
@@ -249,6 +251,13 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
         else:
             problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): remove one")
     return problems
+
+
+def _alias_problems(aliases: Mapping[str, str], task: FieldSpec) -> list[str]:
+    """An alias must map a pool placeholder onto a field the task offers."""
+    offered = ", ".join("{" + f + "}" for f in task.fields)
+    return [f"field alias {name}={target}: task {task.name!r} has no field {{{target}}} (it offers {offered}); "
+            f"map {name} onto one of those" for name, target in aliases.items() if target not in set(task.fields)]
 
 
 def _field_problems(template: Template, task: FieldSpec, aliases: Mapping[str, str]) -> list[str]:

@@ -51,8 +51,12 @@ def parse_recipe(config_class, argv: list[str]):
     import torch
     from trl import ModelConfig, TrlParser
 
-    parser = TrlParser((config_class, ModelConfig))
+    command = "grpo" if "GRPO" in config_class.__name__ else "sft"
+    parser = TrlParser((config_class, ModelConfig), prog=f"paft-rl {command}")
     parser.error = _option_error  # argparse would print 150 lines of usage before the one that matters
+    if "-h" in argv or "--help" in argv:
+        print(recipe_help(parser, command))
+        raise SystemExit(0)
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
     check_recipe_options(parser, argv)
@@ -90,6 +94,42 @@ def check_recipe_options(parser, argv: list[str]) -> None:
             name = token[2:].split("=", 1)[0]
             if name != "config" and name not in options:
                 raise unknown_key_error(name, destinations, "command line", "option --")
+
+
+def recipe_help(parser, command: str) -> str:
+    """``paft-rl sft|grpo --help``: the recipe file first, paft-rl's own options next, then TRL's, in plain text."""
+    from dataclasses import fields
+
+    from ..configs import PaftArguments
+
+    own = {f.name for f in fields(PaftArguments)}
+    actions = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    for action in actions:
+        action.help = _plain(action.help or "")
+        if action.dest == "bf16":
+            action.help += (" paft-rl: on a CPU, when neither bf16 nor fp16 is set, bf16 only where the CPU has native "
+                            "bf16 (AVX512-BF16 or AMX), fp32 otherwise.")
+    formatter = parser._get_formatter()
+    formatter.add_text(f"usage: paft-rl {command} --config R.yaml [--key value ...]")
+    formatter.add_text("Every option below can be set in the recipe (key: value) or on the command line "
+                       "(--key value, which wins over the recipe).")
+    formatter.start_section("recipe")
+    formatter.add_text("--config R.yaml     YAML recipe: any option below as key: value")
+    formatter.end_section()
+    for title, group in ((f"paft-rl options (template pool and draws)", [a for a in actions if a.dest in own]),
+                         ("TRL, transformers and model options", [a for a in actions if a.dest not in own])):
+        formatter.start_section(title)
+        formatter.add_arguments(group)
+        formatter.end_section()
+    return formatter.format_help()
+
+
+def _plain(text: str) -> str:
+    """Help text without the Markdown / doc-builder markup TRL's docstrings carry."""
+    text = re.sub(r"\[`~?(?:[\w.]+\.)?([\w]+)`\]", r"\1", text)  # [`~trl.GRPOConfig`] -> GRPOConfig
+    text = re.sub(r"\[([^\]]+)\]\((https?://[^)]+)\)", r"\1 (\2)", text)  # [text](url) -> text (url)
+    text = re.sub(r"</?\w+[^>]*>", "", text)  # stray HTML tags
+    return " ".join(text.replace("`", "").split())
 
 
 def _option_error(message: str) -> None:
