@@ -272,3 +272,13 @@ def test_user_error_bug_and_interrupt_exit_statuses(monkeypatch, capsys):
     assert cli(["pool", "stats", "gsm8k"]) == 1
     err = capsys.readouterr().err
     assert "RuntimeError: boom (set PAFT_RL_DEBUG=1 for the traceback)" in err and "second line" not in err
+
+
+@pytest.mark.parametrize(("line", "expected"), [("per_model_per_mode: four", "per_model_per_mode must be a whole number, got 'four'"),
+                                                ("temperature: hot", "temperature must be a number, got 'hot'")])
+def test_pool_generate_value_of_the_wrong_type(tmp_path, capsys, line, expected):
+    config = tmp_path / "generate.yaml"
+    config.write_text("task: synth_mc\nmodes: [zero_shot]\ngenerators:\n"
+                      "  - {name: a, base_url: 'http://127.0.0.1:9/v1', model: m}\n" + line + "\n")
+    code, message, _ = run(capsys, "pool", "generate", "--config", config, "--out", tmp_path / "pool.jsonl", "--dry-run")
+    assert code == 2 and expected in message
