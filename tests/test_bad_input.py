@@ -282,3 +282,13 @@ def test_pool_generate_value_of_the_wrong_type(tmp_path, capsys, line, expected)
                       "  - {name: a, base_url: 'http://127.0.0.1:9/v1', model: m}\n" + line + "\n")
     code, message, _ = run(capsys, "pool", "generate", "--config", config, "--out", tmp_path / "pool.jsonl", "--dry-run")
     assert code == 2 and expected in message
+
+
+@pytest.mark.parametrize(("argv", "expected"), [(["--sft-steps", "0"], "--sft-steps must be at least 1"),
+                                                (["--sft-steps", "-5"], "--sft-steps must be at least 1"),
+                                                (["--grpo-steps", "-1"], "--grpo-steps must be 0"),
+                                                (["--threads", "0"], "--threads must be at least 1"),
+                                                (["--model", "no/such/model/dir"], "does not exist")])
+def test_demo_counts_checked_before_the_model_loads(tmp_path, capsys, argv, expected):
+    code, message, _ = run(capsys, "demo", "--out", tmp_path / "demo", *argv)
+    assert code == 2 and expected in message and not (tmp_path / "demo").exists()
