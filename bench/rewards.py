@@ -415,9 +415,8 @@ def main() -> None:
 
     import rewards
 
-    settings = rewards.math.configure()
-    print(f"machine: {os.cpu_count()} CPUs; project pool: {settings['workers']} workers, "
-          f"timeout {settings['timeout']} s")
+    reward = rewards.math_accuracy
+    print(f"machine: {os.cpu_count()} CPUs; project pool: {reward.workers} workers, timeout {reward.timeout} s")
     start = time.perf_counter()
     rewards.math_accuracy(None, ["\\boxed{\\frac{1}{x}}"], ["\\frac{2}{2x}"])  # start the pool outside timing
     print(f"pool start (once per process, not timed below): {time.perf_counter() - start:.2f} s")

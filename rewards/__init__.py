@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from . import format, math, metrics, qa, tools
 from .format import answer_cue, length_penalty, think_answer_format
-from .math import extract_answer, math_accuracy, score_math
+from .math import MathAccuracy, extract_answer, get_math_accuracy_reward, math_accuracy, score_math
 from .metrics import parse_failures, reset_parse_failures
 from .qa import extract_choice, mc_accuracy, qa_exact_match, qa_f1, score_choice
 from .tools import parse_tool_calls, tool_call_accuracy, tool_call_arguments, tool_call_format, tool_call_name
@@ -39,11 +39,28 @@ REWARDS: dict[str, Callable] = {
 
 
 def get_reward(name: str) -> Callable:
-    """Return the reward registered as `name`; `ValueError` listing the known names otherwise."""
-    try:
+    """The reward registered as `name`, or the function a dotted path names (`my_rewards.brevity`, as TRL's
+    `trl grpo --reward_funcs` accepts); `ValueError` listing the known names otherwise."""
+    if isinstance(name, str) and name in REWARDS:
         return REWARDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}") from None
+    if isinstance(name, str) and "." in name.strip("."):
+        return _import_reward(name)
+    raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}, or a dotted path "
+                     "module.function to your own")
+
+
+def _import_reward(path: str) -> Callable:
+    import importlib
+
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"reward {path!r}: cannot import module {module_name!r} ({error})") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ValueError(f"reward {path!r}: module {module_name!r} has no function {attribute!r}")
+    return function
 
 
 def resolve_rewards(
@@ -53,7 +70,7 @@ def resolve_rewards(
 
     Args:
         names (`list[str]`):
-            Registered reward names, at least one.
+            Registered reward names or dotted paths to reward functions, at least one.
         weights (`list[float]`, *optional*):
             One weight per name; defaults to `1.0` each.
 
@@ -80,6 +97,8 @@ __all__ = [
     "resolve_rewards",
     "parse_failures",
     "reset_parse_failures",
+    "MathAccuracy",
+    "get_math_accuracy_reward",
     "extract_answer",
     "score_math",
     "extract_choice",

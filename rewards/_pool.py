@@ -9,11 +9,11 @@ process that has threads (no `fork` without `exec`), but 'spawn' re-imports the 
 `__mp_main__`, so a torchrun training script without an `if __name__ == "__main__":` guard would re-run itself
 inside every reward worker. A worker here imports only `rewards._mathjudge`.
 
-Workers are shut down at interpreter exit (`atexit`), die with their parent (Linux `PR_SET_PDEATHSIG`), and
+Workers are shut down by their owner (`rewards.math.MathAccuracy.close`, or when it is collected at exit),
+die with their parent (Linux `PR_SET_PDEATHSIG`), and
 exit on end-of-file on stdin otherwise. A process that forks after the pool exists gets its own pool.
 """
 
-import atexit
 import logging
 import os
 import subprocess
@@ -202,33 +202,3 @@ class MathPool:
                 self.broken = True
                 self._retire(worker)
         return count
-
-
-_POOL: MathPool | None = None
-_POOL_GUARD = threading.Lock()
-
-
-def get_pool(workers: int, timeout: float) -> MathPool:
-    """Return the process-wide pool, (re)creating it when the size changed or after a fork."""
-    global _POOL
-    with _POOL_GUARD:
-        pool = _POOL
-        stale = pool is None or pool.owner_pid != os.getpid() or pool.size != max(1, int(workers))
-        if stale:
-            if pool is not None:
-                pool.close()
-            _POOL = pool = MathPool(workers, timeout)
-        pool.timeout = float(timeout)
-        return pool
-
-
-def shutdown_pool() -> None:
-    """Kill the process-wide pool's workers (registered with `atexit`)."""
-    global _POOL
-    with _POOL_GUARD:
-        if _POOL is not None:
-            _POOL.close()
-            _POOL = None
-
-
-atexit.register(shutdown_pool)

@@ -17,6 +17,7 @@ Both run the same code, so training and evaluation cannot drift apart.
 import functools
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -27,51 +28,6 @@ from .metrics import count_failure
 
 
 NAME = "math_accuracy"
-
-# ------------------------------------------------------------------------------------------------------------
-# Settings (process-wide; a recipe or test changes them with `configure`)
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    # Under torchrun every rank would start its own pool: share the node's cores between local ranks.
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, cores // max(1, local_ranks))
-
-
-_SETTINGS = {
-    "workers": int(os.environ.get("PAFT_REWARDS_WORKERS", "0") or 0) or _default_workers(),
-    "timeout": float(os.environ.get("PAFT_REWARDS_TIMEOUT", "5")),
-    "use_pool": os.environ.get("PAFT_REWARDS_POOL", "1") != "0",
-}
-
-
-def configure(workers: int | None = None, timeout: float | None = None, use_pool: bool | None = None) -> dict:
-    """Change how hard cases are judged and return the settings now in force.
-
-    Args:
-        workers (`int`, *optional*):
-            Worker processes for symbolic checks. Defaults to the usable cores divided by `LOCAL_WORLD_SIZE`
-            (environment: `PAFT_REWARDS_WORKERS`).
-        timeout (`float`, *optional*):
-            Hard limit in seconds for one symbolic check; past it the item scores 0. Defaults to `5`
-            (environment: `PAFT_REWARDS_TIMEOUT`).
-        use_pool (`bool`, *optional*):
-            `False` judges hard cases in-process (no hard timeout off the main thread). Defaults to `True`
-            (environment: `PAFT_REWARDS_POOL=0` turns it off).
-    """
-    if workers is not None:
-        _SETTINGS["workers"] = max(1, int(workers))
-    if timeout is not None:
-        _SETTINGS["timeout"] = max(0.1, float(timeout))
-    if use_pool is not None:
-        _SETTINGS["use_pool"] = bool(use_pool)
-    return dict(_SETTINGS)
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Answer extraction
@@ -310,30 +266,12 @@ def parse_gold(gold: str) -> Gold | None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-_VERDICTS: dict[tuple[str, str], bool] = {}
-_VERDICT_CACHE_SIZE = 100_000
+def score_many(completions: list[Any], golds: list[Any], judge_hard=None) -> tuple[list[float | None], int]:
+    """Score completion texts against golds; return the scores and how many completions had no answer.
 
-
-def _judge_hard(pairs: list[tuple[str, str]]) -> list[bool]:
-    """Symbolic verdicts for pairs the fast path could not settle (pool with hard timeout, or in-process)."""
-    if not pairs:
-        return []
-    if not _SETTINGS["use_pool"]:
-        return [_mathjudge.judge(g, p, timeout=max(1, int(_SETTINGS["timeout"]))) for g, p in pairs]
-    # A group's completions often agree on their answer: judge each distinct pair once, and remember verdicts.
-    todo = list(dict.fromkeys(p for p in pairs if p not in _VERDICTS))
-    if todo:
-        pool = _pool.get_pool(_SETTINGS["workers"], _SETTINGS["timeout"])
-        verdicts, timeouts = pool.judge_many(todo)
-        count_failure(f"{NAME}/timeout", timeouts)
-        if len(_VERDICTS) > _VERDICT_CACHE_SIZE:
-            _VERDICTS.clear()
-        _VERDICTS.update(zip(todo, verdicts))
-    return [_VERDICTS[p] for p in pairs]
-
-
-def score_many(completions: list[Any], golds: list[Any]) -> tuple[list[float | None], int]:
-    """Score completion texts against golds; return the scores and how many completions had no answer."""
+    ``judge_hard`` settles the (gold, answer) pairs the fast path cannot (default: the default reward's pool).
+    """
+    judge_hard = judge_hard or math_accuracy.judge_hard
     scores: list[float | None] = [None] * len(completions)
     hard_index, hard_pairs = [], []
     unparsed = 0
@@ -354,7 +292,7 @@ def score_many(completions: list[Any], golds: list[Any]) -> tuple[list[float | N
             hard_pairs.append((gold.answer, pred))
         else:
             scores[i] = float(verdict)
-    for i, verdict in zip(hard_index, _judge_hard(hard_pairs)):
+    for i, verdict in zip(hard_index, judge_hard(hard_pairs)):
         scores[i] = float(verdict)
     count_failure(NAME, unparsed)
     return scores, unparsed
@@ -369,38 +307,169 @@ def score_math(completion: Any, gold: Any) -> float:
         gold (`str`):
             GSM8K answer (`... #### 18`), MATH answer (`\\frac{1}{2}`) or MATH solution with `\\boxed{}`.
     """
+    return math_accuracy.score(completion, gold)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The reward: an object that owns its judge settings and worker pool
+# ------------------------------------------------------------------------------------------------------------
+
+_VERDICT_CACHE_SIZE = 100_000
+
+
+def _default_workers() -> int:
     try:
-        score = score_many([completion], [gold])[0][0]
-    except Exception:  # noqa: BLE001 - evaluation must not crash on one item either
-        count_failure(f"{NAME}/error")
-        return 0.0
-    return 0.0 if score is None else score
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    # Under torchrun every rank would start its own pool: share the node's cores between local ranks.
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cores // max(1, local_ranks))
 
 
-def math_accuracy(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
-    r"""Reward `1.0` when the completion's final answer equals the gold, `0.0` otherwise.
+class MathAccuracy:
+    r"""The `math_accuracy` reward with its own settings, verdict cache and pool of math-verify workers.
+
+    Build one with `get_math_accuracy_reward`. The pool starts on the first hard case (LaTeX the fast path cannot
+    settle) and stops with `close()`, at the end of a ``with`` block, or when the process exits; a forked child
+    starts its own. Unset settings are read from the environment when first needed, not at import.
 
     Args:
-        prompts (`list`):
-            Unused; part of TRL's reward signature.
-        completions (`list[str]` or `list[list[dict]]`):
-            Plain-text or conversational completions.
-        gold (`list[str]`):
-            The dataset's `gold` column: GSM8K answers with `#### N`, MATH answers or MATH solutions.
-        **kwargs:
-            Other dataset columns and TRL's extras (`trainer_state`, `log_metric`, ...); `log_metric` receives
-            the share of completions without a readable answer.
-
-    Returns:
-        `list[float | None]`: one score per completion; `None` where the gold cannot be read.
+        workers (`int`, *optional*):
+            Worker processes for symbolic checks. Defaults to `PAFT_REWARDS_WORKERS`, else the usable cores
+            divided by `LOCAL_WORLD_SIZE`.
+        timeout (`float`, *optional*):
+            Hard limit in seconds for one symbolic check; past it the item scores 0. Defaults to
+            `PAFT_REWARDS_TIMEOUT`, else `5`.
+        use_pool (`bool`, *optional*):
+            `False` judges hard cases in-process (no hard timeout off the main thread). Defaults to `True` unless
+            `PAFT_REWARDS_POOL=0`.
     """
-    n = batch_size(completions)
-    if not isinstance(completions, (list, tuple)):
-        completions = [completions]
-    try:
-        scores, unparsed = score_many(list(completions), column(gold, n))
-    except Exception:  # noqa: BLE001 - never end a training run
-        count_failure(f"{NAME}/error")
-        return [0.0] * n
-    report(kwargs, NAME, scores, unparsed)
-    return scores
+
+    def __init__(self, workers: int | None = None, timeout: float | None = None, use_pool: bool | None = None):
+        self.__name__ = NAME  # TRL logs rewards/<__name__>/mean
+        self._workers, self._timeout, self._use_pool = workers, timeout, use_pool
+        # The pool sits in a holder the finaliser can reach without keeping this object alive.
+        self._holder: list[_pool.MathPool | None] = [None]
+        self._verdicts: dict[tuple[str, str], bool] = {}
+        weakref.finalize(self, _close_holder, self._holder)  # also runs at interpreter exit
+
+    # -- settings ----------------------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        chosen = self._workers or int(os.environ.get("PAFT_REWARDS_WORKERS", "0") or 0) or _default_workers()
+        return max(1, int(chosen))
+
+    @property
+    def timeout(self) -> float:
+        chosen = self._timeout if self._timeout is not None else float(os.environ.get("PAFT_REWARDS_TIMEOUT", "5"))
+        return max(0.1, float(chosen))
+
+    @property
+    def use_pool(self) -> bool:
+        return self._use_pool if self._use_pool is not None else os.environ.get("PAFT_REWARDS_POOL", "1") != "0"
+
+    # -- scoring -----------------------------------------------------------------------------------------
+
+    def __call__(self, prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
+        r"""Reward `1.0` when the completion's final answer equals the gold, `0.0` otherwise.
+
+        Args:
+            prompts (`list`):
+                Unused; part of TRL's reward signature.
+            completions (`list[str]` or `list[list[dict]]`):
+                Plain-text or conversational completions.
+            gold (`list[str]`):
+                The dataset's `gold` column: GSM8K answers with `#### N`, MATH answers or MATH solutions.
+            **kwargs:
+                Other dataset columns and TRL's extras (`trainer_state`, `log_metric`, ...); `log_metric`
+                receives the share of completions without a readable answer.
+
+        Returns:
+            `list[float | None]`: one score per completion; `None` where the gold cannot be read.
+        """
+        n = batch_size(completions)
+        if not isinstance(completions, (list, tuple)):
+            completions = [completions]
+        try:
+            scores, unparsed = score_many(list(completions), column(gold, n), self.judge_hard)
+        except Exception:  # noqa: BLE001 - never end a training run
+            count_failure(f"{NAME}/error")
+            return [0.0] * n
+        report(kwargs, NAME, scores, unparsed)
+        return scores
+
+    def score(self, completion: Any, gold: Any) -> float:
+        """Score one completion against one gold (evaluation's entry point)."""
+        try:
+            score = score_many([completion], [gold], self.judge_hard)[0][0]
+        except Exception:  # noqa: BLE001 - evaluation must not crash on one item either
+            count_failure(f"{NAME}/error")
+            return 0.0
+        return 0.0 if score is None else score
+
+    def judge_hard(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """Symbolic verdicts for pairs the fast path could not settle (pool with hard timeout, or in-process)."""
+        if not pairs:
+            return []
+        if not self.use_pool:
+            return [_mathjudge.judge(g, p, timeout=max(1, int(self.timeout))) for g, p in pairs]
+        # A group's completions often agree on their answer: judge each distinct pair once, and remember verdicts.
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._verdicts))
+        if todo:
+            verdicts, timeouts = self.pool().judge_many(todo)
+            count_failure(f"{NAME}/timeout", timeouts)
+            if len(self._verdicts) > _VERDICT_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts.update(zip(todo, verdicts))
+        return [self._verdicts[p] for p in pairs]
+
+    # -- lifetime ----------------------------------------------------------------------------------------
+
+    def pool(self) -> _pool.MathPool:
+        """The worker pool, started now if needed (again after a fork, or when the size changed)."""
+        pool = self._holder[0]
+        if pool is None or pool.owner_pid != os.getpid() or pool.size != self.workers:
+            if pool is not None:
+                pool.close()
+            self._holder[0] = pool = _pool.MathPool(self.workers, self.timeout)
+        pool.timeout = self.timeout
+        return pool
+
+    def close(self) -> None:
+        """Stop the worker processes (the reward still works; a later hard case starts a new pool)."""
+        _close_holder(self._holder)
+
+    def __enter__(self) -> "MathAccuracy":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MathAccuracy(workers={self._workers}, timeout={self._timeout}, use_pool={self._use_pool})"
+
+
+def _close_holder(holder: list) -> None:
+    if holder[0] is not None:
+        holder[0].close()
+        holder[0] = None
+
+
+def get_math_accuracy_reward(workers: int | None = None, timeout: float | None = None,
+                             use_pool: bool | None = None) -> MathAccuracy:
+    """A `math_accuracy` reward with its own settings and worker pool (see `MathAccuracy`).
+
+    ```python
+    >>> reward = get_math_accuracy_reward(workers=4, timeout=2.0)
+    >>> reward(None, ["The answer is \\boxed{\\frac{1}{2}}"], ["0.5"])
+    [1.0]
+    >>> reward.close()
+    ```
+    """
+    return MathAccuracy(workers=workers, timeout=timeout, use_pool=use_pool)
+
+
+# The registered reward: settings from the environment, read when first needed.
+math_accuracy = get_math_accuracy_reward()

@@ -152,12 +152,10 @@ def test_counts_unparsed_and_reports_metric():
 
 
 def test_in_process_fallback_matches_pool():
-    settings = rmath.configure()
-    try:
-        rmath.configure(use_pool=False)
-        assert rmath.score_math("\\boxed{2\\sqrt{2}}", "\\sqrt{8}") == 1.0
-    finally:
-        rmath.configure(use_pool=settings["use_pool"])
+    in_process = rmath.get_math_accuracy_reward(use_pool=False)
+    assert in_process.score("\\boxed{2\\sqrt{2}}", "\\sqrt{8}") == 1.0
+    assert in_process._holder[0] is None  # no worker was started
+    assert rmath.score_math("\\boxed{2\\sqrt{2}}", "\\sqrt{8}") == 1.0
 
 
 STUB_WORKER = textwrap.dedent(
@@ -204,10 +202,9 @@ LEAK_SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {repo!r})
     import rewards
-    from rewards import _pool
-    rewards.math.configure(workers=2)
-    rewards.math_accuracy(None, ["\\\\boxed{{\\\\sqrt{{8}}}}"], ["2\\\\sqrt{{2}}"])
-    print(" ".join(map(str, _pool._POOL.pids())), flush=True)
+    reward = rewards.get_math_accuracy_reward(workers=2)
+    reward(None, ["\\\\boxed{{\\\\sqrt{{8}}}}"], ["2\\\\sqrt{{2}}"])
+    print(" ".join(map(str, reward.pool().pids())), flush=True)
     if sys.argv[1] == "error":
         raise RuntimeError("training crashed")
     """
@@ -228,5 +225,5 @@ def test_no_worker_leaks_on_exit(tmp_path, ending):
 
 
 def test_pool_survives_forked_child_owner_check():
-    pool = _pool.get_pool(rmath.configure()["workers"], 5)
+    pool = rmath.get_math_accuracy_reward(workers=1).pool()
     assert pool.owner_pid == os.getpid()

@@ -124,12 +124,42 @@ def test_helpers_never_raise(completion, gold):
     gold=st.sampled_from(["5", "\\frac{1}{x}", "x^2", "\\sqrt{2}"]),
 )
 def test_time_per_item_bounded_by_timeout(expr, gold):
-    settings_before = rmath.configure()
-    rmath.configure(timeout=2)
-    try:
+    with rmath.get_math_accuracy_reward(timeout=2) as reward:
         start = time.monotonic()
-        assert rewards.math_accuracy(None, ["\\boxed{" + expr + "}"], [gold]) in ([0.0], [1.0])
+        assert reward(None, ["\\boxed{" + expr + "}"], [gold]) in ([0.0], [1.0])
         # Timeout plus a generous margin: a replacement worker may start and the machine is shared.
         assert time.monotonic() - start < 2 + 8
-    finally:
-        rmath.configure(timeout=settings_before["timeout"])
+
+
+def test_reward_by_dotted_path(tmp_path, monkeypatch):
+    """As `trl grpo --reward_funcs my_module.fn` accepts: a user's own reward next to the registry's."""
+    (tmp_path / "my_rewards.py").write_text("def brevity(prompts, completions, **kw):\n"
+                                            "    return [1.0 / (1 + len(c)) for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    funcs, weights = rewards.resolve_rewards(["math_accuracy", "my_rewards.brevity"], [1.0, 0.5])
+    assert funcs[0] is rewards.math_accuracy and funcs[1].__name__ == "brevity"
+    assert funcs[1](None, ["abc"]) == [0.25] and weights == [1.0, 0.5]
+    with pytest.raises(ValueError, match="has no function 'missing'"):
+        rewards.get_reward("my_rewards.missing")
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
+        rewards.get_reward("no_such_module.fn")
+
+
+def test_math_reward_owns_its_pool():
+    """Each reward built by the factory has its own settings and workers, and `close` stops them."""
+    import os
+
+    first = rewards.get_math_accuracy_reward(workers=1, timeout=3)
+    second = rewards.get_math_accuracy_reward(workers=2)
+    assert (first.workers, first.timeout, first.__name__) == (1, 3.0, "math_accuracy")
+    assert first(None, ["\\boxed{2\\sqrt{2}}"], ["\\sqrt{8}"]) == [1.0]
+    assert second(None, ["\\boxed{2\\sqrt{2}}"], ["\\sqrt{8}"]) == [1.0]
+    pids = first.pool().pids()
+    assert len(pids) == 1 and first.pool() is not second.pool()
+    first.close()
+    assert all(not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+               for pid in pids)
+    assert len(second.pool().pids()) == 2
+    second.close()
+    assert first(None, ["\\boxed{2\\sqrt{2}}"], ["\\sqrt{8}"]) == [1.0]  # a closed reward starts a new pool
+    first.close()

@@ -195,14 +195,14 @@ def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
 
 
 def reward_functions(names: Sequence[str] | None, task: Task) -> list:
-    """The reward callables for ``names`` (default: the task's reward), by registry name."""
+    """The reward callables for ``names`` (default: the task's reward): registry names or dotted import paths."""
     import rewards
 
     chosen = list(names) if names else [task.reward]
-    unknown = [name for name in chosen if name not in rewards.REWARDS]
-    if unknown:
-        raise UserError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(sorted(rewards.REWARDS))}")
-    return [rewards.get_reward(name) for name in chosen]
+    try:
+        return [rewards.get_reward(name) for name in chosen]
+    except ValueError as error:
+        raise UserError(f"rewards: {error}") from None
 
 
 def init_deepspeed_comm(args) -> None:
