@@ -119,11 +119,20 @@ def _write_xlsx(pool: PromptPool, path: Path) -> Path:
     sheet = workbook.active
     for row in _spreadsheet_rows([t.to_dict() for t in pool.templates]):
         sheet.append(row)
+    return atomic_write(path, workbook.save, suffix=".xlsx")
+
+
+def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> Path:
+    """Call ``write(temporary path)`` on a file in ``path``'s folder, then rename it over ``path``.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".xlsx")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        workbook.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -133,17 +142,7 @@ def _write_xlsx(pool: PromptPool, path: Path) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------- readers
