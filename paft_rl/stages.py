@@ -1,12 +1,16 @@
-"""Helpers for multi-stage runs (``paft-rl pipeline`` and the demo): stage markers, LoRA merging, timing.
+"""Helpers for multi-stage runs (``paft-rl pipeline``, ``sequence`` and the demo): stage markers that know what
+produced them, LoRA merging, timing.
 
-A stage is finished when its folder holds ``stage.json``; a rerun skips finished stages and lets an
-unfinished training stage resume from its last checkpoint, so an interrupted run loses at most the work
-since that checkpoint.
+A stage records the settings (and the fingerprints of the stages it builds on) that produce it: when it starts,
+in ``stage.started.json``, and when it finishes, in ``stage.json``. A rerun with the same settings skips a finished
+stage and resumes an interrupted one from its last checkpoint; a rerun with other settings says what changed,
+clears the stage and runs it again, and so every stage after it (their settings hold its fingerprint). A stage
+folder with files but no marker was not written by the workflow and is refused, never deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -15,9 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prompt_pool import atomic_write_text
+from prompt_pool import UserError, atomic_write_text
 
 MARKER = "stage.json"
+STARTED = "stage.started.json"
+
+
+def fingerprint(settings: Any) -> str:
+    """A short stable hash of a stage's settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
 def stage_summary(folder: str | Path) -> dict | None:
@@ -26,28 +36,85 @@ def stage_summary(folder: str | Path) -> dict | None:
     return json.loads(marker.read_text()) if marker.is_file() else None
 
 
-def run_stage(name: str, folder: str | Path, work: Callable[[], dict[str, Any]], log=print) -> dict:
-    """Run ``work`` unless ``folder`` already holds a finished stage; record its summary and wall time."""
-    done = stage_summary(folder)
-    if done is not None:
+def changed_settings(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (nested mappings flattened to ``a.b``)."""
+    changes = []
+    for key in sorted(set(before) | set(now), key=str):
+        old, new = before.get(key, "(unset)"), now.get(key, "(unset)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {_short(old)} -> {_short(new)}")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def run_stage(name: str, folder: str | Path, work: Callable[[bool], dict[str, Any]], settings: dict[str, Any],
+              log=print, sync: tuple[bool, Callable[[], None]] | None = None) -> dict:
+    """Run ``work(resume)`` unless ``folder`` holds this stage finished with the same ``settings``.
+
+    ``resume`` is true when the folder holds this very stage, interrupted (a training stage then continues from
+    its checkpoint); false when the stage starts afresh. The summary carries the stage's ``fingerprint``, which
+    later stages put in their settings. Under several processes, ``sync`` is ``(is_main_process, wait)``: every
+    process decides from the same files, only the main one writes or clears markers, and ``work`` runs on all.
+    """
+    is_main, wait = sync or (True, lambda: None)
+    folder = Path(folder)
+    wanted = fingerprint(settings)
+    done, started = stage_summary(folder), _read(folder / STARTED)
+    if done is not None and done.get("fingerprint") == wanted:
         log(f"== {name}: already done ({done.get('seconds', 0):.0f} s earlier), skipping")
         return done
-    log(f"== {name}")
-    started = time.perf_counter()
-    summary = {"stage": name, **(work() or {})}
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(folder) / MARKER, json.dumps(summary, indent=2) + "\n")
+    previous = done or started
+    resume = done is None and started is not None and started.get("fingerprint") == wanted
+    if previous is None and folder.is_dir() and any(folder.iterdir()):
+        raise UserError(f"{folder} holds files this workflow did not write: move them, choose another output "
+                        "folder, or pass --fresh to start over")
+    if previous is not None and not resume:
+        recorded = previous.get("settings")
+        changes = changed_settings(recorded, settings) if recorded is not None else ["written by an older paft-rl"]
+        log(f"== {name}: settings changed ({'; '.join(changes[:6])}{'; ...' if len(changes) > 6 else ''}): "
+            "running it again")
+    log(f"== {name}" + (" (resuming)" if resume else ""))
+    wait()  # every process has read the markers before the main one changes them
+    if is_main:
+        if previous is not None and not resume:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / STARTED, json.dumps({"fingerprint": wanted, "settings": settings}, indent=2,
+                                                       default=str) + "\n")
+    wait()
+    began = time.perf_counter()
+    summary = {"stage": name, **(work(resume) or {})}
+    summary["seconds"] = round(time.perf_counter() - began, 1)
+    summary.update(fingerprint=wanted, settings=settings)
+    if is_main:
+        atomic_write_text(folder / MARKER, json.dumps(summary, indent=2, default=str) + "\n")
+    wait()
     log(f"== {name}: done in {summary['seconds']:.0f} s")
     return summary
 
 
-def resume_or_overwrite(output_dir: str | Path) -> dict[str, Any]:
-    """Recipe options that resume a training stage interrupted after a checkpoint, or start it afresh."""
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def resume_or_overwrite(output_dir: str | Path, resume: bool = True) -> dict[str, Any]:
+    """Recipe options that resume a training stage interrupted after a checkpoint, or start it afresh.
+
+    ``resume`` false (the stage's settings changed, or it never ran) always starts afresh.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     output_dir = Path(output_dir)
-    checkpoint = output_dir.is_dir() and get_last_checkpoint(str(output_dir))
+    checkpoint = resume and output_dir.is_dir() and get_last_checkpoint(str(output_dir))
     return {"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite": True}
 
 
@@ -66,18 +133,21 @@ def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
 
-def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, replace: bool = False) -> Path:
     """Merge a LoRA adapter into its base model and save full weights (for a stage that needs them).
 
-    Written into a temporary sibling folder and renamed, so an interrupted merge never looks finished.
+    Written into a temporary sibling folder and renamed, so an interrupted merge never looks finished. An existing
+    merged model is kept, unless ``replace`` (the adapter changed): then it is swapped for the new one.
     """
     import torch
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
+    if (out_dir / "config.json").is_file() and not replace:
         return out_dir
+    if replace and out_dir.exists():
+        shutil.rmtree(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:

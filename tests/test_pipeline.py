@@ -68,3 +68,25 @@ def test_pipeline_bad_config(configs, change, message, capsys):
     path = write(tmp_path / "p.yaml", {**pipeline, **change})
     assert main(["pipeline", "--config", path]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pipeline_reruns_a_changed_eval_and_refuses_foreign_checkpoints(configs, capsys):
+    tmp_path, pipeline, _ = configs
+    pipeline = {**pipeline, "eval": {"task": "synth_mc", "limit": 1, "max_new_tokens": 4, "models": ["sft"]}}
+    pipeline.pop("grpo")
+    # Another run's checkpoint sits in the SFT recipe's output_dir: never resumed as this pipeline's.
+    (tmp_path / "sft" / "checkpoint-7").mkdir(parents=True)
+    path = write(tmp_path / "p.yaml", pipeline)
+    assert main(["pipeline", "--config", path]) == 2
+    assert "did not start" in capsys.readouterr().err and (tmp_path / "sft" / "checkpoint-7").is_dir()
+    assert main(["pipeline", "--config", path, "--fresh"]) == 0
+    capsys.readouterr()
+    first = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert first["settings"]["n_questions"] == 1
+    # The evaluation changed: it runs again (SFT does not), and results.json describes the new one.
+    write(tmp_path / "p.yaml", {**pipeline, "eval": {**pipeline["eval"], "limit": 2}})
+    assert main(["pipeline", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "sft: already done" in out and "eval: settings changed (eval.limit: 1 -> 2)" in out
+    assert json.loads((tmp_path / "run" / "eval" / "results.json").read_text())["settings"]["n_questions"] == 2

@@ -51,6 +51,26 @@ def test_three_task_sequence(tmp_path, capsys):
     assert "already done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_reordered_tasks_rerun_every_stage(tmp_path, capsys):
+    """Swapping the task order must not reuse stage 1 (it trained the other task) nor mislabel the matrix."""
+    config = yaml.safe_load(write_config(tmp_path).read_text())
+    config["tasks"] = [{"task": "synth_mc"}, {"task": "synth_arith"}]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["sequence", "--config", str(path)]) == 0
+    capsys.readouterr()
+    config["tasks"] = config["tasks"][::-1]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["sequence", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "already done" not in out and "settings changed" in out
+    report = json.loads((tmp_path / "seq" / "sequence.json").read_text())
+    assert report["tasks"] == ["synth_arith", "synth_mc"]
+    trained = yaml.safe_load((tmp_path / "seq" / "stage_1" / "recipe.yaml").read_text())
+    assert trained["task"] == "synth_arith"
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

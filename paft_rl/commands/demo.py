@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prompt_pool import UserError
 
-from ..stages import resume_or_overwrite, run_recipe
+from ..stages import resume_or_overwrite, run_recipe, run_stage
 
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
@@ -77,30 +77,38 @@ def check_args(args: argparse.Namespace) -> None:
         resolve_model(args.model)
 
 
-def sft_stage(out: Path, name: str, model: str, args, draw: dict) -> dict:
-    recipe = {**COMMON, **LORA, **draw, **precision(args), "model_name_or_path": model, "output_dir": str(out / name),
-              "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": BATCH,
-              "learning_rate": 1.0e-3, "max_steps": args.sft_steps, "max_length": 512,
-              "save_steps": max(1, args.sft_steps // 2), **resume_or_overwrite(out / name)}
-    path = run_recipe("sft", recipe, out / "recipes" / f"{name}.yaml")
-    return {"model": str(out / name), "recipe": path}
+def sft_recipe(out: Path, name: str, model: str, args, draw: dict) -> dict:
+    return {**COMMON, **LORA, **draw, **precision(args), "model_name_or_path": model, "output_dir": str(out / name),
+            "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": BATCH,
+            "learning_rate": 1.0e-3, "max_steps": args.sft_steps, "max_length": 512,
+            "save_steps": max(1, args.sft_steps // 2)}
 
 
-def grpo_stage(out: Path, base: str, args) -> dict:
-    recipe = {**COMMON, **LORA, **precision(args), "model_name_or_path": base, "output_dir": str(out / "paft_grpo"),
-              "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": BATCH,
-              "max_completion_length": 12, "temperature": 1.0, "learning_rate": 2.0e-5, "beta": 0.0,
-              "max_steps": args.grpo_steps, "save_steps": max(1, args.grpo_steps // 2), "logging_steps": 1,
-              **resume_or_overwrite(out / "paft_grpo")}
-    path = run_recipe("grpo", recipe, out / "recipes" / "paft_grpo.yaml")
-    return {"model": str(out / "paft_grpo"), "recipe": path}
+def grpo_recipe(out: Path, base: str, args) -> dict:
+    return {**COMMON, **LORA, **precision(args), "model_name_or_path": base, "output_dir": str(out / "paft_grpo"),
+            "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": BATCH,
+            "max_completion_length": 12, "temperature": 1.0, "learning_rate": 2.0e-5, "beta": 0.0,
+            "max_steps": args.grpo_steps, "save_steps": max(1, args.grpo_steps // 2), "logging_steps": 1}
+
+
+def train(command: str, recipe: dict, out: Path, name: str, resume: bool) -> dict:
+    """Train one stage: resume it when it was interrupted with these very settings, else start afresh."""
+    path = run_recipe(command, {**recipe, **resume_or_overwrite(recipe["output_dir"], resume)},
+                      out / "recipes" / f"{name}.yaml")
+    return {"model": recipe["output_dir"], "recipe": path}
+
+
+def training_stage(title: str, command: str, recipe: dict, out: Path, name: str, after: dict | None = None) -> dict:
+    """A training stage whose settings are its recipe (and what it starts from), so a change reruns it."""
+    settings = {"recipe": recipe, "after": (after or {}).get("fingerprint")}
+    return run_stage(title, out / name, lambda resume: train(command, recipe, out, name, resume), settings)
 
 
 def main(argv: list[str]) -> int:
     from ..eval.report import format_table, write_outputs
     from ..eval.runner import EvalSettings, evaluate
     from ..smollm import smollm2_dir
-    from ..stages import merge_adapter, run_stage
+    from ..stages import merge_adapter
 
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -117,19 +125,19 @@ def main(argv: list[str]) -> int:
     print(f"paft-rl demo: model {model}\n              run folder {out} (rerun to resume)")
 
     # ------------------------------------------------------------------ 1. fine-tune with one fixed template
-    fixed = run_stage("SFT, one fixed template", out / "fixed_sft",
-                      lambda: sft_stage(out, "fixed_sft", model, args,
-                                        {"template_draw": "fixed", "fixed_template": FIXED_TEMPLATE}))
+    fixed = training_stage("SFT, one fixed template", "sft", sft_recipe(
+        out, "fixed_sft", model, args, {"template_draw": "fixed", "fixed_template": FIXED_TEMPLATE}), out, "fixed_sft")
     # ------------------------------------------------------------------ 2. fine-tune with PAFT
-    paft = run_stage("SFT, PAFT (template drawn per example)", out / "paft_sft",
-                     lambda: sft_stage(out, "paft_sft", model, args, {"template_draw": "uniform"}))
+    paft = training_stage("SFT, PAFT (template drawn per example)", "sft", sft_recipe(
+        out, "paft_sft", model, args, {"template_draw": "uniform"}), out, "paft_sft")
     models = {"base": model, "fixed template SFT": fixed["model"], "PAFT SFT": paft["model"]}
     # ------------------------------------------------------------------ 3. GRPO on top of the PAFT model
     if args.grpo_steps > 0:
         merged = run_stage("merge the PAFT LoRA into full weights", out / "paft_sft_merged",
-                           lambda: {"model": str(merge_adapter(paft["model"], out / "paft_sft_merged"))})
-        grpo = run_stage("GRPO on the PAFT model (template per rollout group)", out / "paft_grpo",
-                         lambda: grpo_stage(out, merged["model"], args))
+                           lambda resume: {"model": str(merge_adapter(paft["model"], out / "paft_sft_merged" / "model"))},
+                           {"after": paft["fingerprint"]})
+        grpo = training_stage("GRPO on the PAFT model (template per rollout group)", "grpo",
+                              grpo_recipe(out, merged["model"], args), out, "paft_grpo", after=merged)
         models["PAFT SFT + GRPO"] = grpo["model"]
     # ------------------------------------------------------------------ 4. held-out templates
     print("== evaluate every model on the 10 held-out templates")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,16 @@ import yaml
 
 from prompt_pool import UserError, atomic_write_text, read_yaml_mapping, unknown_key_error
 
-from ..stages import is_adapter, merge_adapter, resume_or_overwrite, run_recipe, run_stage
+from ..stages import (
+    MARKER,
+    STARTED,
+    is_adapter,
+    merge_adapter,
+    resume_or_overwrite,
+    run_recipe,
+    run_stage,
+    stage_summary,
+)
 
 EVAL_MODELS = ("base", "sft", "grpo")
 
@@ -75,13 +85,32 @@ def check_stage_recipes(config: dict[str, Any]) -> None:
                     raise UserError(f"{command} recipe {config[command]}: {error}") from None
 
 
-def train_stage(command: str, recipe_path: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Run ``paft-rl sft|grpo`` on a recipe with overrides; returns where the model went."""
+def stage_recipe(command: str, recipe_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The recipe a stage trains with: the file's options plus what the pipeline sets (the starting model)."""
     recipe = read_yaml_mapping(recipe_path, f"{command} recipe")
     recipe.update(overrides)
-    recipe.update(resume_or_overwrite(recipe.get("output_dir", f"runs/{command}")))
-    written = run_recipe(command, recipe, out / "recipes" / f"{command}.yaml")
-    return {"model": recipe.get("output_dir"), "recipe": written, "base": recipe.get("model_name_or_path")}
+    recipe.pop("resume_from_checkpoint", None)
+    recipe.pop("overwrite", None)  # the pipeline decides: resume its own interrupted stage, else start afresh
+    recipe.setdefault("output_dir", f"runs/{command}")
+    return recipe
+
+
+def train_stage(command: str, recipe: dict[str, Any], out: Path, resume: bool, ours: bool) -> dict[str, Any]:
+    """Run ``paft-rl sft|grpo`` on a stage recipe; returns where the model went.
+
+    Checkpoints in the recipe's output_dir are resumed only when this pipeline's own stage was interrupted with the
+    same settings, replaced when an earlier run of this stage (``ours``) or ``--fresh`` wrote them, and refused
+    otherwise: another run's checkpoints are never resumed as this one, nor deleted.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(recipe["output_dir"])
+    if not resume and not ours and output_dir.is_dir() and get_last_checkpoint(str(output_dir)):
+        raise UserError(f"{command} output_dir {output_dir} holds checkpoints of a run this pipeline did not start: "
+                        "move them, set another output_dir in the recipe, or pass --fresh to replace them")
+    written = run_recipe(command, {**recipe, **resume_or_overwrite(output_dir, resume)},
+                         out / "recipes" / f"{command}.yaml")
+    return {"model": recipe["output_dir"], "recipe": written, "base": recipe.get("model_name_or_path")}
 
 
 def main(argv: list[str]) -> int:
@@ -89,36 +118,60 @@ def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="paft-rl pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
-    config = read_config(parser.parse_args(argv).config)
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete the run folder and replace the stages' training output")
+    options = parser.parse_args(argv)
+    config = read_config(options.config)
     check_stage_recipes(config)
     state = PartialState()
     out = Path(config["output_dir"])
+    if options.fresh and state.is_main_process and out.exists():
+        shutil.rmtree(out)
+    state.wait_for_everyone()
     log = print if state.is_main_process else (lambda *_: None)
+    sync = (state.is_main_process, state.wait_for_everyone)
     summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ SFT
     if "sft" in config:
-        summary["sft"] = run_stage("sft", out / "sft", lambda: train_stage("sft", config["sft"], {}, out), log)
+        recipe = stage_recipe("sft", config["sft"], {})
+        summary["sft"] = run_training("sft", recipe, out, {"recipe": recipe}, options.fresh, log, sync)
     # ------------------------------------------------------------------ merge, when SFT made an adapter
     start = summary.get("sft", {}).get("model")
     if start and is_adapter(start):
         merged = Path(f"{start.rstrip('/')}-merged")
         if state.is_main_process:
-            summary["merge"] = run_stage("merge LoRA", out / "merge", lambda: {"model": str(merge_adapter(start, merged))}, log)
+            summary["merge"] = run_stage("merge LoRA", out / "merge",
+                                         lambda resume: {"model": str(merge_adapter(start, merged, replace=True))},
+                                         {"after": summary["sft"]["fingerprint"], "model": str(merged)}, log)
         state.wait_for_everyone()
+        summary["merge"] = stage_summary(out / "merge")
         start = str(merged)
     # ------------------------------------------------------------------ GRPO
     if "grpo" in config:
-        overrides = {"model_name_or_path": start} if start else {}
-        summary["grpo"] = run_stage("grpo", out / "grpo", lambda: train_stage("grpo", config["grpo"], overrides, out), log)
+        recipe = stage_recipe("grpo", config["grpo"], {"model_name_or_path": start} if start else {})
+        after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
+        summary["grpo"] = run_training("grpo", recipe, out, {"recipe": recipe, "after": after}, options.fresh, log,
+                                       sync)
     # ------------------------------------------------------------------ evaluation
     if config.get("eval") and state.is_main_process:
-        summary["eval"] = run_stage("eval", out / "eval", lambda: evaluate_stage(config["eval"], summary, out), log)
+        after = {name: summary[name]["fingerprint"] for name in ("sft", "grpo") if name in summary}
+        summary["eval"] = run_stage("eval", out / "eval",
+                                    lambda resume: evaluate_stage(config["eval"], summary, out),
+                                    {"eval": config["eval"], "after": after}, log)
     state.wait_for_everyone()
     if state.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         log(f"pipeline done: {out / 'summary.json'}")
     return 0
+
+
+def run_training(command: str, recipe: dict[str, Any], out: Path, settings: dict[str, Any], fresh: bool, log,
+                 sync) -> dict:
+    """A training stage; its output_dir is the pipeline's to replace when an earlier run of it (or --fresh) says so."""
+    ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()
+    return run_stage(command, out / command, lambda resume: train_stage(command, recipe, out, resume, ours),
+                     settings, log, sync)
 
 
 def evaluate_stage(options: dict[str, Any], summary: dict[str, Any], out: Path) -> dict[str, Any]:

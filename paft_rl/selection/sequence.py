@@ -104,27 +104,35 @@ def run_sequence(config: SequenceConfig, log=print) -> dict:
 
     out = Path(config.output_dir)
     names = [stage["task"] for stage in config.tasks]
-    baseline = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
-                         lambda: {"accuracy": [_evaluate(config.model_name_or_path, stage, config, out / "stage_0" / stage["task"])
-                                               for stage in config.tasks]}, log)["accuracy"]
+    # Every stage's settings hold the whole sequence's evaluation (all tasks, in order) and the stage before it,
+    # so reordering the tasks or changing an earlier stage reruns what follows.
+    shared = {"tasks": config.tasks, "eval": config.eval, "select": config.select, "adapter_mode": config.adapter_mode}
+    start = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
+                      lambda resume: {"accuracy": [_evaluate(config.model_name_or_path, stage, config,
+                                                             out / "stage_0" / stage["task"])
+                                                   for stage in config.tasks]},
+                      {**shared, "model": config.model_name_or_path}, log)
+    baseline, previous = start["accuracy"], start["fingerprint"]
     current = config.model_name_or_path
     adapters: list[str] = []
     matrix = []
     for index, name in enumerate(names, start=1):
         folder = out / f"stage_{index}"
+        recipe = _stage_recipe(config, index - 1, current, folder)
 
-        def work(index=index, name=name, folder=folder):
-            recipe = _stage_recipe(config, index - 1, current, folder)
+        def work(resume, index=index, folder=folder, recipe=recipe):
             choice = select_template(recipe, config.select.get("rows"), config.select.get("pick", "lowest"),
                                      int(config.select.get("batch_size", 16)))
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
-            recipe.update({"template_draw": "top", "template_id": choice.chosen.template_id})
-            run_recipe("sft", recipe, folder / "recipe.yaml")
+            trained = {**recipe, "template_draw": "top", "template_id": choice.chosen.template_id}
+            run_recipe("sft", trained, folder / "recipe.yaml")
             model = str(merge_adapter(folder / "adapter", folder / "model"))
             accuracy = [_evaluate(model, stage, config, folder / "eval" / stage["task"]) for stage in config.tasks]
-            return {"task": name, "template": choice.chosen.template_id, "accuracy": accuracy}
+            return {"task": names[index - 1], "template": choice.chosen.template_id, "accuracy": accuracy}
 
-        summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work, log)
+        summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work,
+                            {**shared, "stage": index, "recipe": recipe, "after": previous}, log)
+        previous = summary["fingerprint"]
         matrix.append(summary["accuracy"])
         adapters.append(str(folder / "adapter"))
         if config.adapter_mode == "stack" and index > 1:
