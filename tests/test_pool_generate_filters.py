@@ -3,13 +3,13 @@
 import pytest
 
 from prompt_pool import Template, UserError
-from prompt_pool.construction import config_from_dict, parse_templates
-from prompt_pool.construction.config import FilterConfig, SplitConfig, TaskSpec
-from prompt_pool.construction.filters import (answer_cue_problem, apply_filters, exact_duplicates, jaccard,
+from paft_rl.construction import config_from_dict, parse_templates
+from paft_rl.construction.config import FilterConfig, SplitConfig, TaskSpec
+from paft_rl.construction.filters import (answer_cue_problem, apply_filters, exact_duplicates, jaccard,
                                               length_problem, near_duplicates, ngrams, normalised,
                                               placeholder_problem)
-from prompt_pool.construction.prompts import build_requests
-from prompt_pool.construction.split import diversity, seed_pool_templates, split_pool
+from paft_rl.construction.prompts import build_requests
+from paft_rl.construction.split import diversity, seed_pool_templates, split_pool
 
 MC = TaskSpec(name="mc", description="Pick the right option.", fields=("question", "A", "B", "C", "D", "options"),
               required_fields=("question",), option_sets=(("A", "B", "C", "D"), ("options",)), answer_cue="Answer:")

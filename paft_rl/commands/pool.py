@@ -55,7 +55,7 @@ def _add_alias_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "generate":
-        from prompt_pool.construction.cli import main as generate_main
+        from ..construction.cli import main as generate_main
 
         return generate_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..pool import PromptPool, Template
+from prompt_pool.pool import PromptPool, Template
+
 from .config import FilterConfig, TaskSpec
 
 _NON_WORD = re.compile(r"[^\w{}]+")

@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import atomic_write_text
+from prompt_pool.errors import UserError
+from prompt_pool.io import atomic_write_text
+
 from .config import load_config
 from .prompts import build_requests
 from .run import default_report_path, generate_pool, report_text

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import UserError
-from ..pool import PromptPool, Template
+from prompt_pool.errors import UserError
+from prompt_pool.pool import PromptPool, Template
+
 from .config import GenerateConfig
 from .filters import FilterStep
 
@@ -25,8 +26,8 @@ def screen_templates(templates: list[Template], config: GenerateConfig, work_dir
     Kept templates carry their dev accuracy in ``source["screen_accuracy"]``. ``work_dir`` holds the
     candidate file and the evaluation's resume log, so a re-run does not generate again.
     """
-    from paft_rl.eval import EvalSettings, evaluate  # lazy: prompt_pool needs paft_rl only for the screen
-    from paft_rl.tasks import get_task
+    from ..eval import EvalSettings, evaluate  # lazy: torch is needed only for the screen
+    from ..tasks import get_task
 
     if not templates:
         return [], FilterStep("accuracy_screen", 0, 0)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template as TextTemplate
 
-from ..errors import UserError
-from ..sampling import unit_hash
+from prompt_pool.errors import UserError
+from prompt_pool.sampling import unit_hash
+
 from .config import GenerateConfig, GeneratorConfig, TaskSpec
 
 METAPROMPT_DIR = Path(__file__).parent / "metaprompts"

@@ -3,7 +3,9 @@
 PAFT asks an ensemble of models for templates in two modes (few-shot from human-written examples,
 zero-shot from a task description), filters the candidates, and splits them into train and unseen
 held-out templates. Entry points: `load_config` + `generate_pool`, or ``paft-rl pool generate``.
-Nothing here imports torch or `paft_rl` until a config needs a local model or a registry task.
+It lives in `paft_rl`, not in the data layer `prompt_pool`, because a pool is built *for a task*: it reads the
+task registry and screens candidates with the evaluation machinery. Nothing here imports torch until a config
+needs a local model or the accuracy screen.
 """
 
 from .cache import ResponseCache

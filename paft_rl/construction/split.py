@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..pool import PromptPool, Template
+from prompt_pool.pool import PromptPool, Template
+
 from .config import SplitConfig
 from .filters import jaccard, ngrams, normalised
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
-from ..pool import PromptPool, Template
+from prompt_pool.errors import UserError
+from prompt_pool.pool import PromptPool, Template
+
 from .cache import ResponseCache
 from .collect import Collection, collect_responses
 from .config import GenerateConfig

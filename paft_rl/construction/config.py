@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..errors import UserError
+from prompt_pool.errors import UserError
+from prompt_pool.io import read_yaml_mapping
 
 MODES = ("few_shot", "zero_shot")
 BACKENDS = ("openai", "transformers", "vllm")
@@ -227,14 +227,7 @@ SECTIONS = {"requests": RequestConfig, "filters": FilterConfig, "screen": Screen
 def load_config(path: str | Path) -> GenerateConfig:
     """Read and check a generate config file; relative file paths in it are relative to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"{path.name}: not valid YAML ({getattr(error, 'problem', error)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path.name}: expected a mapping of settings at the top level")
+    data = read_yaml_mapping(path, "config file")
     return config_from_dict(data, base_dir=path.parent, where=path.name)
 
 
@@ -267,7 +260,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: st
 def resolve_task(raw: Any, description: str | None, where: str) -> TaskSpec:
     """A `TaskSpec` from a registry name (looked up in `paft_rl.tasks`) or an inline mapping."""
     if isinstance(raw, str):
-        from paft_rl.tasks import get_task  # lazy: prompt_pool never needs paft_rl for inline tasks
+        from ..tasks import get_task
 
         task = get_task(raw)
         return TaskSpec(name=task.name, description=description or task.description, fields=tuple(task.fields),
@@ -310,7 +303,7 @@ def _seed_templates(raw: Any, base_dir: Path, where: str) -> list[str]:
 
 
 def _seed_pool_texts(spec: str, split: str, base_dir: Path) -> list[str]:
-    from ..io import load_pool
+    from prompt_pool.io import load_pool
 
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else base_dir / path
@@ -374,7 +367,7 @@ def _check_generators(generators: list[GeneratorConfig], where: str) -> None:
 
 def _check_seeds(config: GenerateConfig, where: str) -> None:
     """Seed templates are shown to the models as examples of valid templates: they must be valid."""
-    from ..pool import PromptPool, Template
+    from prompt_pool.pool import PromptPool, Template
 
     pool = PromptPool([Template(f"seed-{i}", text) for i, text in enumerate(config.seed_templates)], name="seed_templates")
     problems = pool.problems(config.task) if config.seed_templates else []
