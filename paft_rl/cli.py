@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from prompt_pool import UserError
+from prompt_pool import UserError, first_line
 
 # name -> (module, one-line help). Modules are imported only when their command runs, so
 # `paft-rl pool ...` does not pay for importing torch and TRL.
@@ -65,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("PAFT_RL_DEBUG"):
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"paft-rl {name}: error: {type(error).__name__}: {message} (set PAFT_RL_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(f"paft-rl {name}: error: {type(error).__name__}: {first_line(error)} (set PAFT_RL_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
         return 1
 
 

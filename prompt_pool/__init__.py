@@ -1,6 +1,6 @@
 """Pools of instruction templates: data model, validation, rendering, deterministic drawing, files."""
 
-from .errors import PoolValidationError, UserError, unknown_key_error
+from .errors import PoolValidationError, UserError, first_line, unknown_key_error
 from .io import (
     atomic_write_text,
     builtin_names,
@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_text",
     "builtin_names",
     "draw_index",
+    "first_line",
     "load_pool",
     "normalise_whitespace",
     "placeholders",

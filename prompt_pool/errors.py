@@ -24,6 +24,12 @@ class PoolValidationError(UserError):
         super().__init__(head + ": " + "; ".join(self.problems))
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to many lines), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def unknown_key_error(key: object, known: Iterable[str], where: str, what: str = "key") -> UserError:
     """The error for a setting nobody reads: name it, where it was written, and the closest known name."""
     known = sorted(set(known))

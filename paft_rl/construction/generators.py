@@ -20,6 +20,8 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from prompt_pool.errors import first_line
+
 from .config import GeneratorConfig, RequestConfig
 from .prompts import Request
 
@@ -182,7 +184,7 @@ class TransformersGenerator:
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=self.generator.dtype)
         except (OSError, ValueError) as error:
             raise GeneratorFailed(f"generator {self.generator.name!r}: cannot load model {self.generator.model!r}: "
-                                  f"{str(error).splitlines()[0]}") from None
+                                  f"{first_line(error)}") from None
         self.model.to(self.generator.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from prompt_pool import UserError
+from prompt_pool import UserError, first_line
 
 from .base import Task
 
@@ -104,8 +104,7 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     except UserError:
         raise
     except Exception as error:  # datasets raises many types (connection, missing split, schema)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line}; pass a local file with --data") from None
+        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; pass a local file with --data") from None
 
 
 def _bfcl_file(path: Path) -> datasets.Dataset:

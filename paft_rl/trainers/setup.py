@@ -11,7 +11,7 @@ from typing import Any
 
 import datasets
 
-from prompt_pool import UserError, read_yaml_mapping, unknown_key_error
+from prompt_pool import UserError, first_line, read_yaml_mapping, unknown_key_error
 
 from ..eval.models import resolve_model
 from ..formatting import resolve_conversational
@@ -67,7 +67,7 @@ def parse_recipe(config_class, argv: list[str]):
     except UserError:
         raise
     except ValueError as error:  # transformers' TrainingArguments checks raise ValueError on conflicting options
-        raise UserError(f"invalid options: {_first_line(error)}") from None
+        raise UserError(f"invalid options: {first_line(error)}") from None
     if not model_args.model_name_or_path:
         raise UserError("no model given: set model_name_or_path in the recipe or pass --model_name_or_path PATH")
     return args, model_args
@@ -139,11 +139,6 @@ def _option_error(message: str) -> None:
     raise UserError(message)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def resume_value(args) -> bool | str | None:
     """``resume_from_checkpoint``: ``true`` (last checkpoint in output_dir), a path, or nothing."""
     value = args.resume_from_checkpoint
@@ -180,7 +175,7 @@ def _load_tokenizer(model_path: str):
     try:
         return AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the tokenizer of model {model_path!r}: {_first_line(error)}; set "
+        raise UserError(f"cannot load the tokenizer of model {model_path!r}: {first_line(error)}; set "
                         "model_name_or_path to a saved model folder or a hub id") from None
 
 
