@@ -22,6 +22,8 @@ from typing import Any
 from prompt_pool import UserError, atomic_write_text
 
 MARKER = "stage.json"
+# The LoRA settings workflow stages train with unless a recipe says otherwise (rank 16 on the attention projections).
+LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 STARTED = "stage.started.json"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prompt_pool import UserError
 
-from ..stages import resume_or_overwrite, run_recipe, run_stage
+from ..stages import LORA, resume_or_overwrite, run_recipe, run_stage
 
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
@@ -30,7 +30,6 @@ FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
 SFT_STEPS = 40
 GRPO_STEPS = 8
 BATCH = 8
-LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 # Gradient checkpointing (TRL's default) recomputes activations to save memory that a 135M model does not need.
 COMMON = {"task": "synth_mc", "mc_answer_style": "text", "report_to": "none", "save_total_limit": 1,
           "logging_steps": 10, "disable_tqdm": False, "gradient_checkpointing": False}

@@ -82,9 +82,7 @@ def select_template(recipe: dict[str, Any], rows: int | None = None, rule: str =
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
     if not settings["task"]:
         raise UserError("the recipe names no task: set `task:`")
-    task = get_task(settings["task"])
-    if settings["mc_answer_style"] and task.is_multiple_choice:
-        task = task.with_answer_style(settings["mc_answer_style"])
+    task = get_task(settings["task"]).with_answer_style(settings["mc_answer_style"])
     pool = load_task_pool(task, settings["pool"], settings["field_aliases"], settings["drop_duplicate_templates"])
     if len(pool.train) < 2:
         raise UserError(f"{pool.name} has {len(pool.train)} train template(s): SAPO needs at least 2 to choose from")

@@ -20,7 +20,7 @@ from typing import Any
 
 from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
-from ..stages import merge_adapter, run_recipe, run_stage, stage_summary
+from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary
 from .continual import sequence_metrics
 
 ADAPTER_MODES = ("merge", "stack")
@@ -75,8 +75,7 @@ class SequenceConfig:
 
 def _stage_recipe(config: SequenceConfig, index: int, model: str, out: Path) -> dict[str, Any]:
     stage = {k: v for k, v in config.tasks[index].items() if k not in ("eval_data", "eval_split")}
-    recipe = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "report_to": "none", "save_strategy": "no",
-              **config.sft, **stage}
+    recipe = {**LORA, "report_to": "none", "save_strategy": "no", **config.sft, **stage}
     recipe.update({"model_name_or_path": model, "output_dir": str(out / "adapter"), "overwrite": True})
     return recipe
 

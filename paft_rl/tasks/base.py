@@ -101,7 +101,11 @@ class Task:
             example.target = example.options[LETTERS.index(example.gold)]
         return example
 
-    def with_answer_style(self, style: str) -> Task:
+    def with_answer_style(self, style: str | None) -> Task:
+        """The task with multiple-choice completions as option ``letter`` or ``text``; unchanged for ``None``
+        (the task's own style) and for tasks that are not multiple choice."""
+        if style is None or not self.is_multiple_choice:
+            return self
         if style not in ("letter", "text"):
             raise UserError(f"answer style must be 'letter' or 'text', got {style!r}")
         return replace(self, mc_answer_style=style)

@@ -92,10 +92,7 @@ def _seed(args) -> int:
 
 
 def resolve_task(args) -> Task:
-    task = get_task(args.task)
-    if task.is_multiple_choice and args.mc_answer_style:
-        return task.with_answer_style(args.mc_answer_style)
-    return task
+    return get_task(args.task).with_answer_style(args.mc_answer_style)
 
 
 def build_dataset(task: Task, rows: datasets.Dataset) -> datasets.Dataset:
