@@ -10,6 +10,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from prompt_pool import UserError
@@ -59,6 +60,8 @@ class Task:
         mc_answer_style (`str`): for multiple choice, whether the reference completion is the ``letter`` or
             the option ``text`` (small models learn the text far faster; the reward accepts both).
         pool (`str`, *optional*): built-in pool name when it differs from the task name.
+        read_file (`Callable[[Path], datasets.Dataset]`, *optional*): reads a local data file of a format of the
+            task's own; other tasks' files go through `datasets` by their suffix.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Task:
     mc_answer_style: str = "letter"
     synthetic_size: int = field(default=1000)
     pool: str | None = None
+    read_file: Callable[[Path], Any] | None = None
 
     @property
     def builtin_pool(self) -> str:

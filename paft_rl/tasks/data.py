@@ -80,8 +80,8 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     path = Path(source)
     try:
         if path.is_file():
-            if task.name == "bfcl":
-                return _bfcl_file(path)
+            if task.read_file is not None:  # a format of the task's own (BFCL's question + answer files)
+                return task.read_file(path)
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
@@ -105,34 +105,3 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
         raise
     except Exception as error:  # datasets raises many types (connection, missing split, schema)
         raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; pass a local file with --data") from None
-
-
-def _bfcl_file(path: Path) -> datasets.Dataset:
-    """Read a BFCL question file and join its ``possible_answer`` file (same name, sibling folder).
-
-    BFCL files are JSON Lines with per-row function schemas of different shapes, which Arrow cannot
-    infer as one struct, so nested values are kept as JSON strings.
-    """
-    answers = {}
-    answer_path = path.parent / "possible_answer" / path.name
-    if answer_path.exists():
-        for line in answer_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                answers[record["id"]] = record["ground_truth"]
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path.name}:{number}: not valid JSON ({error.msg})") from None
-        truth = record.get("ground_truth", answers.get(record.get("id"), []))
-        rows.append({
-            "id": str(record.get("id", number - 1)),
-            "question": json.dumps(record["question"], ensure_ascii=False),
-            "function": json.dumps(record["function"], ensure_ascii=False),
-            "ground_truth": json.dumps(truth, ensure_ascii=False),
-        })
-    return datasets.Dataset.from_list(rows)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from prompt_pool import UserError
 
 from .base import Example, Task, choice_example
 
@@ -56,6 +59,39 @@ def _arc(row: Mapping[str, Any]) -> Example:
     # A few ARC items are labelled 1-4 instead of A-D: the gold is found by position either way.
     answer = labels.index(str(row["answerKey"]).strip())
     return choice_example({"question": str(row["question"])}, choices["text"], answer, letters=5)
+
+
+def read_bfcl_file(path: Path):
+    """Read a BFCL question file and join its ``possible_answer`` file (same name, sibling folder).
+
+    BFCL files are JSON Lines with per-row function schemas of different shapes, which Arrow cannot
+    infer as one struct, so nested values are kept as JSON strings.
+    """
+    import datasets
+
+    answers = {}
+    answer_path = path.parent / "possible_answer" / path.name
+    if answer_path.exists():
+        for line in answer_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                answers[record["id"]] = record["ground_truth"]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path.name}:{number}: not valid JSON ({error.msg})") from None
+        truth = record.get("ground_truth", answers.get(record.get("id"), []))
+        rows.append({
+            "id": str(record.get("id", number - 1)),
+            "question": json.dumps(record["question"], ensure_ascii=False),
+            "function": json.dumps(record["function"], ensure_ascii=False),
+            "ground_truth": json.dumps(truth, ensure_ascii=False),
+        })
+    return datasets.Dataset.from_list(rows)
 
 
 def _bfcl(row: Mapping[str, Any]) -> Example:
@@ -145,6 +181,6 @@ HUB_TASKS = [
         fields=("question", "functions"), required_fields=("question", "functions"),
         columns=("question", "function", "ground_truth"), to_example=_bfcl, reward="tool_call_accuracy",
         answer_cue="", hub_id="gorilla-llm/Berkeley-Function-Calling-Leaderboard", train_split="train",
-        max_new_tokens=256,
+        max_new_tokens=256, read_file=read_bfcl_file,
     ),
 ]
