@@ -131,7 +131,7 @@ class _Generated:
     """What `score_cells` reads from a generation: its text (token counts are not compared here)."""
 
     def __init__(self, text: str):
-        self.text, self.tokens = text, 0
+        self.text, self.tokens, self.logliks = text, 0, None
 
 
 def main() -> int:
