@@ -19,7 +19,7 @@ from paft_rl.eval.answers import balanced_accuracy, option_bias
 from paft_rl.eval.backends import Generation
 from paft_rl.eval.models import derive_label, model_labels
 from paft_rl.eval.plots import distribution_figure
-from paft_rl.tasks import LETTERS, get_task, load_rows
+from paft_rl.tasks import get_task, load_rows
 from prompt_pool import UserError
 from tests.tiny import make_tiny_model_dir
 
