@@ -131,9 +131,10 @@ def test_option_distribution_balanced_accuracy_and_lean_warning(scripted_run, ti
     assert "bal_acc" in table.splitlines()[1] and "chance 0.25" in table.splitlines()[0]
     # Over both templates "A" is chosen (6 + n_A) / 16 times and is the gold n_A / 8 of the time.
     n_a = golds.count("A")
-    leans = (6 - n_a) / 16 >= 0.25
-    assert (metrics["choices"]["bias"] is not None) == leans
-    assert ("warning: run-7/checkpoint-60 answers A" in table) == leans
+    assert (metrics["choices"]["bias"] is not None) == ((6 - n_a) / 16 >= 0.25)
+    warning = next(line for line in table.splitlines() if line.startswith("warning:"))
+    assert warning.startswith("warning: run-7/checkpoint-60 answers one option far more often than the golds "
+                              f"under 1 of 2 templates (plain: A 75% vs {n_a / ROWS:.0%} of golds")
 
 
 def test_balanced_accuracy_and_bias_by_hand():

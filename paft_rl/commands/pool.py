@@ -62,7 +62,7 @@ def _add_export_parser(actions) -> None:
     export.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
                         help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
     export.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
-    export.add_argument("--group", help="group name (default: paft_<task>_<pool>)")
+    export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
     _add_alias_option(export)
 
 

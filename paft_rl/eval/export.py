@@ -122,6 +122,12 @@ def task_config(name: str, doc_to_text: str, docs: Path, task: Task, scoring: st
     }
 
 
+def default_group(task: Task, pool: PromptPool) -> str:
+    """``paft_<task>`` for the task's built-in pool, ``paft_<task>_<pool file stem>`` otherwise."""
+    stem = Path(pool.name.split(":")[-1]).stem
+    return f"paft_{task.name}" if stem == task.builtin_pool else f"paft_{task.name}_{stem}"
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_").lower() or "x"
 
@@ -145,7 +151,7 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
         pool (`PromptPool`): the templates (already validated for ``task``).
         task (`Task`): gives the fields, gold and answer format.
         out (`str` or `Path`): folder for the task files and the questions (``--include_path`` for the harness).
-        group (`str`, *optional*): group name (default ``paft_<task>_<pool>``).
+        group (`str`, *optional*): group name (default: `default_group`).
         data / split / limit / seed: the questions, read as ``paft-rl eval`` reads them.
         scoring (`str`, defaults to `"generate"`): ``generate`` or ``loglik`` (multiple choice only).
         max_new_tokens (`int`, *optional*): generation budget (default: the task's).
@@ -158,7 +164,7 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
     if len(rows) == 0:
         raise UserError("the dataset has no rows")
     n_options = max((len(task.example(row).options or []) for row in rows), default=0)
-    group = slug(group or f"paft_{task.name}_{Path(pool.name).stem}")
+    group = slug(group or default_group(task, pool))
     docs = out / DOCS_FILE
     count = write_docs(task, rows, docs)
     names, files = [], [docs]

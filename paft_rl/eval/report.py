@@ -113,10 +113,15 @@ def _notes(label: str, metrics: dict) -> list[str]:
         worst = sorted((t for t, r in per_template.items() if r), key=lambda t: -per_template[t])[:3]
         notes.append(f"unparsed: {label}: {rate:.0%} of answers could not be read "
                      f"(worst: {', '.join(f'{t} {per_template[t]:.0%}' for t in worst)})")
-    bias = metrics.get("choices", {}).get("bias")
-    if bias:
-        leaning = len(metrics.get("biased_templates", []))
-        notes.append(f"warning: {label} answers {bias['option']} {bias['chosen']:.0%} of the time, but {bias['gold']:.0%} "
-                     f"of golds are {bias['option']} ({leaning} of {len(metrics['per_template'])} templates lean on one "
-                     f"option); its accuracy partly measures the golds' balance, see bal_acc")
+    leaning = metrics.get("biased_templates", [])
+    if leaning:
+        per_template = metrics["choices_per_template"]
+        biases = sorted(((t, per_template[t]["bias"]) for t in leaning), key=lambda tb: tb[1]["gold"] - tb[1]["chosen"])
+        shown = ", ".join(f"{t}: {b['option']} {b['chosen']:.0%} vs {b['gold']:.0%} of golds" for t, b in biases[:3])
+        pooled = metrics["choices"]["bias"]
+        overall = (f"; overall {pooled['option']} {pooled['chosen']:.0%} vs {pooled['gold']:.0%} of golds"
+                   if pooled else "")
+        notes.append(f"warning: {label} answers one option far more often than the golds under {len(leaning)} of "
+                     f"{len(per_template)} templates ({shown}{overall}); there its accuracy partly measures the "
+                     "golds' balance: see bal_acc")
     return notes
