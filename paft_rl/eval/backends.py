@@ -163,8 +163,7 @@ class HFBackend:
             if progress is not None:
                 progress.update(len(results))
 
-        score_choices(self.model, requests, self.batch_size, self.max_batch_tokens, self.tokenizer.pad_token_id, emit,
-                      self.share_prefix)
+        score_choices(self.model, requests, self.batch_size, self.max_batch_tokens, self.tokenizer.pad_token_id, emit)
 
     def _plan(self, requests: Sequence[Request]) -> list[tuple[list[Request], list[int]]]:
         if self.waves is not None:

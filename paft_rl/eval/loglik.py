@@ -62,18 +62,17 @@ def choice_requests(tokenizer, cells: Sequence, prompts: dict, prompt_ids: dict,
     return requests
 
 
-def choice_batches(requests: Sequence[ChoiceRequest], batch_size: int, max_batch_tokens: int, vocab_size: int,
-                   prefix: int = 0) -> list[list[ChoiceRequest]]:
+def choice_batches(requests: Sequence[ChoiceRequest], batch_size: int, max_batch_tokens: int,
+                   vocab_size: int) -> list[list[ChoiceRequest]]:
     """Requests longest first, each with all its options in one batch: at most ``batch_size`` sequences,
-    ``max_batch_tokens`` padded tokens (beyond a shared ``prefix``) and `LOGITS_BUDGET_BYTES` of logits a batch
-    (a request never splits)."""
+    ``max_batch_tokens`` padded tokens and `LOGITS_BUDGET_BYTES` of logits a batch (a request never splits)."""
     batches: list[list[ChoiceRequest]] = []
     for request in sorted(requests, key=lambda r: r.longest, reverse=True):
         if batches:
             batch = [*batches[-1], request]
             rows = sum(len(r.continuations) for r in batch)
             keep = max(len(c) for r in batch for c in r.continuations) + 1
-            fits = (rows <= batch_size and rows * (batch[0].longest - prefix) <= max_batch_tokens
+            fits = (rows <= batch_size and rows * batch[0].longest <= max_batch_tokens
                     and rows * keep * vocab_size * 4 <= LOGITS_BUDGET_BYTES)
             if fits:
                 batches[-1].append(request)
@@ -82,30 +81,11 @@ def choice_batches(requests: Sequence[ChoiceRequest], batch_size: int, max_batch
     return batches
 
 
-def template_groups(requests: Sequence[ChoiceRequest], share_prefix: bool) -> list[tuple[int, list[ChoiceRequest]]]:
-    """``(shared prefix length, requests)`` per template: the prompts of one template share their chat header
-    and instructions, computed once (as for generation); without sharing, one group of everything."""
-    from .backends import MIN_SHARED_PREFIX, shared_prefix_length
-
-    if not share_prefix:
-        return [(0, list(requests))]
-    by_template: dict[str, list[ChoiceRequest]] = {}
-    for request in requests:
-        by_template.setdefault(request.key[0], []).append(request)
-    groups = []
-    for group in by_template.values():
-        shared = shared_prefix_length([r.context_ids for r in group])
-        groups.append((shared if shared >= MIN_SHARED_PREFIX else 0, group))
-    return groups
-
-
-def sequence_logliks(model, sequences: list[tuple[list[int], int]], pad_id: int, prefix: int = 0,
-                     prefixes=None) -> list[float]:
+def sequence_logliks(model, sequences: list[tuple[list[int], int]], pad_id: int) -> list[float]:
     """Summed log-probability of the last ``n`` tokens of each ``(ids, n)``, in one left-padded forward pass.
 
-    With ``prefix`` > 0 every sequence starts with the same ``prefix`` tokens, whose cache ``prefixes`` (a
-    `greedy.PrefixCache`) computes once: rows are laid out as prefix, padding, own tokens. Positions come from
-    the attention mask, so each row is computed as it would be alone; only the scored logits are materialised.
+    Positions come from the attention mask, so each row is computed as it would be alone; only the logits of
+    the scored positions are materialised.
     """
     import torch
 
@@ -114,18 +94,13 @@ def sequence_logliks(model, sequences: list[tuple[list[int], int]], pad_id: int,
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, (ids, _) in enumerate(sequences):
-        input_ids[row, :prefix] = torch.tensor(ids[:prefix], dtype=torch.long)
-        input_ids[row, width - len(ids) + prefix:] = torch.tensor(ids[prefix:])
-        attention_mask[row, :prefix] = 1
-        attention_mask[row, width - len(ids) + prefix:] = 1
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention_mask[row, width - len(ids):] = 1
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     device = model.device
-    inputs = {"input_ids": input_ids[:, prefix:].to(device), "attention_mask": attention_mask.to(device),
-              "position_ids": position_ids[:, prefix:].to(device), "logits_to_keep": keep}
-    if prefix:
-        inputs["past_key_values"] = prefixes.for_batch(tuple(sequences[0][0][:prefix]), len(sequences))
     with torch.inference_mode():
-        logits = model(**inputs).logits
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                       position_ids=position_ids.to(device), logits_to_keep=keep).logits
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position i predicts token i + 1
     targets = input_ids[:, width - keep + 1:].to(device)
     token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -133,25 +108,20 @@ def sequence_logliks(model, sequences: list[tuple[list[int], int]], pad_id: int,
 
 
 def score_choices(model, requests: Sequence[ChoiceRequest], batch_size: int, max_batch_tokens: int, pad_id: int,
-                  on_batch: Callable[[list[tuple[tuple[str, str], str, list[float], float]]], None],
-                  share_prefix: bool = True) -> None:
+                  on_batch: Callable[[list[tuple[tuple[str, str], str, list[float], float]]], None]) -> None:
     """Score every option of every request; ``on_batch`` gets ``(key, chosen letter, logliks, seconds)``."""
     import time
 
-    from .greedy import PrefixCache
-
     vocab_size = model.get_output_embeddings().weight.shape[0]
-    prefixes = PrefixCache(model)
-    for prefix, group in template_groups(requests, share_prefix):
-        for batch in choice_batches(group, batch_size, max_batch_tokens, vocab_size, prefix):
-            start = time.perf_counter()
-            sequences = [(r.context_ids + c, len(c)) for r in batch for c in r.continuations]
-            flat = sequence_logliks(model, sequences, pad_id, prefix, prefixes)
-            share = (time.perf_counter() - start) / len(batch)
-            results, offset = [], 0
-            for request in batch:
-                logliks = flat[offset:offset + len(request.continuations)]
-                offset += len(request.continuations)
-                best = max(range(len(logliks)), key=logliks.__getitem__)  # ties: the first option, as argmax does
-                results.append((request.key, LETTERS[best], logliks, share))
-            on_batch(results)
+    for batch in choice_batches(requests, batch_size, max_batch_tokens, vocab_size):
+        start = time.perf_counter()
+        sequences = [(r.context_ids + c, len(c)) for r in batch for c in r.continuations]
+        flat = sequence_logliks(model, sequences, pad_id)
+        share = (time.perf_counter() - start) / len(batch)
+        results, offset = [], 0
+        for request in batch:
+            logliks = flat[offset:offset + len(request.continuations)]
+            offset += len(request.continuations)
+            best = max(range(len(logliks)), key=logliks.__getitem__)  # ties: the first option, as argmax does
+            results.append((request.key, LETTERS[best], logliks, share))
+        on_batch(results)

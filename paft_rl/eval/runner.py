@@ -263,7 +263,7 @@ def score_missing_options(prepared: PreparedModel, settings: EvalSettings, missi
     from .backends import HFBackend
 
     backend = HFBackend(prepared.source, prepared.tokenizer, 1, batch_size=settings.batch_size, dtype=settings.dtype,
-                        max_batch_tokens=settings.max_batch_tokens, share_prefix=settings.share_prefix)
+                        max_batch_tokens=settings.max_batch_tokens)
     prepared.log.record_load(backend.load_seconds)
     progress = _progress_bar(len(missing), model_label(prepared.source.spec), settings.progress)
     try:
