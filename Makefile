@@ -11,9 +11,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade --quiet pip
 
-# DeepSpeed is installed without its CUDA ops (DS_BUILD_OPS=0 builds in seconds) so the ZeRO-2/3 tests run on CPU.
+# DeepSpeed is installed without its CUDA ops (DS_BUILD_OPS=0 builds in seconds) so the ZeRO-2/3 tests run on CPU;
+# lm-eval (extra `bench`) so the test of the lm-eval export runs the harness for real.
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	DS_BUILD_OPS=0 $(PIP) install --quiet -c constraints.txt -e ".[dev,deepspeed]"
+	DS_BUILD_OPS=0 $(PIP) install --quiet -c constraints.txt -e ".[dev,deepspeed,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -35,13 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from prompt_pool import UserError, write_jsonl  # noqa: E402
 from paft_rl.eval import EvalSettings, evaluate, write_outputs  # noqa: E402
+from paft_rl.eval.export import jinja_template  # noqa: E402
 from paft_rl.eval.runner import Cell  # noqa: E402
 from paft_rl.eval.scoring import score_cells  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402
 from paft_rl.tasks import get_task, load_rows, load_task_pool  # noqa: E402
-
-SENTINEL = "\x00"
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,25 +63,7 @@ def benchmark_task() -> tuple[str, str | None, str | None]:
     return "synth_mc", None, None
 
 
-def jinja_template(text: str, fields: list[str]) -> str:
-    """Turn a pool template into lm-eval's Jinja ``doc_to_text``: ``{field}`` becomes ``{{ field }}`` and
-    literal text is protected with ``{% raw %}`` where it holds braces."""
-    from prompt_pool import render
-
-    marked = render(text, {name: f"{SENTINEL}{name}{SENTINEL}" for name in fields})
-    parts = marked.split(SENTINEL)
-    out = []
-    for index, part in enumerate(parts):
-        if index % 2:
-            out.append("{{ " + part + " }}")
-        elif re.search(r"[{}%#]", part):
-            out.append("{% raw %}" + part + "{% endraw %}")
-        else:
-            out.append(part)
-    return "".join(out)
-
-
-def lm_eval_task(name: str, template_text: str, fields: list[str], docs_path: Path, max_new_tokens: int) -> dict:
+def lm_eval_task(name: str, doc_to_text: str, docs_path: Path, max_new_tokens: int) -> dict:
     """The custom task config a PAFT user writes once per template."""
     return {
         "task": name,
@@ -92,7 +71,7 @@ def lm_eval_task(name: str, template_text: str, fields: list[str], docs_path: Pa
         "dataset_kwargs": {"data_files": {"test": str(docs_path)}},
         "test_split": "test",
         "output_type": "generate_until",
-        "doc_to_text": jinja_template(template_text, fields),
+        "doc_to_text": doc_to_text,
         "doc_to_target": "{{ gold }}",
         "target_delimiter": "",
         "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": max_new_tokens},
@@ -108,7 +87,8 @@ def run_lm_eval(model_dir: Path, task, pool, cells: list[Cell], docs_path: Path,
     fields = list(task.fields)
     accuracies, contexts, seconds = {}, {}, 0.0
     for number, template in enumerate(pool.templates):
-        config = lm_eval_task(f"paft_template_{number}", template.text, fields, docs_path, task.max_new_tokens)
+        config = lm_eval_task(f"paft_template_{number}", jinja_template(pool, template, fields), docs_path,
+                              task.max_new_tokens)
         start = time.perf_counter()
         output = lm_eval.simple_evaluate(
             model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[config],
@@ -131,7 +111,7 @@ class _Generated:
     """What `score_cells` reads from a generation: its text (token counts are not compared here)."""
 
     def __init__(self, text: str):
-        self.text, self.tokens = text, 0
+        self.text, self.tokens, self.logliks = text, 0, None
 
 
 def main() -> int:

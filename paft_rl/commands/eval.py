@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-prefix-sharing", action="store_true",
                         help="hf backend: batch all prompts by length instead of reusing each template's shared prefix")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--label", action="append", default=[], metavar="NAME",
+                        help="short name of each --model in tables and plots, in the same order "
+                             "(default: from the folder name)")
+    parser.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
+                        help="generate: greedy answers scored by the task reward (default); loglik: multiple "
+                             "choice by the likeliest option after the prompt, as lm-eval scores PIQA/HellaSwag/ARC")
     return parser
 
 
@@ -55,7 +61,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         top_threshold=args.top_threshold,
         chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, threads=args.threads,
         share_prefix=not args.no_prefix_sharing,
-        progress=not args.no_progress,
+        progress=not args.no_progress, labels=list(args.label), scoring=args.scoring,
     )
 
 

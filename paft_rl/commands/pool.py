@@ -45,7 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     actions.add_parser("generate", help="build a pool with an ensemble of LLMs (see `paft-rl pool generate --help`)",
                        add_help=False)
+    _add_export_parser(actions)
     return parser
+
+
+def _add_export_parser(actions) -> None:
+    export = actions.add_parser("export", help="write the pool as an lm-evaluation-harness task group")
+    export.add_argument("file", help="pool file or built-in pool name")
+    export.add_argument("--task", required=True, help="task whose fields, gold and answer format the tasks use")
+    export.add_argument("--format", required=True, choices=["lm-eval"], help="what to export to")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for the task files (lm_eval --include_path)")
+    export.add_argument("--templates", default="all", choices=["all", "train", "heldout"],
+                        help="which of the pool's templates (default: all, as `paft-rl eval --templates FILE`)")
+    export.add_argument("--data", help="hub id or local file (default: the task's dataset)")
+    export.add_argument("--split", help="dataset split (default: the task's evaluation split)")
+    export.add_argument("--limit", type=int, help="first N questions")
+    export.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
+    export.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
+                        help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
+    export.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
+    export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
+    _add_alias_option(export)
 
 
 def _add_alias_option(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +79,8 @@ def main(argv: list[str]) -> int:
 
         return generate_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return {"validate": run_validate, "stats": run_stats, "split": run_split, "render": run_render}[args.action](args)
+    return {"validate": run_validate, "stats": run_stats, "split": run_split, "render": run_render,
+            "export": run_export}[args.action](args)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -135,4 +156,22 @@ def run_render(args: argparse.Namespace) -> int:
         how = f"drawn for seed {args.seed}, position {args.position}"
     print(f"# template {template.id} ({template.split}, {how}); gold: {example.gold}")
     print(pool.render(template, example.fields))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from paft_rl.eval.export import check_exportable, export_lm_eval
+    from paft_rl.eval.runner import eval_templates
+    from paft_rl.tasks import get_task
+
+    task = get_task(args.task)
+    check_exportable(task, args.scoring)
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    pool = eval_templates(task, args.file, args.field_alias).subset(args.templates)
+    written = export_lm_eval(pool, task, args.out, group=args.group, data=args.data, split=args.split,
+                             limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens)
+    print(f"wrote lm-eval group {written['group']} ({len(written['tasks'])} tasks, one per template, "
+          f"{written['questions']} questions) to {args.out}; run: lm_eval --include_path {args.out} "
+          f"--tasks {written['group']} --apply_chat_template ...")
     return 0

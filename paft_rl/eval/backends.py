@@ -31,11 +31,13 @@ class Request:
 @dataclass(frozen=True)
 class Generation:
     """A completion: its text, how many tokens were generated (the end token included) and its share of
-    the wall time of the batch that produced it."""
+    the wall time of the batch that produced it. Scored by option log-likelihood, ``text`` is the letter of
+    the likeliest option and ``logliks`` holds every option's summed log-probability."""
 
     text: str
     tokens: int
     seconds: float
+    logliks: tuple[float, ...] | None = None
 
 
 OnBatch = Callable[[list[tuple[tuple[str, str], Generation]]], None]
@@ -150,6 +152,18 @@ class HFBackend:
             on_batch([(r.key, Generation(text, tokens, share)) for r, (text, tokens) in zip(batch, outputs)])
             if progress is not None:
                 progress.update(len(batch))
+
+    def score_options(self, requests: Sequence, on_batch: OnBatch, progress=None) -> None:
+        """Score multiple-choice `loglik.ChoiceRequest`s by option log-likelihood; each result is a
+        `Generation` whose text is the chosen option's letter (no tokens generated)."""
+        from .loglik import score_choices
+
+        def emit(results):
+            on_batch([(key, Generation(letter, 0, seconds, tuple(logliks))) for key, letter, logliks, seconds in results])
+            if progress is not None:
+                progress.update(len(results))
+
+        score_choices(self.model, requests, self.batch_size, self.max_batch_tokens, self.tokenizer.pad_token_id, emit)
 
     def _plan(self, requests: Sequence[Request]) -> list[tuple[list[Request], list[int]]]:
         if self.waves is not None:

@@ -60,7 +60,8 @@ class GenerationLog:
         entry = self.entries.get(key)
         if entry is None or entry["prompt_hash"] != prompt_hash(prompt):
             return None
-        return Generation(entry["text"], int(entry["tokens"]), float(entry["seconds"]))
+        logliks = tuple(entry["logliks"]) if "logliks" in entry else None
+        return Generation(entry["text"], int(entry["tokens"]), float(entry["seconds"]), logliks)
 
     def record_load(self, seconds: float) -> None:
         self.load_seconds = max(self.load_seconds, seconds)
@@ -72,6 +73,8 @@ class GenerationLog:
         for key, generation in results:
             entry = {"template": key[0], "row": key[1], "prompt_hash": prompt_hash(prompts[key]),
                      "text": generation.text, "tokens": generation.tokens, "seconds": generation.seconds}
+            if generation.logliks is not None:
+                entry["logliks"] = list(generation.logliks)
             self.entries[key] = entry
             lines.append(entry)
         self._append(lines)

@@ -7,6 +7,8 @@ cannot be found) is checked from small files first, before any weights are read.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +133,44 @@ def _torch_dtype(dtype: str, device: str):
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+_GENERIC_FOLDERS = re.compile(r"^(checkpoint-\d+|final|best|model|merged|adapter|lora|output|out)$", re.IGNORECASE)
+_HUB_CACHE = re.compile(r"models--[^/\\]+?--([^/\\]+)[/\\]snapshots[/\\][0-9a-f]+[/\\]?$")
+
+
+def derive_label(spec: str, depth: int = 1) -> str:
+    """A short name for a model: the folder's name (with its parent for ``checkpoint-60``, ``final``...), the
+    model name of a hub cache snapshot (``models--org--name/snapshots/<hash>``), or a hub id's name.
+
+    ``depth`` keeps that many more trailing path parts, to tell apart folders of the same name.
+    """
+    cached = _HUB_CACHE.search(spec)
+    if cached:
+        return cached.group(1)
+    parts = [p for p in Path(spec.rstrip("/\\")).parts if p not in ("/", "\\", ".", "..", "~")] or [spec]
+    keep = depth + (1 if _GENERIC_FOLDERS.match(parts[-1]) else 0)
+    return "/".join(parts[-keep:])
+
+
+def model_labels(specs: list[str], labels: list[str] | None = None) -> list[str]:
+    """One short, unique label per model: ``labels`` when given (one per model), else `derive_label`, with
+    more of the path where two folders share a name."""
+    if labels:
+        if len(labels) != len(specs):
+            raise UserError(f"give one --label per --model ({len(specs)} models, {len(labels)} labels)")
+        if len(set(labels)) != len(labels) or not all(label.strip() for label in labels):
+            raise UserError("--label values must be distinct and not empty")
+        return list(labels)
+    derived = [derive_label(spec) for spec in specs]
+    for depth in range(2, 6):
+        clashing = {label for label in derived if derived.count(label) > 1}
+        if not clashing:
+            return derived
+        derived = [derive_label(spec, depth) if label in clashing else label for spec, label in zip(specs, derived)]
+    seen: Counter = Counter()
+    unique = []
+    for label in derived:
+        seen[label] += 1
+        unique.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return unique

@@ -1,5 +1,6 @@
-"""Two pictures of robustness: how accuracy is spread over templates for each model (a violin with every
-template as a dot), and which templates each model handles (a template-by-model heatmap)."""
+"""Two pictures of robustness: how accuracy is spread over templates for each model (every template a dot,
+over a violin when there are enough distinct values), and which templates each model handles (a
+template-by-model heatmap)."""
 
 from __future__ import annotations
 
@@ -36,35 +37,71 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def plot_distribution(results: dict, path: Path) -> Path:
-    """Per-model accuracy over templates: violins side by side, one dot per template, the mean marked."""
-    plt = _pyplot()
+VIOLIN_MIN_DISTINCT = 8  # fewer distinct accuracies than this: a smoothed violin would invent a shape
+
+
+def model_names(results: dict) -> list[str]:
+    """The models' short labels (``--label`` or derived), or `short_names` for results without them."""
     specs = list(results["models"])
-    values = [[v for v in results["models"][s]["per_template"].values() if v is not None] for s in specs]
-    figure, axis = plt.subplots(figsize=(max(4.0, 1.6 * len(specs) + 2), 4.0))
-    positions = list(range(1, len(specs) + 1))
-    drawable = [(p, v) for p, v in zip(positions, values) if len(set(v)) > 1]  # a violin needs spread
-    if drawable:
-        parts = axis.violinplot([v for _, v in drawable], positions=[p for p, _ in drawable], showextrema=False, widths=0.8)
-        for body in parts["bodies"]:
-            body.set_alpha(0.35)
-    for position, accuracies in zip(positions, values):
-        jitter = [position + 0.08 * ((i % 5) - 2) for i in range(len(accuracies))]
-        axis.scatter(jitter, accuracies, s=14, color="black", zorder=3)
-        if accuracies:
-            axis.hlines(sum(accuracies) / len(accuracies), position - 0.3, position + 0.3, color="crimson", zorder=4)
-    threshold = results["settings"].get("top_threshold")
-    if threshold is not None:
-        axis.axhline(threshold, color="gray", linestyle="--", linewidth=0.8, label=f"Top threshold {threshold:g}")
-        axis.legend(loc="lower right", fontsize=8)
-    axis.set_xticks(positions, short_names(specs), rotation=15)
-    axis.set_ylim(-0.02, 1.02)
-    axis.set_ylabel("accuracy per template")
-    axis.set_title(f"{results['settings']['task']}: accuracy over {len(results['settings']['template_ids'])} templates")
+    labels = [results["models"][s].get("label") for s in specs]
+    return labels if all(labels) else short_names(specs)
+
+
+def _jitter(count: int, position: float, width: float = 0.12) -> list[float]:
+    """Spread ``count`` dots evenly (in a shuffled order, so equal values do not stack) around ``position``."""
+    import random
+
+    offsets = [width * (2 * (i + 0.5) / count - 1) for i in range(count)] if count > 1 else [0.0]
+    random.Random(count).shuffle(offsets)  # same picture on every run
+    return [position + o for o in offsets]
+
+
+def plot_distribution(results: dict, path: Path) -> Path:
+    """Save `distribution_figure` as a PNG."""
+    plt = _pyplot()
+    figure = distribution_figure(results)
     try:
         return _save(figure, path)
     finally:
         plt.close(figure)
+
+
+def distribution_figure(results: dict):
+    """Per-model accuracy over templates: one jittered dot per template, a violin where the accuracies take
+    enough distinct values to have a shape, the mean marked, and the Top threshold and chance level drawn."""
+    plt = _pyplot()
+    specs = list(results["models"])
+    settings = results["settings"]
+    values = [[v for v in results["models"][s]["per_template"].values() if v is not None] for s in specs]
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.6 * len(specs) + 2.5), 4.2))
+    positions = list(range(1, len(specs) + 1))
+    drawable = [(p, v) for p, v in zip(positions, values) if len(set(v)) >= VIOLIN_MIN_DISTINCT]
+    if drawable:
+        parts = axis.violinplot([v for _, v in drawable], positions=[p for p, _ in drawable], showextrema=False, widths=0.8)
+        for body in parts["bodies"]:
+            body.set_alpha(0.3)
+    for index, (position, accuracies) in enumerate(zip(positions, values)):
+        # clip_on=False: a template at exactly 0 or 1 is drawn whole, not cut in half by the axes.
+        axis.scatter(_jitter(len(accuracies), position), accuracies, s=16, color="black", alpha=0.75, zorder=3,
+                     clip_on=False, label="one template" if index == 0 else None)
+        if accuracies:
+            axis.hlines(sum(accuracies) / len(accuracies), position - 0.3, position + 0.3, color="crimson",
+                        linewidth=2, zorder=4, label="mean over templates" if index == 0 else None)
+    threshold = settings.get("top_threshold")
+    if threshold is not None:
+        axis.axhline(threshold, color="gray", linestyle="--", linewidth=0.8, label=f"Top threshold {threshold:g}")
+    chance = settings.get("chance_accuracy")
+    if chance is not None:
+        axis.axhline(chance, color="tab:blue", linestyle=":", linewidth=1.0, label=f"chance {chance:.2f}")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axis.set_xticks(positions, model_names(results), rotation=15)
+    axis.set_xlim(0.4, len(specs) + 0.6)
+    axis.set_ylim(-0.05, 1.05)
+    axis.set_ylabel("accuracy per template")
+    scoring = " (option log-likelihood)" if settings.get("scoring") == "loglik" else ""
+    axis.set_title(f"{settings['task']}: accuracy over {len(settings['template_ids'])} templates "
+                   f"x {settings['n_questions']} questions{scoring}", fontsize=10)
+    return figure
 
 
 def plot_heatmap(results: dict, path: Path) -> Path:
@@ -81,7 +118,7 @@ def plot_heatmap(results: dict, path: Path) -> Path:
             if value is not None:
                 axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                           color="white" if value < 0.5 else "black")
-    axis.set_xticks(range(len(specs)), short_names(specs), rotation=15)
+    axis.set_xticks(range(len(specs)), model_names(results), rotation=15)
     axis.set_yticks(range(len(template_ids)), template_ids, fontsize=7)
     figure.colorbar(image, ax=axis, label="accuracy")
     axis.set_title("accuracy per template and model")

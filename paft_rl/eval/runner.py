@@ -19,7 +19,8 @@ from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_alias
 from .backends import BACKENDS, Generation, Request
 from .cache import GenerationLog
 from .metrics import model_metrics
-from .models import ModelSource, context_length, load_tokenizer, resolve_model
+from .answers import answer_metrics
+from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
 
 
 @dataclass
@@ -50,6 +51,10 @@ class EvalSettings:
         share_prefix (`bool`, defaults to `True`): HF backend: reuse the cache of the prefix a template's prompts
             share (the outputs are the same; only the work shrinks).
         progress (`bool`, defaults to `True`): show a progress bar.
+        labels (`list[str]`): short names for the models in tables and plots, one per model (default: derived
+            from each folder's name, see `models.derive_label`).
+        scoring (`str`, defaults to `"generate"`): ``generate`` (greedy answers scored by the task reward) or
+            ``loglik`` (multiple choice: the option the model finds likeliest after the prompt, see `loglik`).
     """
 
     task: str
@@ -71,6 +76,8 @@ class EvalSettings:
     threads: int | None = None
     share_prefix: bool = True
     progress: bool = True
+    labels: list[str] = field(default_factory=list)
+    scoring: str = "generate"
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,14 @@ def check_settings(settings: EvalSettings) -> None:
         raise UserError(f"unknown backend {settings.backend!r}; choose from {', '.join(BACKENDS)}")
     if len(set(settings.models)) != len(settings.models):
         raise UserError("the same --model is given twice")
+    if settings.scoring not in SCORINGS:
+        raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got {settings.scoring!r}")
+    if settings.scoring == "loglik" and settings.backend != "hf":
+        raise UserError("--scoring loglik runs on the hf backend; drop --backend vllm")
+    model_labels(settings.models, settings.labels)
+
+
+SCORINGS = ("generate", "loglik")
 
 
 def eval_templates(task: Task, spec: str, aliases: list[str]) -> PromptPool:
@@ -140,6 +155,13 @@ def build_cells(task: Task, pool: PromptPool, settings: EvalSettings) -> list[Ce
     ]
 
 
+def chance_accuracy(cells: list[Cell]) -> float | None:
+    """Expected accuracy of a uniform random pick among each question's options; ``None`` without options."""
+    if not cells or cells[0].options is None:
+        return None
+    return sum(1 / len(c.options) for c in cells) / len(cells)
+
+
 def model_label(spec: str) -> str:
     """A file-name-safe name for a model spec."""
     name = Path(spec).name or spec
@@ -173,6 +195,8 @@ class PreparedModel:
     prompts: dict[tuple[str, str], str]
     prompt_ids: dict[tuple[str, str], list[int]]
     log: GenerationLog
+    chat: bool = False
+    choices: dict | None = None  # loglik scoring: `loglik.ChoiceRequest` per cell
 
 
 def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_tokens: int) -> PreparedModel:
@@ -192,8 +216,25 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
             "a smaller --max-new-tokens, or a model with a longer context")
     log_settings = {"model": _model_identity(source), "backend": settings.backend, "max_new_tokens": max_new_tokens,
                     "chat": chat, "dtype": settings.dtype}
+    choices = None
+    if settings.scoring == "loglik":
+        choices = prepare_choices(spec, tokenizer, cells, prompts, prompt_ids, chat, limit)
+        log_settings = {**log_settings, "scoring": "loglik", "max_new_tokens": None}
     log = GenerationLog(Path(settings.out), model_label(spec), log_settings)
-    return PreparedModel(source, tokenizer, prompts, prompt_ids, log)
+    return PreparedModel(source, tokenizer, prompts, prompt_ids, log, chat, choices)
+
+
+def prepare_choices(spec: str, tokenizer, cells: list[Cell], prompts: dict, prompt_ids: dict, chat: bool,
+                    limit: int | None) -> dict:
+    """Option continuations of every cell, checked against the model's context."""
+    from .loglik import choice_requests
+
+    choices = choice_requests(tokenizer, cells, prompts, prompt_ids, chat)
+    longest = max(choices.values(), key=lambda r: r.longest)
+    if limit is not None and longest.longest > limit:
+        raise UserError(f"model {spec!r} holds {limit} tokens but template {longest.key[0]!r} on question "
+                        f"{longest.key[1]} needs {longest.longest} with its longest option; use shorter templates or data")
+    return choices
 
 
 def _model_identity(source: ModelSource) -> list[str | None]:
@@ -201,10 +242,12 @@ def _model_identity(source: ModelSource) -> list[str | None]:
 
 
 def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_tokens: int) -> int:
-    """Generate the cells the resume log lacks; returns how many were generated."""
+    """Generate (or, for loglik scoring, score the options of) the cells the resume log lacks; returns how many."""
     missing = [key for key, prompt in prepared.prompts.items() if prepared.log.get(key, prompt) is None]
     if not missing:
         return 0
+    if prepared.choices is not None:
+        return score_missing_options(prepared, settings, missing)
     longest = max(len(prepared.prompt_ids[k]) for k in missing) + max_new_tokens
     backend_class = BACKENDS[settings.backend]
     backend = backend_class(prepared.source, prepared.tokenizer, max_new_tokens, batch_size=settings.batch_size,
@@ -219,6 +262,35 @@ def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_to
         if progress is not None:
             progress.close()
     return len(missing)
+
+
+def score_missing_options(prepared: PreparedModel, settings: EvalSettings, missing: list[tuple[str, str]]) -> int:
+    """Loglik scoring of the missing cells, logged batch by batch like generations (so it resumes too)."""
+    from .backends import HFBackend
+
+    backend = HFBackend(prepared.source, prepared.tokenizer, 1, batch_size=settings.batch_size, dtype=settings.dtype,
+                        max_batch_tokens=settings.max_batch_tokens)
+    prepared.log.record_load(backend.load_seconds)
+    progress = _progress_bar(len(missing), model_label(prepared.source.spec), settings.progress)
+    try:
+        backend.score_options([prepared.choices[key] for key in missing],
+                              lambda results: prepared.log.record(results, prepared.prompts), progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return len(missing)
+
+
+def seen_prompts(prepared: PreparedModel) -> dict[tuple[str, str], str]:
+    """The exact text each prompt reached the model as: the chat-formatted prompt, with the BOS token the
+    tokenizer put in front of a plain prompt."""
+    bos, bos_id = prepared.tokenizer.bos_token, prepared.tokenizer.bos_token_id
+    seen = {}
+    for key, prompt in prepared.prompts.items():
+        ids = prepared.prompt_ids[key]
+        added_bos = not prepared.chat and bos is not None and ids[:1] == [bos_id] and not prompt.startswith(bos)
+        seen[key] = bos + prompt if added_bos else prompt
+    return seen
 
 
 def _progress_bar(total: int, label: str, enabled: bool):
@@ -242,13 +314,15 @@ def evaluate_model(spec: str, prepared: PreparedModel, cells: list[Cell], task: 
         if generation is None:
             raise RuntimeError(f"no generation for template {cell.template!r} question {cell.row} after generating")
         generations[key] = generation
-    records = score_cells(task, cells, generations)
+    records = score_cells(task, cells, generations, seen_prompts(prepared))
     grid: dict[str, dict[str, float | None]] = {}
     for record in records:
         grid.setdefault(record["template"], {})[record["row_id"]] = record["score"]
     seconds = prepared.log.load_seconds + sum(g.seconds for g in generations.values())
-    metrics = model_metrics(grid, top_threshold, [g.tokens for g in generations.values()], seconds)
+    tokens = [] if prepared.choices is not None else [g.tokens for g in generations.values()]
+    metrics = model_metrics(grid, top_threshold, tokens, seconds)
     metrics["generated_this_run"] = generated
+    metrics.update(answer_metrics(records, task.is_multiple_choice))
     for record in records:
         record["model"] = spec
     return metrics, records
@@ -264,6 +338,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     if Path(settings.out).exists() and not Path(settings.out).is_dir():
         raise UserError(f"--out {settings.out} is a file: name a folder for the results (it is created if missing)")
     task = get_task(settings.task)
+    if settings.scoring == "loglik" and not task.is_multiple_choice:
+        raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")
     parse_field_aliases(settings.field_aliases)
     pool = eval_templates(task, settings.templates, settings.field_aliases)
     max_new_tokens = settings.max_new_tokens or task.max_new_tokens
@@ -280,13 +356,14 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     results = {
         "settings": {**asdict(settings), "max_new_tokens": max_new_tokens, "top_threshold": top_threshold,
                      "split": settings.split or task.eval_split, "reward": task.reward,
-                     "template_ids": [t.id for t in pool.templates], "n_questions": len(cells) // len(pool.templates)},
+                     "template_ids": [t.id for t in pool.templates], "n_questions": len(cells) // len(pool.templates),
+                     "labels": model_labels(settings.models, settings.labels), "chance_accuracy": chance_accuracy(cells)},
         "models": {},
     }
     records: list[dict] = []
-    for spec in settings.models:
+    for spec, label in zip(settings.models, results["settings"]["labels"]):
         metrics, model_records = evaluate_model(spec, prepared[spec], cells, task, top_threshold, max_new_tokens, settings)
-        results["models"][spec] = metrics
-        records += model_records
+        results["models"][spec] = {"label": label, **metrics}
+        records += [{**record, "label": label} for record in model_records]
     results["wall_seconds"] = time.perf_counter() - started
     return results, records
