@@ -91,3 +91,11 @@ def test_plan_waves_template_major_longest_first():
     assert [prefixes for _, prefixes in waves] == [[4, 4, 4], [4]]
     flat = plan_waves(requests, batch_size=10, share_prefix=False)
     assert [len(r.prompt_ids) for r in flat[0][0]] == [7, 6, 5, 5] and flat[0][1] == [0, 0, 0, 0]
+
+
+def test_plan_waves_bounded_by_prompt_tokens():
+    """A wave is what a killed run can lose: bounded by prompts and by prompt tokens."""
+    requests = [Request(("t", str(i)), list(range(100))) for i in range(10)]
+    waves = plan_waves(requests, batch_size=64, share_prefix=False, max_wave_tokens=250)
+    assert [len(batch) for batch, _ in waves] == [2, 2, 2, 2, 2]
+    assert sorted(r.key for batch, _ in waves for r in batch) == sorted(r.key for r in requests)

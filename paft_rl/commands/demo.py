@@ -139,11 +139,17 @@ def main(argv: list[str]) -> int:
                               grpo_recipe(out, merged["model"], args), out, "paft_grpo", after=merged)
         models["PAFT SFT + GRPO"] = grpo["model"]
     # ------------------------------------------------------------------ 4. held-out templates
-    print("== evaluate every model on the 10 held-out templates")
     settings = EvalSettings(task="synth_mc", models=list(models.values()), out=str(out / "eval"),
                             limit=args.questions, seed=args.seed, batch_size=48, threads=args.threads)
-    results, records = evaluate(settings)
-    paths = write_outputs(results, records, out / "eval")
+
+    def evaluate_all(resume: bool) -> dict:  # an interrupted evaluation resumes from its own log
+        results, records = evaluate(settings)
+        return {"paths": {k: str(v) for k, v in write_outputs(results, records, out / "eval").items()}}
+
+    trained = [stage["fingerprint"] for stage in (fixed, paft, *([grpo] if args.grpo_steps > 0 else []))]
+    paths = run_stage("evaluate every model on the 10 held-out templates", out / "eval", evaluate_all,
+                      {"questions": args.questions, "seed": args.seed, "models": list(models), "after": trained})["paths"]
+    results = json.loads(Path(paths["results"]).read_text())
     names = {path: name for name, path in models.items()}
     print_summary(results, names)
     print(f"\nplots: {paths['distribution']}\n       {paths['heatmap']}\nfull table: {paths['results']}")

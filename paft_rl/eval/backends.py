@@ -73,12 +73,24 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return max(limit, 0)
 
 
-def plan_waves(requests: Sequence[Request], batch_size: int, share_prefix: bool) -> list[tuple[list[Request], list[int]]]:
+def plan_waves(requests: Sequence[Request], batch_size: int, share_prefix: bool,
+               max_wave_tokens: int = 2**62) -> list[tuple[list[Request], list[int]]]:
     """Decode batches for `WaveGreedy` as ``(requests, shared prefix length of each)``: each template's prompts
-    longest first (or all prompts, without prefix sharing), cut into runs of ``batch_size``."""
+    longest first (or all prompts, without prefix sharing), cut into runs of at most ``batch_size`` prompts and
+    ``max_wave_tokens`` prompt tokens of their own (beyond the shared prefix).
+
+    A wave's results are saved when it ends, so its size is also what an interrupted run can lose."""
     ordered = [(request, shared) for shared, group in plan_batches(requests, len(requests), 0, 2**62, share_prefix)
                for request in group]
-    runs = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+    runs, run, tokens = [], [], 0
+    for request, shared in ordered:
+        own = len(request.prompt_ids) - shared
+        if run and (len(run) == batch_size or tokens + own > max_wave_tokens):
+            runs.append(run)
+            run, tokens = [], 0
+        run.append((request, shared))
+        tokens += own
+    runs += [run] if run else []
     return [([request for request, _ in run], [shared for _, shared in run]) for run in runs]
 
 
@@ -100,6 +112,11 @@ def plan_batches(requests: Sequence[Request], batch_size: int, max_new_tokens: i
         shared = shared if shared >= MIN_SHARED_PREFIX else 0
         plan += [(shared, batch) for batch in length_batches(group, batch_size, max_new_tokens, max_batch_tokens)]
     return plan
+
+
+# A wave prefills at most this many passes of max_batch_tokens: on CPU about 8k prompt tokens, a few seconds of a
+# small model's work, so a killed run loses little; decode stays wide enough to read the weights efficiently.
+WAVE_PREFILL_PASSES = 4
 
 
 class HFBackend:
@@ -167,7 +184,7 @@ class HFBackend:
 
     def _plan(self, requests: Sequence[Request]) -> list[tuple[list[Request], list[int]]]:
         if self.waves is not None:
-            return plan_waves(requests, self.batch_size, self.share_prefix)
+            return plan_waves(requests, self.batch_size, self.share_prefix, WAVE_PREFILL_PASSES * self.max_batch_tokens)
         return [(batch, [shared] * len(batch)) for shared, batch in
                 plan_batches(requests, self.batch_size, self.max_new_tokens, self.max_batch_tokens, self.share_prefix)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from prompt_pool import PromptPool, UserError, builtin_names
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .backends import BACKENDS, Generation, Request
 from .cache import GenerationLog
+from .folder import check_same_evaluation, keep_previous_models, previous_results
 from .metrics import model_metrics
 from .answers import answer_metrics
 from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
@@ -256,8 +258,18 @@ def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_to
     prepared.log.record_load(backend.load_seconds)
     requests = [Request(key, prepared.prompt_ids[key]) for key in missing]
     progress = _progress_bar(len(requests), model_label(prepared.source.spec), settings.progress)
+    saved = [0]
+
+    def record(results) -> None:
+        prepared.log.record(results, prepared.prompts)
+        saved[0] += len(results)
+
     try:
-        backend.generate(requests, lambda results: prepared.log.record(results, prepared.prompts), progress)
+        backend.generate(requests, record, progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {saved[0]} of {len(requests)} prompts of {model_label(prepared.source.spec)} are saved "
+              f"in {prepared.log.path.parent}; run the same command again to continue", file=sys.stderr)
+        raise
     finally:
         if progress is not None:
             progress.close()
@@ -360,10 +372,13 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
                      "labels": model_labels(settings.models, settings.labels), "chance_accuracy": chance_accuracy(cells)},
         "models": {},
     }
+    previous = previous_results(settings.out)
+    if previous is not None:
+        check_same_evaluation(previous, results["settings"], settings.out)  # before any weights load
     records: list[dict] = []
     for spec, label in zip(settings.models, results["settings"]["labels"]):
         metrics, model_records = evaluate_model(spec, prepared[spec], cells, task, top_threshold, max_new_tokens, settings)
         results["models"][spec] = {"label": label, **metrics}
         records += [{**record, "label": label} for record in model_records]
     results["wall_seconds"] = time.perf_counter() - started
-    return results, records
+    return keep_previous_models(previous, results, records, settings.out)

@@ -1,0 +1,75 @@
+"""An evaluation folder describes everything in it: a new run adds models to it or refuses, never replaces.
+
+``paft-rl eval --out DIR`` may be run again with more models, or after an interruption. Results of the same
+evaluation (task, data, templates, questions, generation settings) are kept for every model the new run does not
+evaluate, so ``results.json``, the CSV and the plots always cover every model in the folder. A run whose
+evaluation differs from the folder's is refused before any model loads, naming what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prompt_pool import UserError
+
+# How a run was carried out, not what it measured: these may differ between runs that share a folder.
+RUN_ONLY = {"models", "labels", "out", "batch_size", "max_batch_tokens", "threads", "share_prefix", "progress"}
+
+
+def previous_results(out_dir: str | Path) -> dict | None:
+    """The folder's ``results.json``, or None when there is none (or it is unreadable: it is then rewritten)."""
+    path = Path(out_dir) / "results.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def check_same_evaluation(previous: dict, settings: dict, out_dir: str | Path) -> None:
+    """Refuse to write into a folder that holds another evaluation's results."""
+    before = {k: v for k, v in previous.get("settings", {}).items() if k not in RUN_ONLY}
+    now = {k: v for k, v in settings.items() if k not in RUN_ONLY}
+    differs = [f"{key}: {_short(before.get(key))} -> {_short(now.get(key))}" for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)]
+    if differs:
+        raise UserError(f"{out_dir} holds results of another evaluation ({'; '.join(differs[:4])}"
+                        f"{'; ...' if len(differs) > 4 else ''}): choose another --out, or remove its results.json "
+                        "to replace them")
+
+
+def keep_previous_models(previous: dict | None, results: dict, records: list[dict],
+                         out_dir: str | Path) -> tuple[dict, list[dict]]:
+    """Add the folder's earlier models that this run did not evaluate, with their generation records."""
+    if previous is None:
+        return results, records
+    kept = [spec for spec in previous.get("models", {}) if spec not in results["models"]]
+    if not kept:
+        return results, records
+    old_records = _records(Path(out_dir) / "generations.jsonl", set(kept))
+    models = {spec: previous["models"][spec] for spec in kept}
+    labels = [previous["models"][spec].get("label", spec) for spec in kept]
+    results = {**results, "models": {**models, **results["models"]},
+               "settings": {**results["settings"], "models": kept + list(results["settings"]["models"]),
+                            "labels": labels + list(results["settings"]["labels"])}}
+    return results, old_records + records
+
+
+def _records(path: Path, models: set[str]) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("model") in models:
+                records.append(record)
+    return records
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
