@@ -185,7 +185,8 @@ def estimate_accuracies(observed: Mapping[tuple[int, int], float], n_templates: 
     Returns:
         `dict`: ``per_template`` (an array of estimates), ``per_template_interval`` (templates x 2), and for each
         summary name (``mean``, ``std``, ``min``, ``max``, ``spread``, ``top``, ``q05`` ... ``q95``) a pair
-        ``(estimate, (low, high))``; ``prior_scales`` (the chosen standard deviations of the effects).
+        ``(estimate, (low, high))``; ``distribution`` (the sorted template accuracies, estimated rank by rank);
+        ``prior_scales`` (the chosen standard deviations of the effects).
     """
     keys = list(observed)
     scores = np.array([observed[k] for k in keys], dtype=float)
@@ -203,10 +204,20 @@ def estimate_accuracies(observed: Mapping[tuple[int, int], float], n_templates: 
         p = 1.0 / (1.0 + np.exp(-fit.logits(chunk)))
         filled = (rng.random(p.shape) < p) & ~known
         accuracies[start:start + len(chunk)] = (observed_sum + filled.sum(axis=2)) / n_questions
+    # Centre the draws on the plug-in estimate. The Laplace posterior is symmetric in logits where the true one
+    # is skewed (a question nobody answered is very hard, not maybe easy), which pulls drawn probabilities
+    # towards 1/2; the plug-in fit is calibrated on the observed cells (its unpenalised intercept makes the
+    # fitted and observed totals equal), so it sets the centre and the draws only the spread.
+    plug_in = 1.0 / (1.0 + np.exp(-fit.logits(fit.mean[None, :])[0]))
+    point = (observed_sum + np.where(known, 0.0, plug_in).sum(axis=1)) / n_questions
+    accuracies = np.clip(accuracies + (point - accuracies.mean(axis=0)), 0.0, 1.0)
     alpha = (1 - INTERVAL) / 2
     result = {
         "per_template": accuracies.mean(axis=0),
         "per_template_interval": np.quantile(accuracies, [alpha, 1 - alpha], axis=0).T,
+        # The spread of accuracies over templates: each draw sorted, then averaged rank by rank. Per-template
+        # estimates are shrunk towards each other, so their own spread understates the true one.
+        "distribution": np.sort(accuracies, axis=1).mean(axis=0),
         "prior_scales": {"template": fit.template_scale, "question": fit.question_scale},
     }
     for name, values in summary_statistics(accuracies, top_threshold).items():
@@ -294,6 +305,7 @@ def estimated_metrics(plan: BudgetPlan, records: list[dict], top_threshold: floa
         "intervals": intervals,
         "observed_per_template": {t: (None if math.isnan(v) else float(v)) for t, v in zip(plan.template_ids, naive)},
         "cells_per_template": {t: int(c) for t, c in zip(plan.template_ids, counts)},
+        "distribution": [float(v) for v in estimate["distribution"]],
         "prior_scales": estimate["prior_scales"],
     }
     return metrics
