@@ -10,10 +10,11 @@ model, because templates and questions each have a difficulty of their own. Here
 - ``fit_rasch`` fits P(correct | template, question) = sigmoid(b + a_template + d_question) with scikit-learn's
   logistic regression. Gaussian priors on the effects (the one-hot columns are scaled by the prior's standard
   deviation, so one L2 penalty gives each group its own prior) shrink a template seen on few cells towards the
-  others; the two prior scales are chosen by the Laplace approximation of the marginal likelihood.
-- ``estimate_accuracies`` draws from the Laplace posterior and, for every draw, fills each unobserved cell with
-  a 0/1 outcome drawn at its modelled probability. A template's accuracy over *all* questions is then its
-  observed cells plus the drawn ones; every summary (mean, std, worst, Top, quantiles) is computed per draw, so
+  others. The two prior scales are not guessed: the model is fitted under every pair from a small grid and
+  each fit is weighted by its Laplace approximation of the marginal likelihood.
+- ``estimate_accuracies`` draws from the Laplace posteriors of those fits (in proportion to their weights) and,
+  for every draw, fills each unobserved cell with a 0/1 outcome drawn at its modelled probability. A template's
+  accuracy over *all* questions is then its observed cells plus the drawn ones; every summary (mean, std, worst, Top, quantiles) is computed per draw, so
   its estimate (the mean over draws) and its 90 % interval come from the same sample.
 """
 
@@ -28,7 +29,10 @@ import numpy as np
 from prompt_pool import UserError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-PRIOR_SCALES = (0.5, 1.0, 2.0, 4.0)  # candidate standard deviations of template and question effects (logits)
+# candidate standard deviations (logits) of the template and of the question effects: templates of one task
+# often differ by a few points only, questions from always right to never right
+TEMPLATE_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)
+QUESTION_SCALES = (0.5, 1.0, 2.0, 4.0)
 INTERVAL = 0.9
 DRAWS = 400
 
@@ -130,11 +134,13 @@ def _fit_scaled(x: np.ndarray, y: np.ndarray, weight: np.ndarray):
 
 
 def fit_rasch(template_idx: Sequence[int], question_idx: Sequence[int], scores: Sequence[float],
-              n_templates: int, n_questions: int) -> RaschFit:
-    """Fit sigmoid(b + a_t + d_q) to observed cells; scores may be fractional (partial credit).
+              n_templates: int, n_questions: int) -> list[tuple[float, RaschFit]]:
+    """Fit sigmoid(b + a_t + d_q) to observed cells under every pair of candidate prior scales; returns each fit
+    with its posterior weight (Laplace evidence, normalised), so that uncertainty about the scales is kept.
 
-    A fractional score ``s`` enters as a success of weight ``s`` and a failure of weight ``1 - s``. Half a
-    success and half a failure on the intercept alone keep the fit finite when every observed cell agrees.
+    A fractional score ``s`` (partial credit) enters as a success of weight ``s`` and a failure of weight
+    ``1 - s``. Half a success and half a failure on the intercept alone keep the fit finite when every observed
+    cell agrees.
     """
     t = np.asarray(template_idx, dtype=int)
     q = np.asarray(question_idx, dtype=int)
@@ -142,21 +148,22 @@ def fit_rasch(template_idx: Sequence[int], question_idx: Sequence[int], scores: 
     # each cell twice (as a success and as a failure, weighted by its score), then the two pseudo-observations
     y = np.concatenate([np.ones(len(s)), np.zeros(len(s)), [1.0, 0.0]])
     weight = np.concatenate([s, 1.0 - s, [0.5, 0.5]])
-    best = None
-    for template_scale in PRIOR_SCALES:
-        for question_scale in PRIOR_SCALES:
+    keep = weight > 0
+    fits, evidences = [], []
+    for template_scale in TEMPLATE_SCALES:
+        for question_scale in QUESTION_SCALES:
             cells = _design_matrix(np.concatenate([t, t]), np.concatenate([q, q]), n_templates, n_questions,
                                    template_scale, question_scale)
             x = np.vstack([cells, np.zeros((2, cells.shape[1]))])
-            keep = weight > 0
             w, hessian, evidence = _fit_scaled(x[keep], y[keep], weight[keep])
-            if best is None or evidence > best[0]:
-                best = (evidence, w, hessian, template_scale, question_scale)
-    _, w, hessian, template_scale, question_scale = best
-    # back from scaled coefficients to effects in logits: theta = S w, covariance S H^-1 S
-    scale = np.concatenate([[1.0], np.full(n_templates, template_scale), np.full(n_questions, question_scale)])
-    covariance = np.linalg.inv(hessian) * scale[:, None] * scale[None, :]
-    return RaschFit(w * scale, (covariance + covariance.T) / 2, template_scale, question_scale, n_templates, n_questions)
+            # back from scaled coefficients to effects in logits: theta = S w, covariance S H^-1 S
+            scale = np.concatenate([[1.0], np.full(n_templates, template_scale), np.full(n_questions, question_scale)])
+            covariance = np.linalg.inv(hessian) * scale[:, None] * scale[None, :]
+            fits.append(RaschFit(w * scale, (covariance + covariance.T) / 2, template_scale, question_scale,
+                                 n_templates, n_questions))
+            evidences.append(evidence)
+    weights = np.exp(np.array(evidences) - max(evidences))
+    return list(zip((weights / weights.sum()).tolist(), fits))
 
 
 def summary_statistics(accuracies: np.ndarray, top_threshold: float) -> dict[str, np.ndarray]:
@@ -192,14 +199,37 @@ def estimate_accuracies(observed: Mapping[tuple[int, int], float], n_templates: 
     scores = np.array([observed[k] for k in keys], dtype=float)
     t = np.array([k[0] for k in keys], dtype=int)
     q = np.array([k[1] for k in keys], dtype=int)
-    fit = fit_rasch(t, q, scores, n_templates, n_questions)
+    fits = fit_rasch(t, q, scores, n_templates, n_questions)
     known = np.zeros((n_templates, n_questions), dtype=bool)
     known[t, q] = True
     observed_sum = np.bincount(t, weights=scores, minlength=n_templates)
     rng = np.random.default_rng(seed)
-    parameters = rng.multivariate_normal(fit.mean, fit.covariance, size=draws, method="cholesky")
-    accuracies = np.empty((draws, n_templates))
-    for start in range(0, draws, 50):  # chunks keep draws x templates x questions small on large grids
+    counts = rng.multinomial(draws, [weight for weight, _ in fits])
+    accuracies = np.concatenate([_draw_accuracies(fit, count, known, observed_sum, rng)
+                                 for (_, fit), count in zip(fits, counts) if count])
+    alpha = (1 - INTERVAL) / 2
+    result = {
+        "per_template": accuracies.mean(axis=0),
+        "per_template_interval": np.quantile(accuracies, [alpha, 1 - alpha], axis=0).T,
+        # The spread of accuracies over templates: each draw sorted, then averaged rank by rank. Per-template
+        # estimates are shrunk towards each other, so their own spread understates the true one.
+        "distribution": np.sort(accuracies, axis=1).mean(axis=0),
+        "prior_scales": {name: float(sum(w * getattr(fit, f"{name}_scale") for w, fit in fits))
+                         for name in ("template", "question")},  # posterior means
+    }
+    for name, values in summary_statistics(accuracies, top_threshold).items():
+        low, high = np.quantile(values, [alpha, 1 - alpha])
+        result[name] = (float(values.mean()), (float(low), float(high)))
+    return result
+
+
+def _draw_accuracies(fit: RaschFit, count: int, known: np.ndarray, observed_sum: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``count`` plausible full grids under one fit, as per-template accuracies (draws x templates)."""
+    n_questions = known.shape[1]
+    parameters = rng.multivariate_normal(fit.mean, fit.covariance, size=count, method="cholesky")
+    accuracies = np.empty((count, known.shape[0]))
+    for start in range(0, count, 50):  # chunks keep draws x templates x questions small on large grids
         chunk = parameters[start:start + 50]
         p = 1.0 / (1.0 + np.exp(-fit.logits(chunk)))
         filled = (rng.random(p.shape) < p) & ~known
@@ -210,20 +240,7 @@ def estimate_accuracies(observed: Mapping[tuple[int, int], float], n_templates: 
     # fitted and observed totals equal), so it sets the centre and the draws only the spread.
     plug_in = 1.0 / (1.0 + np.exp(-fit.logits(fit.mean[None, :])[0]))
     point = (observed_sum + np.where(known, 0.0, plug_in).sum(axis=1)) / n_questions
-    accuracies = np.clip(accuracies + (point - accuracies.mean(axis=0)), 0.0, 1.0)
-    alpha = (1 - INTERVAL) / 2
-    result = {
-        "per_template": accuracies.mean(axis=0),
-        "per_template_interval": np.quantile(accuracies, [alpha, 1 - alpha], axis=0).T,
-        # The spread of accuracies over templates: each draw sorted, then averaged rank by rank. Per-template
-        # estimates are shrunk towards each other, so their own spread understates the true one.
-        "distribution": np.sort(accuracies, axis=1).mean(axis=0),
-        "prior_scales": {"template": fit.template_scale, "question": fit.question_scale},
-    }
-    for name, values in summary_statistics(accuracies, top_threshold).items():
-        low, high = np.quantile(values, [alpha, 1 - alpha])
-        result[name] = (float(values.mean()), (float(low), float(high)))
-    return result
+    return np.clip(accuracies + (point - accuracies.mean(axis=0)), 0.0, 1.0)
 
 
 def naive_accuracies(observed: Mapping[tuple[int, int], float], n_templates: int) -> np.ndarray:

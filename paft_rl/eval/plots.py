@@ -109,7 +109,7 @@ def draw_estimate_intervals(axis, results: dict, specs: list[str], positions: li
                           label=None if labelled else f"{name if name == 'mean' else 'worst'} (90 % interval)")
         labelled = True
     if labelled:
-        axis.legend(loc="lower right", fontsize=8)
+        axis.legend(loc="upper right", fontsize=8)
 
 
 def plot_estimates(results: dict, path: Path) -> Path:
