@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..eval import EvalSettings, evaluate, format_table, write_outputs
+from ..eval.budget import format_estimates
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
                         help="generate: greedy answers scored by the task reward (default); loglik: multiple "
                              "choice by the likeliest option after the prompt, as lm-eval scores PIQA/HellaSwag/ARC")
+    parser.add_argument("--budget", metavar="B",
+                        help="generate only this share of the grid (0.1 or 10%%) or this many cells (500), chosen so every "
+                             "template and question appears, and estimate all accuracies with an item-response model")
+    parser.add_argument("--target-error", type=float, metavar="E",
+                        help="add cells in rounds until the 90%% intervals of the mean and the worst template are "
+                             "narrower than E, or the grid is full (starts from --budget)")
     return parser
 
 
@@ -61,7 +68,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         top_threshold=args.top_threshold,
         chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, threads=args.threads,
         share_prefix=not args.no_prefix_sharing,
-        progress=not args.no_progress, labels=list(args.label), scoring=args.scoring,
+        progress=not args.no_progress, labels=list(args.label), scoring=args.scoring, budget=args.budget,
+        target_error=args.target_error,
     )
 
 
@@ -69,6 +77,6 @@ def main(argv: list[str]) -> int:
     settings = settings_from_args(build_parser().parse_args(argv))
     results, records = evaluate(settings)
     paths = write_outputs(results, records, settings.out)
-    print(format_table(results))
+    print("\n".join([format_table(results), *format_estimates(results)]))
     print(f"wrote {', '.join(p.name for p in paths.values())} to {settings.out}", file=sys.stderr)
     return 0

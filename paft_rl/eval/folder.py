@@ -13,8 +13,10 @@ from pathlib import Path
 
 from prompt_pool import UserError
 
-# How a run was carried out, not what it measured: these may differ between runs that share a folder.
-RUN_ONLY = {"models", "labels", "out", "batch_size", "max_batch_tokens", "threads", "share_prefix", "progress"}
+# How a run was carried out, not what it measured: these may differ between runs that share a folder. A budget
+# only says how much of the same grid was generated; each model's metrics record their own cells (`estimated`).
+RUN_ONLY = {"models", "labels", "out", "batch_size", "max_batch_tokens", "threads", "share_prefix", "progress",
+            "budget", "target_error"}
 
 
 def previous_results(out_dir: str | Path) -> dict | None:

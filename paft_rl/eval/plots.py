@@ -93,6 +93,7 @@ def distribution_figure(results: dict):
     chance = settings.get("chance_accuracy")
     if chance is not None:
         axis.axhline(chance, color="tab:blue", linestyle=":", linewidth=1.0, label=f"chance {chance:.2f}")
+    draw_estimate_intervals(axis, results, specs, positions)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     axis.set_xticks(positions, model_names(results), rotation=15)
     axis.set_xlim(0.4, len(specs) + 0.6)
@@ -122,6 +123,60 @@ def plot_heatmap(results: dict, path: Path) -> Path:
     axis.set_yticks(range(len(template_ids)), template_ids, fontsize=7)
     figure.colorbar(image, ax=axis, label="accuracy")
     axis.set_title("accuracy per template and model")
+    try:
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def draw_estimate_intervals(axis, results: dict, specs: list[str], positions: list[int]) -> None:
+    """On the distribution plot of a budgeted run: each model's 90 % intervals of the mean and of the worst
+    template, as error bars beside its dots (full runs have none and are left as they are)."""
+    labelled = False
+    for position, spec in zip(positions, specs):
+        metrics = results["models"][spec]
+        estimated = metrics.get("estimated")
+        if estimated is None:
+            continue
+        for name, color, offset in (("mean", "crimson", 0.38), ("min", "navy", 0.44)):
+            low, high = estimated["intervals"][name]
+            value = metrics[name]
+            axis.errorbar([position + offset], [value], yerr=[[max(0.0, value - low)], [max(0.0, high - value)]], fmt="o", markersize=3,
+                          color=color, capsize=3, zorder=5,
+                          label=None if labelled else f"{name if name == 'mean' else 'worst'} (90 % interval)")
+        labelled = True
+    if labelled:
+        axis.legend(loc="upper right", fontsize=8)
+
+
+def plot_estimates(results: dict, path: Path) -> Path:
+    """Budgeted runs: every template's estimated accuracy with its 90 % interval, one panel per model,
+    templates sorted by estimate, the cells the estimate rests on in the title."""
+    plt = _pyplot()
+    specs = [s for s in results["models"] if "estimated" in results["models"][s]]
+    template_ids = results["settings"]["template_ids"]
+    figure, axes = plt.subplots(len(specs), 1, figsize=(max(5.0, 0.18 * len(template_ids) + 2), 3.2 * len(specs)),
+                                squeeze=False)
+    for axis, spec in zip(axes[:, 0], specs):
+        metrics = results["models"][spec]
+        estimated = metrics["estimated"]
+        order = sorted(template_ids, key=lambda t: metrics["per_template"][t])
+        values = [metrics["per_template"][t] for t in order]
+        # a posterior mean can sit just beside a skewed equal-tailed interval: its bar then starts at the dot
+        lows = [max(0.0, v - estimated["intervals"]["per_template"][t][0]) for t, v in zip(order, values)]
+        highs = [max(0.0, estimated["intervals"]["per_template"][t][1] - v) for t, v in zip(order, values)]
+        axis.errorbar(range(len(order)), values, yerr=[lows, highs], fmt="o", markersize=3, capsize=2, color="black",
+                      ecolor="gray", label="estimate, 90 % interval")
+        observed = [estimated["observed_per_template"][t] for t in order]
+        axis.scatter([i for i, v in enumerate(observed) if v is not None], [v for v in observed if v is not None],
+                     s=10, marker="x", color="darkorange", zorder=3, label="mean of its generated cells")
+        axis.axhline(metrics["mean"], color="crimson", linewidth=0.8, label=f"mean {metrics['mean']:.3f}")
+        axis.set_xticks(range(len(order)), order, rotation=90, fontsize=6)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{short_names([spec])[0]}: estimated from {estimated['cells']} of {estimated['grid_cells']} cells",
+                       fontsize=9)
+        axis.legend(loc="upper left", fontsize=7)
     try:
         return _save(figure, path)
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prompt_pool import atomic_write_text
 
-from .plots import plot_distribution, plot_heatmap
+from .plots import plot_distribution, plot_estimates, plot_heatmap
 
 TABLE_COLUMNS = ("mean", "std", "min", "max", "spread", "top", "pss", "mean_tokens", "seconds")
 
@@ -26,6 +26,8 @@ def write_outputs(results: dict, records: list[dict], out_dir: str | Path) -> di
         "distribution": plot_distribution(results, out / "accuracy_distribution.png"),
         "heatmap": plot_heatmap(results, out / "template_heatmap.png"),
     }
+    if any("estimated" in metrics for metrics in results["models"].values()):  # a --budget run
+        paths["estimates"] = plot_estimates(results, out / "estimated_accuracy.png")
     mode = 0o666 & ~_umask()  # temporary files are created private; results are ordinary files
     for path in paths.values():
         path.chmod(mode)

@@ -17,11 +17,12 @@ from pathlib import Path
 from prompt_pool import PromptPool, UserError, builtin_names
 
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
+from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
+from .budget import BudgetPlan, estimated_metrics, plan_budget
 from .cache import GenerationLog
 from .folder import check_same_evaluation, keep_previous_models, previous_results
 from .metrics import model_metrics
-from .answers import answer_metrics
 from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
 
 
@@ -57,6 +58,11 @@ class EvalSettings:
             from each folder's name, see `models.derive_label`).
         scoring (`str`, defaults to `"generate"`): ``generate`` (greedy answers scored by the task reward) or
             ``loglik`` (multiple choice: the option the model finds likeliest after the prompt, see `loglik`).
+        budget (`int`, `float` or `str`, *optional*): generate only this share of the grid (``0.1``, ``"10%"``) or
+            this many cells (``500``), chosen by a balanced design seeded by ``seed``, and estimate every
+            template's accuracy over all questions with an item-response model (see `paft_rl.eval.budget`).
+        target_error (`float`, *optional*): add cells in rounds (each the size of the first) until the 90 %
+            intervals of the mean and of the worst template are narrower than this, or the grid is full.
     """
 
     task: str
@@ -80,6 +86,8 @@ class EvalSettings:
     progress: bool = True
     labels: list[str] = field(default_factory=list)
     scoring: str = "generate"
+    budget: int | float | str | None = None
+    target_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,8 @@ def check_settings(settings: EvalSettings) -> None:
         raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got {settings.scoring!r}")
     if settings.scoring == "loglik" and settings.backend != "hf":
         raise UserError("--scoring loglik runs on the hf backend; drop --backend vllm")
+    if settings.target_error is not None and not 0.0 < settings.target_error < 1.0:
+        raise UserError(f"--target-error is an interval width between 0 and 1 (0.05), got {settings.target_error}")
     model_labels(settings.models, settings.labels)
 
 
@@ -243,9 +253,12 @@ def _model_identity(source: ModelSource) -> list[str | None]:
     return [str(Path(p).resolve()) if p and Path(p).exists() else p for p in (source.base, source.adapter)]
 
 
-def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_tokens: int) -> int:
-    """Generate (or, for loglik scoring, score the options of) the cells the resume log lacks; returns how many."""
-    missing = [key for key, prompt in prepared.prompts.items() if prepared.log.get(key, prompt) is None]
+def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_tokens: int,
+                     keys: list[tuple[str, str]] | None = None) -> int:
+    """Generate (or, for loglik scoring, score the options of) the cells (all, or those in ``keys``) the resume
+    log lacks; returns how many."""
+    wanted = prepared.prompts if keys is None else keys
+    missing = [key for key in wanted if prepared.log.get(key, prepared.prompts[key]) is None]
     if not missing:
         return 0
     if prepared.choices is not None:
@@ -316,17 +329,8 @@ def _progress_bar(total: int, label: str, enabled: bool):
 def evaluate_model(spec: str, prepared: PreparedModel, cells: list[Cell], task: Task, top_threshold: float,
                    max_new_tokens: int, settings: EvalSettings) -> tuple[dict, list[dict]]:
     """Generate what is missing, score every cell with the task reward; returns metrics and generation records."""
-    from .scoring import score_cells
-
     generated = generate_missing(prepared, settings, max_new_tokens)
-    generations: dict[tuple[str, str], Generation] = {}
-    for cell in cells:
-        key = (cell.template, cell.row)
-        generation = prepared.log.get(key, prepared.prompts[key])
-        if generation is None:
-            raise RuntimeError(f"no generation for template {cell.template!r} question {cell.row} after generating")
-        generations[key] = generation
-    records = score_cells(task, cells, generations, seen_prompts(prepared))
+    records, generations = score_generated(prepared, cells, task)
     grid: dict[str, dict[str, float | None]] = {}
     for record in records:
         grid.setdefault(record["template"], {})[record["row_id"]] = record["score"]
@@ -338,6 +342,20 @@ def evaluate_model(spec: str, prepared: PreparedModel, cells: list[Cell], task: 
     for record in records:
         record["model"] = spec
     return metrics, records
+
+
+def score_generated(prepared: PreparedModel, cells: list[Cell], task: Task) -> tuple[list[dict], dict]:
+    """Score the logged generations of ``cells`` with the task reward; returns the records and the generations."""
+    from .scoring import score_cells
+
+    generations: dict[tuple[str, str], Generation] = {}
+    for cell in cells:
+        key = (cell.template, cell.row)
+        generation = prepared.log.get(key, prepared.prompts[key])
+        if generation is None:
+            raise RuntimeError(f"no generation for template {cell.template!r} question {cell.row} after generating")
+        generations[key] = generation
+    return score_cells(task, cells, generations, seen_prompts(prepared)), generations
 
 
 def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
@@ -359,6 +377,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     for spec in settings.models:
         resolve_model(spec)  # a mistyped path fails before the data is loaded
     cells = build_cells(task, pool, settings)
+    budgeted = settings.budget is not None or settings.target_error is not None
+    plan = plan_budget(cells, [t.id for t in pool.templates], settings.budget, settings.seed) if budgeted else None
     prepared = {spec: prepare_model(spec, cells, settings, max_new_tokens) for spec in settings.models}
     if settings.threads:
         import torch
@@ -377,8 +397,39 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
         check_same_evaluation(previous, results["settings"], settings.out)  # before any weights load
     records: list[dict] = []
     for spec, label in zip(settings.models, results["settings"]["labels"]):
-        metrics, model_records = evaluate_model(spec, prepared[spec], cells, task, top_threshold, max_new_tokens, settings)
+        if plan is None:
+            metrics, model_records = evaluate_model(spec, prepared[spec], cells, task, top_threshold, max_new_tokens,
+                                                    settings)
+        else:
+            metrics, model_records = evaluate_budgeted(spec, prepared[spec], plan, task, top_threshold, max_new_tokens,
+                                                       settings)
         results["models"][spec] = {"label": label, **metrics}
         records += [{**record, "label": label} for record in model_records]
     results["wall_seconds"] = time.perf_counter() - started
     return keep_previous_models(previous, results, records, settings.out)
+
+
+def evaluate_budgeted(spec: str, prepared: PreparedModel, plan: BudgetPlan, task: Task, top_threshold: float,
+                      max_new_tokens: int, settings: EvalSettings) -> tuple[dict, list[dict]]:
+    """Generate and score the design's first cells, estimate the whole grid; with a target error, add a round of
+    cells while the intervals of the mean and the worst template are wider than it."""
+    cells_used = plan.first_cells
+    generated, rounds = 0, 0
+    while True:
+        rounds += 1
+        chosen = plan.cells[:cells_used]
+        generated += generate_missing(prepared, settings, max_new_tokens, [(c.template, c.row) for c in chosen])
+        records, generations = score_generated(prepared, chosen, task)
+        metrics = estimated_metrics(plan, records, top_threshold, settings.seed)
+        if settings.target_error is None or cells_used == len(plan.cells) or plan.narrow_enough(metrics, settings.target_error):
+            break
+        cells_used = min(len(plan.cells), cells_used + plan.first_cells)
+    metrics["estimated"]["rounds"] = rounds
+    metrics["estimated"]["target_error"] = settings.target_error
+    metrics["mean_tokens"] = sum(g.tokens for g in generations.values()) / len(generations)
+    metrics["seconds"] = prepared.log.load_seconds + sum(g.seconds for g in generations.values())
+    metrics["generated_this_run"] = generated
+    metrics.update(answer_metrics(records, task.is_multiple_choice))  # over the cells generated
+    for record in records:
+        record["model"] = spec
+    return metrics, records
