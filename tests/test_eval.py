@@ -166,7 +166,8 @@ def test_eval_tiny_models_writes_every_output(tmp_path, tiny_model):
             assert accuracy == pytest.approx(sum(scores) / len(scores))
         assert 1 <= metrics["mean_tokens"] <= 3
     csv_lines = (out / "per_template.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("model,template,accuracy,parse_failure_rate") and len(csv_lines) == 1 + 2 * 3
+    assert csv_lines[0].startswith("model,template,accuracy,estimated,") and len(csv_lines) == 1 + 2 * 3
+    assert all(line.split(",")[3] == "False" for line in csv_lines[1:])  # a full run measures, not estimates
     for name in ("accuracy_distribution.png", "template_heatmap.png"):
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 2000

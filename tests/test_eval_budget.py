@@ -195,3 +195,14 @@ def test_bad_budget_is_one_line(tmp_path, tiny_model, capsys, extra, expected):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err
     assert not (tmp_path / "out" / ".resume").exists()  # rejected before anything was generated
+
+
+def test_budgeted_csv_says_which_accuracies_are_estimates(tmp_path, tiny_model, capsys):
+    import csv
+    import io
+
+    out = tmp_path / "out"
+    assert cli.main(budget_argv(tiny_model, out, "--budget", "0.2")) == 0
+    rows = list(csv.DictReader(io.StringIO((out / "per_template.csv").read_text())))
+    assert rows and all(row["estimated"] == "True" for row in rows)
+    assert all(0.0 <= float(row["interval_low"]) <= float(row["interval_high"]) <= 1.0 for row in rows)

@@ -45,14 +45,18 @@ def per_template_csv(results: dict) -> str:
     choice, balanced accuracy and the shares of options chosen and gold (``A:0.95 B:0.05``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "template", "accuracy", "parse_failure_rate", "balanced_accuracy", "chosen", "gold",
-                     "model_path"])
+    writer.writerow(["model", "template", "accuracy", "estimated", "interval_low", "interval_high",
+                     "parse_failure_rate", "balanced_accuracy", "chosen", "gold", "model_path"])
     for spec, metrics in results["models"].items():
         choices = metrics.get("choices_per_template", {})
+        # A --budget run estimates each template's accuracy over all questions, with a 90 % interval.
+        intervals = metrics.get("estimated", {}).get("intervals", {}).get("per_template", {})
         for template in results["settings"]["template_ids"]:
             summary = choices.get(template, {})
+            low, high = intervals.get(template, (None, None))
             writer.writerow([
                 metrics.get("label", spec), template, _number(metrics["per_template"].get(template)),
+                "estimated" in metrics, _number(low), _number(high),
                 _number(metrics.get("parse_failures_per_template", {}).get(template)),
                 _number(summary.get("balanced_accuracy")), _shares(summary.get("chosen")), _shares(summary.get("gold")),
                 spec,
