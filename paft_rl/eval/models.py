@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from prompt_pool import UserError
+from prompt_pool import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def load_tokenizer(source: ModelSource):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the tokenizer of model {source.spec!r}: {_first_line(error)}") from None
+        raise UserError(f"cannot load the tokenizer of model {source.spec!r}: {first_line(error)}") from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -92,7 +92,7 @@ def context_length(source: ModelSource, tokenizer) -> int | None:
     try:
         config = AutoConfig.from_pretrained(source.base)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the config of model {source.spec!r}: {_first_line(error)}") from None
+        raise UserError(f"cannot load the config of model {source.spec!r}: {first_line(error)}") from None
     limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions", "seq_length")]
     limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
     model_max = getattr(tokenizer, "model_max_length", None)
@@ -110,7 +110,7 @@ def load_hf_model(source: ModelSource, device: str, dtype: str = "auto"):
     try:
         model = AutoModelForCausalLM.from_pretrained(source.base, dtype=torch_dtype)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load model {source.spec!r}: {_first_line(error)}") from None
+        raise UserError(f"cannot load model {source.spec!r}: {first_line(error)}") from None
     if source.adapter:
         from peft import PeftModel
 
@@ -130,9 +130,6 @@ def _torch_dtype(dtype: str, device: str):
         raise UserError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 _GENERIC_FOLDERS = re.compile(r"^(checkpoint-\d+|final|best|model|merged|adapter|lora|output|out)$", re.IGNORECASE)
