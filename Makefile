@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install model bench vllm-env test-vllm clean
+.PHONY: test demo install model bench vllm-env test-vllm bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 
 test-vllm: vllm-env
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py tests/test_trainers_vllm.py
+
+# SmolLM2 is converted once by the main venv (it has gguf) into ~/.cache/paft-rl, which the vLLM venv then reads.
+bench-vllm: $(MODEL_STAMP) vllm-env
+	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_vllm.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)
