@@ -121,7 +121,7 @@ def vllm_server(model_dir, tmp_path):
     port = 18000 + os.getpid() % 1000
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--logprobs-mode", "processed_logprobs",
-               "--max-logprobs", "-1"]
+               "--max-logprobs", "-1", "--weight-transfer-config", '{"backend": "nccl"}']
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, env={**vllm_env(), "VLLM_SERVER_DEV_MODE": "1"}, stdout=log,
                               stderr=subprocess.STDOUT)
@@ -152,7 +152,7 @@ def server_is_healthy(url: str) -> bool:
 def test_server_mode_samples_each_group_from_its_paft_prompt(model_dir, tmp_path, vllm_server):
     """TRL's server branch gathers every rank's prompts and asks the server for ``num_generations`` completions of
     every ``num_generations``-th one; with PAFT that prompt is the whole group's, even for a group split across the
-    two ranks. The server runs on CPU; only its NCCL weight sync cannot (see the worker)."""
+    two ranks. The server runs on CPU; its NCCL weight sync cannot, and TRL says so (checked here too)."""
     records = train_with_vllm(model_dir, tmp_path, 2, vllm_server)
     by_step = defaultdict(list)  # TRL's gather order: rank 0's prompts, then rank 1's
     for rank_record in records:
@@ -168,6 +168,9 @@ def test_server_mode_samples_each_group_from_its_paft_prompt(model_dir, tmp_path
         assert texts == [text for _, _, text in by_step[step][::GROUP]]
     assert len({text for texts in sent.values() for text in texts}) > 1
     assert max(records[0]["gaps"].values()) < 0.05  # the server generated with the trainer's (frozen) weights
+    # Training in server mode is GPU-only: TRL itself refuses to join the server's NCCL weight transfer on CPU.
+    assert len(records[0]["weight_transfer_refusals"]) == 1 and records[1]["weight_transfer_refusals"] == []
+    assert "needs a CUDA device" in records[0]["weight_transfer_refusals"][0]
 
 
 CLI_RECIPE = """\
@@ -295,12 +298,21 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) 
         bf16=False, save_strategy="no", seed=1, logging_steps=1, use_vllm=True, vllm_mode="colocate"), **mode})
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=24, seed=0))
+    refusals = []
     if server_url:
-        # TRL's weight transfer to a server is NCCL, CUDA only (init_communicator raises NotImplementedError on
-        # CPU): skip joining it. With learning_rate 0 the server's weights stay the trainer's, so no sync is due.
+        # TRL's weight transfer to a server is NCCL, CUDA only: record TRL's own refusal on CPU and go on without
+        # it. With learning_rate 0 the server's weights stay the trainer's, so no sync is due.
         from trl.generation.vllm_client import VLLMClient
 
-        VLLMClient.init_communicator = lambda self, device=0: None
+        join_weight_transfer = VLLMClient.init_communicator
+
+        def init_communicator(self, device=0):
+            try:
+                join_weight_transfer(self, device)
+            except NotImplementedError as error:
+                refusals.append(str(error))
+
+        VLLMClient.init_communicator = init_communicator
     trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
                                         conversational=True, processing_class=make_tiny_tokenizer())
     if server_url:
@@ -313,7 +325,8 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) 
     trainer.train()
     gaps = {entry["step"]: entry[GAP] for entry in trainer.state.log_history if GAP in entry}
     record = {"generated": trainer.generated, "gaps": gaps, "weights": weights_digest(trainer.model),
-              "initial_weights": initial, "sent_to_server": trainer.sent_to_server}
+              "initial_weights": initial, "sent_to_server": trainer.sent_to_server,
+              "weight_transfer_refusals": refusals}
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(record))
 
