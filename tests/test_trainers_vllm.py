@@ -10,7 +10,9 @@ What is checked, on 1 process and on 2 (torchrun, gloo):
   run once the sync is switched off (the control);
 - on 2 processes the weights stay equal across ranks.
 
-And ``paft-rl grpo --config recipe.yaml`` with ``use_vllm: true`` / ``vllm_mode: colocate``.
+And ``paft-rl grpo --config recipe.yaml`` with ``use_vllm: true`` / ``vllm_mode: colocate``; and TRL's server branch
+against a real vLLM server on CPU (2 processes): the server is asked for each group's completions from that group's
+PAFT prompt, and TRL refuses the (NCCL-only) weight transfer on CPU, which is why server mode is for GPUs only.
 
 Each run starts one vLLM engine per process (20-35 s on CPU), so one run serves several assertions. The same file
 is the worker the tests start (as a script, alone or under torchrun).
