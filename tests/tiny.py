@@ -79,6 +79,9 @@ ARCHS = {
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512),
     "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512),
+    # vLLM's CPU attention needs a head size of 32, 64, 80, ...: two heads of 64.
+    "llama-head64": dict(model_type="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512),
 }
 
 

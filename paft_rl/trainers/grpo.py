@@ -52,6 +52,10 @@ class PaftGRPOTrainer(GRPOTrainer):
             eval_dataset = self._with_placeholder_prompt(eval_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
+        if self.use_vllm:
+            from .vllm_cpu import route_colocate_sync_through_reload
+
+            route_colocate_sync_through_reload(self.vllm_generation)  # CPU engines repack weights (see there)
         self._paft_group_template_ids: list[str] = []
 
     def _with_placeholder_prompt(self, dataset):
