@@ -14,7 +14,7 @@ from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
-from .precision import announce, choose_precision
+from .precision import announce, choose_precision, trains_on_cpu
 
 TEMPLATE_DRAWS = ("uniform", "fixed", "top", "sapo", "sapo_reward")
 PROMPT_FORMATS = ("auto", "chat", "plain")
@@ -157,6 +157,9 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
+        if self.use_vllm and self.vllm_enable_sleep_mode and trains_on_cpu(self.use_cpu):
+            raise UserError("vllm_enable_sleep_mode: vLLM has no sleep mode on CPU (it stops after loading the "
+                            "model); set it to false, or train on a GPU")
         announce(choose_precision(self))
         try:
             super().__post_init__()

@@ -292,3 +292,10 @@ def test_pool_generate_value_of_the_wrong_type(tmp_path, capsys, line, expected)
 def test_demo_counts_checked_before_the_model_loads(tmp_path, capsys, argv, expected):
     code, message, _ = run(capsys, "demo", "--out", tmp_path / "demo", *argv)
     assert code == 2 and expected in message and not (tmp_path / "demo").exists()
+
+
+def test_vllm_sleep_mode_on_cpu_is_refused_before_the_model_loads(model_dir, tmp_path, capsys):
+    code, message, _ = run(capsys, "grpo", *training_args(model_dir, tmp_path, "--num_generations", "2",
+                                                           "--use_vllm", "true", "--vllm_enable_sleep_mode", "true"))
+    assert code == 2 and "no sleep mode on CPU" in message
+    assert_nothing_written(tmp_path)
