@@ -13,6 +13,7 @@ id is logged per completion in TRL's completions table and the mean reward per t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ class PaftGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args, train_dataset, chooser: TemplateChooser,
                  conversational: bool = False, system_prompt: str | None = None, eval_dataset=None, **kwargs):
         self.chooser = chooser
+        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         self.conversational = conversational
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
@@ -53,6 +55,8 @@ class PaftGRPOTrainer(GRPOTrainer):
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
         self._paft_group_template_ids: list[str] = []
+        self._paft_template_rewards: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
+        self._paft_regenerated_cycle = False  # set while a resumed run regenerates a cycle SAPO already saw
 
     def _with_placeholder_prompt(self, dataset):
         """TRL wants a ``prompt`` column; it is overwritten per generation, so any valid prompt will do."""
@@ -79,7 +83,7 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
         # global_step is the optimizer step being computed; it is the same on every rank and is restored on resume.
-        if getattr(self, "sapo", None) is not None and self.model.training:
+        if self.sapo is not None and self.model.training:
             self.sapo.maybe_update(self.model, self.state.global_step)
         inputs, template_ids = self.render_inputs(inputs, self.state.global_step)
         self._paft_group_template_ids = template_ids
@@ -93,21 +97,36 @@ class PaftGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _log_reward_by_template(self, rewards_per_func: torch.Tensor) -> None:
-        """Mean weighted reward of this generation batch per template, over all processes."""
+        """Accumulate this generation batch's weighted rewards per template, over all processes.
+
+        A completion for which every reward function returned ``None`` (NaN in TRL) is unscorable: TRL leaves it
+        out of its ``reward`` metric, and so do the per-template means and SAPO's running means. The means are
+        per completion (sums and counts until the next log), not a mean of per-batch means.
+        """
         template_ids = gather_object(list(self._paft_group_template_ids))  # same order as TRL's gather
         if len(template_ids) != rewards_per_func.size(0):
-            return  # eval batch or unexpected layout: skip rather than mislabel
+            return  # unexpected layout: skip rather than mislabel
         weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).tolist()
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as TRL: unscorable, not 0
+        rewards = rewards.tolist()
         mode = "train" if self.model.training else "eval"
-        if mode == "train" and getattr(self, "sapo", None) is not None:
+        if mode == "train" and self.sapo is not None and not self._paft_regenerated_cycle:
             self.sapo.observe_rewards(template_ids, rewards)
-        by_template: dict[str, list[float]] = {}
+        totals = self._paft_template_rewards[mode]
         for template_id, reward in zip(template_ids, rewards, strict=True):
-            by_template.setdefault(template_id, []).append(reward)
-        for template_id, values in by_template.items():
-            self._metrics[mode][TEMPLATE_METRIC + template_id].append(sum(values) / len(values))
-        self._metrics[mode]["paft/templates_in_batch"].append(float(len(by_template)))
+            if not math.isnan(reward):
+                total = totals.setdefault(template_id, [0.0, 0])
+                total[0] += reward
+                total[1] += 1
+        self._metrics[mode]["paft/templates_in_batch"].append(float(len(set(template_ids))))
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for template_id, (total, count) in sorted(self._paft_template_rewards[mode].items()):
+            logs[prefix + TEMPLATE_METRIC + template_id] = total / count
+        self._paft_template_rewards[mode].clear()
+        super().log(logs, start_time)
 
 __all__ = ["PaftGRPOTrainer", "TEMPLATE_METRIC"]

@@ -99,13 +99,14 @@ class PaftSFTTrainer(SFTTrainer):
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         args.remove_unused_columns = False
         self.paft_collator = collator
+        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         init_deepspeed_comm(args)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=keep_raw_rows, **kwargs)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.
-        if getattr(self, "sapo", None) is not None:
+        if self.sapo is not None:
             self.sapo.maybe_update(self.model, self.state.global_step)
         batches = []
         for _ in range(num_batches):
