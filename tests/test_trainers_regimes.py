@@ -66,3 +66,25 @@ def test_unscorable_completions_are_left_out_of_reward_by_template(model_dir, tm
     assert set(metrics) == set(expected)  # a template whose completions were all unscorable has no mean
     for template_id, value in expected.items():
         assert metrics[template_id] == pytest.approx(value), template_id  # a mean over completions, no zeros
+
+
+# ---------------------------------------------------------------------------- SAPO's cadence
+def test_sapo_updates_at_first_generation_after_each_multiple_of_sapo_every(model_dir, tmp_path):
+    from paft_rl.selection.adaptive import AdaptiveWeights
+
+    trainer = grpo_trainer(model_dir, tmp_path / "o", max_steps=7, steps_per_generation=2, template_draw="sapo_reward",
+                           sapo_every=3)
+    trainer.sapo = AdaptiveWeights(trainer.chooser, "sapo_reward", every=3, temperature=0.1)
+    updates = []
+    original = trainer.sapo.maybe_update
+
+    def recording_update(model, step):
+        before = trainer.sapo.updated_step
+        original(model, step)
+        if trainer.sapo.updated_step != before:
+            updates.append(step)
+
+    trainer.sapo.maybe_update = recording_update
+    trainer.train()
+    assert sorted({step for step, *_ in trainer.generated}) == [0, 2, 4, 6]  # one generation every 2 steps
+    assert updates == [0, 4, 6]  # 0; first generation at or after 3; at 6
