@@ -88,3 +88,16 @@ def test_sapo_updates_at_first_generation_after_each_multiple_of_sapo_every(mode
     trainer.train()
     assert sorted({step for step, *_ in trainer.generated}) == [0, 2, 4, 6]  # one generation every 2 steps
     assert updates == [0, 4, 6]  # 0; first generation at or after 3; at 6
+
+
+# ---------------------------------------------------------------------------- what the trainer changes on the config
+def test_turning_off_remove_unused_columns_is_logged_once(model_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="paft_rl.trainers"):
+        trainer = grpo_trainer(model_dir, tmp_path / "o", max_steps=1, remove_unused_columns=True)
+    lines = [r.getMessage() for r in caplog.records if "remove_unused_columns" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "row_id" in lines[0]
+    assert trainer.args.remove_unused_columns is False
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="paft_rl.trainers"):
+        grpo_trainer(model_dir, tmp_path / "p", max_steps=1)  # GRPOConfig's default is already False
+    assert not [r for r in caplog.records if "remove_unused_columns" in r.getMessage()]  # nothing changed, no line

@@ -8,6 +8,7 @@ from a checkpoint, computes the same template from the same three numbers.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from ..formatting import build_prompt, prompt_text
 from ..tasks import Task, get_task, load_rows, load_task_pool
 
 FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
+
+logger = logging.getLogger("paft_rl.trainers")
 
 
 @dataclass
@@ -203,6 +206,15 @@ def reward_functions(names: Sequence[str] | None, task: Task) -> list:
     if unknown:
         raise UserError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(sorted(rewards.REWARDS))}")
     return [rewards.get_reward(name) for name in chosen]
+
+
+def keep_unused_columns(args) -> None:
+    """Set ``remove_unused_columns=False`` (prompts are rendered from ``row_id`` and the fields column, which the
+    model's forward does not take), saying so once when it changes the user's setting."""
+    if args.remove_unused_columns:
+        logger.warning("paft-rl: remove_unused_columns set to False: the trainer renders each prompt from the row_id "
+                       "and %s columns, which Trainer would otherwise drop", FIELDS_COLUMN)
+    args.remove_unused_columns = False
 
 
 def init_deepspeed_comm(args) -> None:

@@ -21,7 +21,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from ..formatting import build_prompt
-from .common import TemplateChooser, example_fields, init_deepspeed_comm
+from .common import TemplateChooser, example_fields, init_deepspeed_comm, keep_unused_columns
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
 
@@ -49,7 +49,7 @@ class PaftGRPOTrainer(GRPOTrainer):
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
         init_deepspeed_comm(args)
-        args.remove_unused_columns = False  # the rewrite needs row_id and the fields column
+        keep_unused_columns(args)
         if eval_dataset is not None:
             eval_dataset = self._with_placeholder_prompt(eval_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,

@@ -16,7 +16,7 @@ import torch
 from trl import SFTTrainer
 
 from ..formatting import build_prompt, completion_text, prompt_text
-from .common import TemplateChooser, example_fields, init_deepspeed_comm
+from .common import TemplateChooser, example_fields, init_deepspeed_comm, keep_unused_columns
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
 
@@ -97,7 +97,7 @@ class PaftSFTTrainer(SFTTrainer):
 
     def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None, **kwargs):
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        args.remove_unused_columns = False
+        keep_unused_columns(args)
         self.paft_collator = collator
         self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         init_deepspeed_comm(args)
