@@ -1,7 +1,8 @@
 """What the SFT and GRPO trainers share: the template chooser, prompt building and the pre-flight checks.
 
 The one invariant: the template of an example is a pure function of ``(seed, row id, position)``, where the
-position is the optimizer step divided by K. No RNG state, no per-process state: every rank, and a run resumed
+position is the optimizer step divided by K (in GRPO, the optimizer step at which the example's generation cycle
+starts). No RNG state, no per-process state: every rank, and a run resumed
 from a checkpoint, computes the same template from the same three numbers.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,6 +197,64 @@ def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
         raise UserError(f"output_dir {output_dir} already holds {', '.join(checkpoints[:3])}"
                         f"{' ...' if len(checkpoints) > 3 else ''}: pass --resume_from_checkpoint true to continue "
                         f"that run, --overwrite true to replace it, or choose another output_dir")
+
+
+# ---------------------------------------------------------------------------- GRPO generation cycles and resume
+def generation_cycle(args) -> tuple[int, int]:
+    """GRPO's generation cycle: (micro-batches from one generation, micro-batches per optimizer step).
+
+    TRL generates once every ``steps_per_generation x num_iterations`` micro-batches and trains on slices of that
+    buffer; a cycle can span several optimizer steps.
+    """
+    return args.steps_per_generation * args.num_iterations, args.gradient_accumulation_steps
+
+
+def cycle_start_step(micro_step: int, cycle: int, accumulation: int) -> int:
+    """The optimizer step at which the generation cycle holding micro-batch ``micro_step`` starts."""
+    return (micro_step // cycle) * cycle // accumulation
+
+
+def safe_resume_every(args) -> int:
+    """Checkpoints at multiples of this many optimizer steps resume exactly (1: every step is safe).
+
+    A checkpoint inside a cycle is regenerated on resume (TRL does not save its buffer). Its (row, template)
+    pairs come back, since templates follow the cycle's start; which rows each remaining step trains on comes
+    back only when every optimizer step uses the whole buffer (``gradient_accumulation_steps`` a multiple of
+    ``steps_per_generation``), since the regenerated buffer is shuffled anew.
+    """
+    cycle, accumulation = generation_cycle(args)
+    if accumulation % args.steps_per_generation == 0:
+        return 1
+    return cycle // math.gcd(cycle, accumulation)
+
+
+def checkpoint_step(checkpoint: str | Path) -> int | None:
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text())["global_step"])
+    match = re.fullmatch(r"checkpoint-(\d+)", Path(checkpoint).name)
+    return int(match.group(1)) if match else None
+
+
+def check_resume_point(args, resume: Any) -> None:
+    """GRPO: refuse a checkpoint saved inside a generation cycle whose data order TRL cannot restore."""
+    from trl import GRPOConfig
+
+    if not resume or not isinstance(args, GRPOConfig):
+        return
+    every = safe_resume_every(args)
+    if every == 1:
+        return
+    checkpoint = max(existing_checkpoints(args.output_dir), key=checkpoint_step, default=None) if resume is True \
+        else Path(resume)
+    step = checkpoint_step(checkpoint) if checkpoint is not None else None
+    if step is None or step % every == 0:
+        return
+    cycle, accumulation = generation_cycle(args)
+    raise UserError(f"{checkpoint} was saved at step {step}, inside a generation cycle ({cycle} micro-batches = "
+                    f"steps_per_generation x num_iterations, {accumulation} per optimizer step) that TRL regenerates "
+                    f"on resume and trains in another order: resume from a checkpoint at a multiple of {every} steps "
+                    f"(save_steps: a multiple of {every})")
 
 
 def reward_functions(names: Sequence[str] | None, task: Task) -> list:

@@ -2,7 +2,8 @@
 
 TRL's `RepeatSampler` hands each dataset row to the trainer ``num_generations`` times, spread over the
 processes. Before TRL sees a generation batch we rebuild each input's ``prompt`` from its fields and the
-template chosen for ``(seed, row_id, global_step // K)``. Every copy of a row, on every rank, computes the same
+template chosen for ``(seed, row_id, step // K)``, ``step`` being the optimizer step at which the generation cycle
+starts (a cycle of ``steps_per_generation x num_iterations`` micro-batches can span several steps). Every copy of a row, on every rank, computes the same
 three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
 samples a whole group from the group's first prompt. The rewrite happens before TRL's generation dispatch, so HF
 generation, vLLM colocate and vLLM server all receive the rewritten prompts.
@@ -21,7 +22,15 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from ..formatting import build_prompt
-from .common import TemplateChooser, example_fields, init_deepspeed_comm, keep_unused_columns
+from .common import (
+    TemplateChooser,
+    check_resume_point,
+    cycle_start_step,
+    example_fields,
+    generation_cycle,
+    init_deepspeed_comm,
+    keep_unused_columns,
+)
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
 
@@ -82,13 +91,40 @@ class PaftGRPOTrainer(GRPOTrainer):
         return rendered, template_ids
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
-        # global_step is the optimizer step being computed; it is the same on every rank and is restored on resume.
+        step = self.generation_step()
         if self.sapo is not None and self.model.training:
-            self.sapo.maybe_update(self.model, self.state.global_step)
-        inputs, template_ids = self.render_inputs(inputs, self.state.global_step)
+            self.sapo.maybe_update(self.model, step)
+        inputs, template_ids = self.render_inputs(inputs, step)
         self._paft_group_template_ids = template_ids
         self._pending_extra_logs["template_id"].extend(template_ids)
         return super()._generate_and_score_completions(inputs)
+
+    def generation_step(self) -> int:
+        """The training position of this generation: the optimizer step its generation cycle starts at.
+
+        A cycle (``steps_per_generation x num_iterations`` micro-batches) can span several optimizer steps; a run
+        resumed inside it regenerates it, and must draw what the uninterrupted run drew at the cycle's start.
+        """
+        cycle, accumulation = generation_cycle(self.args)
+        return cycle_start_step(self._step, cycle, accumulation)
+
+    # ------------------------------------------------------------------ resume inside a generation cycle
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        check_resume_point(self.args, resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _prepare_inputs(self, generation_batch):
+        if self.model.training and self._buffered_inputs is None:
+            # First batch of this train() call. TRL counts micro-batches (_step) from 0 even after a resume; put it
+            # where the uninterrupted run was, so generations and buffer slices keep their schedule.
+            cycle, accumulation = generation_cycle(self.args)
+            self._step = self.state.global_step * accumulation
+            self._paft_regenerated_cycle = self._step % cycle != 0  # SAPO saw this cycle's rewards before the save
+            try:
+                return super()._prepare_inputs(generation_batch)
+            finally:
+                self._paft_regenerated_cycle = False
+        return super()._prepare_inputs(generation_batch)
 
     # ------------------------------------------------------------------ reward per template
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

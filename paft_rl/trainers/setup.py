@@ -18,6 +18,7 @@ from .common import (
     build_chooser,
     check_fields_available,
     check_output_dir,
+    check_resume_point,
     context_length,
     existing_checkpoints,
     load_training_dataset,
@@ -73,6 +74,7 @@ def resume_value(args) -> bool | str | None:
 def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
     check_output_dir(args.output_dir, resume_value(args), args.overwrite)
+    check_resume_point(args, resume_value(args))
     task = resolve_task(args)
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
