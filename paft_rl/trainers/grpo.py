@@ -2,9 +2,9 @@
 
 TRL's `RepeatSampler` hands each dataset row to the trainer ``num_generations`` times, spread over the
 processes. Before TRL sees a generation batch we rebuild each input's ``prompt`` from its fields and the
-template chosen for ``(seed, row_id, step // K)``, ``step`` being the optimizer step at which the generation cycle
-starts (a cycle of ``steps_per_generation x num_iterations`` micro-batches can span several steps). Every copy of a row, on every rank, computes the same
-three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
+template chosen for ``(seed, row_id, step // K)``, ``step`` being the optimizer step at which the generation
+cycle starts (a cycle of ``steps_per_generation x num_iterations`` micro-batches can span several steps). Every
+copy of a row, on every rank, computes the same three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
 samples a whole group from the group's first prompt. The rewrite happens before TRL's generation dispatch, so HF
 generation, vLLM colocate and vLLM server all receive the rewritten prompts.
 
