@@ -257,6 +257,30 @@ def check_resume_point(args, resume: Any) -> None:
                     f"(save_steps: a multiple of {every})")
 
 
+# ---------------------------------------------------------------------------- SFT data options
+TRUNCATION_MODES = ("keep_start", "keep_end")
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")
+
+
+def check_sft_data_options(args, conversational: bool) -> None:
+    """SFT: refuse TRL data options that cannot apply to prompts rendered from templates (before the model loads)."""
+    from trl import SFTConfig
+
+    if not isinstance(args, SFTConfig):
+        return
+    if args.assistant_only_loss and not conversational:
+        raise UserError("assistant_only_loss needs chat prompts (an assistant turn to train on): set prompt_format: "
+                        "chat with a tokenizer that has a chat template, or use completion_only_loss (the default)")
+    if args.truncation_mode not in TRUNCATION_MODES:
+        raise UserError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {args.truncation_mode!r}")
+    packs = args.packing or args.eval_packing
+    if packs and args.packing_strategy not in PACKING_STRATEGIES:
+        raise UserError(f"packing_strategy must be one of {', '.join(PACKING_STRATEGIES)}, "
+                        f"got {args.packing_strategy!r}")
+    if packs and args.max_length is None:
+        raise UserError("packing packs examples into rows of max_length tokens: set max_length")
+
+
 def reward_functions(names: Sequence[str] | None, task: Task) -> list:
     """The reward callables for ``names`` (default: the task's reward), by registry name."""
     import rewards

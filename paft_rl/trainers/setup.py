@@ -19,6 +19,7 @@ from .common import (
     check_fields_available,
     check_output_dir,
     check_resume_point,
+    check_sft_data_options,
     context_length,
     existing_checkpoints,
     load_training_dataset,
@@ -86,6 +87,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     conversational = resolve_conversational(args.prompt_format, tokenizer)
+    check_sft_data_options(args, conversational)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)
     return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),

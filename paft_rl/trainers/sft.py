@@ -12,13 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import torch
-from trl import SFTTrainer
+from trl import SFTTrainer, pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from prompt_pool import UserError
 
 from ..formatting import build_prompt, completion_text, prompt_text
-from .common import TemplateChooser, example_fields, init_deepspeed_comm, keep_unused_columns
+from .common import (
+    TemplateChooser,
+    check_sft_data_options,
+    example_fields,
+    init_deepspeed_comm,
+    keep_unused_columns,
+)
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
+
+
+def set_pad_token(tokenizer, pad_token: str) -> None:
+    """SFTConfig's ``pad_token``, which TRL applies only with its own collator."""
+    if pad_token not in tokenizer.get_vocab():
+        raise UserError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary: choose one of its tokens")
+    tokenizer.pad_token = pad_token
 
 
 def keep_raw_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -28,15 +45,28 @@ def keep_raw_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 @dataclass
 class PaftSFTCollator:
-    """Renders, tokenises and pads raw rows for one optimizer step; labels are -100 outside the completion.
+    """Renders, tokenises and collates raw rows for one optimizer step, with TRL's SFT data options.
+
+    Each example is rendered with its own template (drawn for the step it trains), tokenised as prompt +
+    completion, truncated, optionally packed with the other examples of the micro-batch, and collated by TRL's
+    `DataCollatorForLanguageModeling` (right padding, or one flattened padding-free row with ``position_ids``).
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
         chooser (`TemplateChooser`): which template each example gets.
         conversational (`bool`): prompt is a chat (user message; chat template applied) or plain text.
         system_prompt (`str`, *optional*): system message of chat prompts.
-        max_length (`int`, *optional*): sequences are cut to this many tokens (keeping the start).
+        max_length (`int`, *optional*): sequences are cut to this many tokens; with packing, the packed length.
         completion_column (`str`, defaults to `"target"`): the reference completion.
+        completion_only_loss (`bool`, defaults to `True`): loss on completion tokens only (TRL's default for
+            prompt-completion data); `False` trains on prompt tokens too.
+        assistant_only_loss (`bool`, defaults to `False`): loss on the assistant turn only (chat prompts); the
+            assistant turn is the completion, so it masks what ``completion_only_loss`` masks.
+        truncation_mode (`str`, defaults to `"keep_start"`): ``keep_start`` or ``keep_end`` (unused when packing).
+        packing (`bool`, defaults to `False`): pack the micro-batch's examples into rows of ``max_length``.
+        packing_strategy (`str`, defaults to `"bfd"`): TRL's ``bfd``, ``bfd_split`` or ``wrapped``.
+        padding_free (`bool`, defaults to `False`): one flattened row per micro-batch (implied by bfd packing).
+        pad_to_multiple_of (`int`, *optional*): pad lengths to a multiple of this.
     """
 
     tokenizer: Any
@@ -45,6 +75,24 @@ class PaftSFTCollator:
     system_prompt: str | None = None
     max_length: int | None = None
     completion_column: str = "target"
+    completion_only_loss: bool = True
+    assistant_only_loss: bool = False
+    truncation_mode: str = "keep_start"
+    packing: bool = False
+    packing_strategy: str = "bfd"
+    padding_free: bool = False
+    pad_to_multiple_of: int | None = None
+
+    def apply_options(self, args) -> None:
+        """Take the data options of an `SFTConfig` (what TRL's own collator and data preparation would read)."""
+        self.max_length = args.max_length
+        self.completion_only_loss = args.completion_only_loss is not False  # None: prompt-completion data, True
+        self.assistant_only_loss = args.assistant_only_loss
+        self.truncation_mode = args.truncation_mode
+        self.packing = args.packing
+        self.packing_strategy = args.packing_strategy
+        self.padding_free = args.padding_free
+        self.pad_to_multiple_of = args.pad_to_multiple_of
 
     def texts(self, rows: list[dict[str, Any]], step: int) -> tuple[list[str], list[str], list[str]]:
         """Prompt texts, completion texts and template ids of ``rows`` at optimizer step ``step``."""
@@ -58,29 +106,38 @@ class PaftSFTCollator:
             template_ids.append(template.id)
         return prompts, completions, template_ids
 
-    def __call__(self, rows: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
+    def examples(self, rows: list[dict[str, Any]], step: int, packing: bool) -> list[dict[str, list[int]]]:
+        """Token ids and labels (-100 where no loss is taken) of each row, truncated unless packed."""
         prompts, completions, _ = self.texts(rows, step)
         # Chat templates write their own special tokens; plain prompts get the tokenizer's usual ones.
         prompt_ids = self.tokenizer(prompts, add_special_tokens=not self.conversational)["input_ids"]
         completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
-        sequences, labels = [], []
+        masked = self.completion_only_loss or self.assistant_only_loss
+        cut = slice(None)
+        if self.max_length is not None and not packing:
+            cut = slice(-self.max_length, None) if self.truncation_mode == "keep_end" else slice(self.max_length)
+        examples = []
         for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
-            ids = (prompt + completion)[: self.max_length]
-            sequences.append(ids)
-            labels.append(([-100] * len(prompt) + completion)[: self.max_length])
-        return self._pad(sequences, labels)
+            labels = ([-100] * len(prompt) if masked else list(prompt)) + completion
+            examples.append({"input_ids": (prompt + completion)[cut], "labels": labels[cut]})
+        return examples
 
-    def _pad(self, sequences: list[list[int]], labels: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids in sequences)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        label_ids = torch.full((len(sequences), width), -100, dtype=torch.long)
-        for i, (ids, lab) in enumerate(zip(sequences, labels, strict=True)):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention_mask[i, : len(ids)] = 1
-            label_ids[i, : len(lab)] = torch.tensor(lab)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    def __call__(self, rows: list[dict[str, Any]], step: int, packing: bool | None = None) -> dict[str, torch.Tensor]:
+        packing = self.packing if packing is None else packing
+        examples = self.examples(rows, step, packing)
+        if packing:
+            examples = pack_examples(examples, self.max_length, self.packing_strategy)
+        # As TRL: bfd packing is collated padding-free (its rows carry seq_lengths); wrapped rows are padded.
+        padding_free = self.padding_free or (packing and self.packing_strategy in ("bfd", "bfd_split"))
+        collate = DataCollatorForLanguageModeling(self.tokenizer.pad_token_id, padding_free=padding_free,
+                                                  pad_to_multiple_of=self.pad_to_multiple_of)
+        return collate(examples)
+
+
+def pack_examples(examples: list[dict[str, list[int]]], max_length: int, strategy: str) -> list[dict[str, Any]]:
+    """TRL's `pack_dataset` over one micro-batch: rows of at most ``max_length`` tokens with their seq_lengths."""
+    packed = pack_dataset(datasets.Dataset.from_list(examples), max_length, strategy)
+    return packed.to_list()
 
 
 class PaftSFTTrainer(SFTTrainer):
@@ -96,13 +153,29 @@ class PaftSFTTrainer(SFTTrainer):
     """
 
     def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None, **kwargs):
+        check_sft_data_options(args, collator.conversational)
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         keep_unused_columns(args)
+        collator.apply_options(args)
         self.paft_collator = collator
+        if args.pad_token is not None:
+            set_pad_token(collator.tokenizer, args.pad_token)
+        if args.shuffle_dataset:  # as TRL's dataset preparation, which skip_prepare_dataset turns off
+            train_dataset = train_dataset.shuffle(seed=args.seed)
+            eval_dataset = eval_dataset.shuffle(seed=args.seed) if eval_dataset is not None else None
         self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         init_deepspeed_comm(args)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=keep_raw_rows, **kwargs)
+        # The collator packs, flattens and masks (templates are drawn per step, so TRL cannot pre-pack the data);
+        # TRL refuses a custom collator with these set, so it sees them off while it builds itself.
+        handled = {name: getattr(args, name) for name in ("packing", "padding_free", "assistant_only_loss")}
+        for name in handled:
+            setattr(args, name, False)
+        try:
+            super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             data_collator=keep_raw_rows, **kwargs)
+        finally:
+            for name, value in handled.items():
+                setattr(args, name, value)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.
@@ -111,19 +184,22 @@ class PaftSFTTrainer(SFTTrainer):
         batches = []
         for _ in range(num_batches):
             try:
-                batches.append(self._render_batch(next(epoch_iterator)))
+                batches.append(self._render_batch(next(epoch_iterator), training=True))
             except StopIteration:
                 break
         return batches, self._get_num_items_in_batch(batches, device)
 
-    def _render_batch(self, batch):
-        if isinstance(batch, dict) and RAW_ROWS in batch:
-            batch = self.paft_collator(batch[RAW_ROWS], self.state.global_step)
-        return batch
+    def _render_batch(self, batch, training: bool):
+        if not (isinstance(batch, dict) and RAW_ROWS in batch):
+            return batch
+        if training:
+            return self.paft_collator(batch[RAW_ROWS], self.state.global_step)
+        packing = self.args.packing if self.args.eval_packing is None else self.args.eval_packing
+        return self.paft_collator(batch[RAW_ROWS], self.state.global_step, packing=packing)
 
     def _prepare_inputs(self, inputs):
         # Evaluation batches arrive here still raw (they do not go through get_batch_samples).
-        return super()._prepare_inputs(self._render_batch(inputs))
+        return super()._prepare_inputs(self._render_batch(inputs, training=False))
 
 
 __all__ = ["PaftSFTCollator", "PaftSFTTrainer", "keep_raw_rows"]
