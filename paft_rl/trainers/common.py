@@ -12,8 +12,9 @@ import json
 import logging
 import math
 import re
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..formatting import build_prompt, prompt_text
 from ..tasks import Task, get_task, load_rows, load_task_pool
 
 FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
+EVAL_TEMPLATE_COLUMN = "paft_eval_template"  # the template id of an eval row (fixed for the whole run)
 
 logger = logging.getLogger("paft_rl.trainers")
 
@@ -42,6 +44,8 @@ class TemplateChooser:
         fixed (`Template`, *optional*): the single template of the ``fixed`` and ``top`` draws.
         weights (`dict[str, float]`, *optional*): draw weights by template id (SAPO's adaptive draws); uniform
             when unset.
+        eval_pool (`PromptPool`, *optional*): the templates of evaluation during training; defaults to the
+            pool's held-out templates.
     """
 
     pool: PromptPool
@@ -50,6 +54,7 @@ class TemplateChooser:
     draw: str = "uniform"
     fixed: Template | None = None
     weights: dict[str, float] | None = None
+    eval_pool: PromptPool | None = None
 
     def position(self, step: int) -> int:
         """The draw position of optimizer step ``step``: the block of K steps it falls in."""
@@ -67,6 +72,21 @@ class TemplateChooser:
     @property
     def candidates(self) -> list[Template]:
         return [self.fixed] if self.fixed is not None else self.pool.train
+
+    @property
+    def evaluated(self) -> PromptPool:
+        """The pool of evaluation during training (``eval_pool``, or the held-out templates of ``pool``)."""
+        pool = self.eval_pool if self.eval_pool is not None else self.pool.subset("heldout")
+        if not pool.templates:
+            raise UserError(f"{self.pool.name} has no held-out templates to evaluate on: set eval_templates to train, "
+                            f"all or a pool file")
+        return pool
+
+    def eval_prompt_text(self, row: Mapping[str, Any]) -> tuple[Template, str]:
+        """The template of an eval row (its ``paft_eval_template`` column) and the text it renders."""
+        pool = self.evaluated
+        template = pool.get(row[EVAL_TEMPLATE_COLUMN])
+        return template, pool.render(template, example_fields(row))
 
 
 def build_chooser(args, task: Task) -> TemplateChooser:
@@ -127,6 +147,56 @@ def load_training_dataset(args, task: Task) -> datasets.Dataset:
 
 def example_fields(row: Mapping[str, Any]) -> dict[str, str]:
     return json.loads(row[FIELDS_COLUMN])
+
+
+# ---------------------------------------------------------------------------- evaluation during training
+def load_eval_pool(args, task: Task) -> PromptPool:
+    """The templates of evaluation during training: a split of the training pool, or a pool file whole."""
+    spec, aliases = args.eval_templates, _aliases(args)
+    if spec in ("heldout", "train", "all"):
+        pool = load_task_pool(task, args.pool, aliases, drop_duplicates=args.drop_duplicate_templates).subset(spec)
+        if not pool.templates:
+            raise UserError(f"pool {pool.name} has no {spec} templates to evaluate on: set eval_templates to train, "
+                            f"all or a pool file")
+        return pool
+    loaded = load_task_pool(task, spec, aliases, validate=False)
+    if not loaded.templates:
+        raise UserError(f"eval_templates file {spec!r} holds no template")
+    # A file is evaluated whole: validated as if every template were usable.
+    replace(loaded, templates=[replace(t, split="train") for t in loaded.templates]).validate(task)
+    return loaded
+
+
+def load_eval_dataset(args, task: Task) -> datasets.Dataset:
+    """The eval rows of evaluation during training (``eval_data``, or the task's eval split of ``data``)."""
+    data = args.eval_data or args.data
+    if args.eval_data is None and args.data is not None and Path(args.data).is_file():
+        raise UserError(f"evaluation during training needs held-out rows and {args.data} is one file (no eval "
+                        f"split): set eval_data FILE, or eval_strategy: no")
+    rows = load_rows(task, data=data, split=args.eval_data_split or task.eval_split, limit=args.eval_data_limit,
+                     seed=int(args.seed))
+    if len(rows) == 0:
+        raise UserError(f"the eval dataset for task {task.name!r} has no rows")
+    return build_dataset(task, rows)
+
+
+def expand_for_eval(dataset: datasets.Dataset, pool: PromptPool) -> datasets.Dataset:
+    """Each eval row once per eval template (template-major), the template id in a column, so every evaluation
+    scores the same (row, template) pairs whatever order the eval sampler takes."""
+    if EVAL_TEMPLATE_COLUMN in dataset.column_names:
+        return dataset
+    return datasets.concatenate_datasets(
+        [dataset.add_column(EVAL_TEMPLATE_COLUMN, [t.id] * len(dataset)) for t in pool.templates])
+
+
+def template_summary(values: Mapping[str, float], name: str, worst) -> dict[str, float]:
+    """Per-template values plus their mean, worst (``worst``: `min` for rewards, `max` for losses) and std."""
+    metrics = {f"paft/{name}_by_template/{template_id}": value for template_id, value in sorted(values.items())}
+    if values:
+        metrics[f"paft/{name}_template_mean"] = statistics.fmean(values.values())
+        metrics[f"paft/{name}_template_worst"] = worst(values.values())
+        metrics[f"paft/{name}_template_std"] = statistics.pstdev(values.values())
+    return metrics
 
 
 # ---------------------------------------------------------------------------- pre-flight checks

@@ -27,9 +27,11 @@ from .common import (
     check_resume_point,
     cycle_start_step,
     example_fields,
+    expand_for_eval,
     generation_cycle,
     init_deepspeed_comm,
     keep_unused_columns,
+    template_summary,
 )
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
@@ -59,8 +61,8 @@ class PaftGRPOTrainer(GRPOTrainer):
         train_dataset = self._with_placeholder_prompt(train_dataset)
         init_deepspeed_comm(args)
         keep_unused_columns(args)
-        if eval_dataset is not None:
-            eval_dataset = self._with_placeholder_prompt(eval_dataset)
+        if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
+            eval_dataset = self._with_placeholder_prompt(expand_for_eval(eval_dataset, chooser.evaluated))
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
         self._paft_group_template_ids: list[str] = []
@@ -81,11 +83,15 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ the rewrite
     def render_inputs(self, inputs: list[dict[str, Any]], step: int) -> tuple[list[dict[str, Any]], list[str]]:
-        """Rebuild ``prompt`` of each input for optimizer step ``step``; return the inputs and template ids."""
+        """Rebuild ``prompt`` of each input for optimizer step ``step`` (eval rows: their eval template); return
+        the inputs and template ids."""
         rendered, template_ids = [], []
         for row in inputs:
-            template = self.chooser.choose(row["row_id"], step)
-            text = self.chooser.render(template, example_fields(row))
+            if self.model.training:
+                template = self.chooser.choose(row["row_id"], step)
+                text = self.chooser.render(template, example_fields(row))
+            else:
+                template, text = self.chooser.eval_prompt_text(row)
             rendered.append({**row, "prompt": build_prompt(text, self.conversational, self.system_prompt)})
             template_ids.append(template.id)
         return rendered, template_ids
@@ -158,11 +164,20 @@ class PaftGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["paft/templates_in_batch"].append(float(len(set(template_ids))))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        for template_id, (total, count) in sorted(self._paft_template_rewards[mode].items()):
-            logs[prefix + TEMPLATE_METRIC + template_id] = total / count
-        self._paft_template_rewards[mode].clear()
+        if self.model.training:  # evaluation adds its own per-template metrics (evaluation_loop)
+            for template_id, (total, count) in sorted(self._paft_template_rewards["train"].items()):
+                logs[TEMPLATE_METRIC + template_id] = total / count
+            self._paft_template_rewards["train"].clear()
         super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """TRL's evaluation, plus the mean reward of each eval template and their mean, worst and std."""
+        self._paft_template_rewards["eval"].clear()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        means = {t: total / count for t, (total, count) in self._paft_template_rewards["eval"].items()}
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in template_summary(means, "reward", min).items()})
+        self._paft_template_rewards["eval"].clear()
+        return output
 
 __all__ = ["PaftGRPOTrainer", "TEMPLATE_METRIC"]

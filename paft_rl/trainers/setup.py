@@ -22,6 +22,8 @@ from .common import (
     check_sft_data_options,
     context_length,
     existing_checkpoints,
+    load_eval_dataset,
+    load_eval_pool,
     load_training_dataset,
     longest_prompt_tokens,
     resolve_task,
@@ -40,6 +42,7 @@ class RunInputs:
     prompt_tokens: int
     context: int | None
     longest: tuple[str, Any] = ("", None)  # (template id, row id) of the longest prompt, for messages
+    eval_dataset: datasets.Dataset | None = None  # rows of evaluation during training (eval_strategy not "no")
 
 
 def parse_recipe(config_class, argv: list[str]):
@@ -80,6 +83,10 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
     check_fields_available(chooser, dataset)
+    eval_dataset = None
+    if args.eval_strategy != "no":
+        chooser.eval_pool = load_eval_pool(args, task)
+        eval_dataset = load_eval_dataset(args, task)
     if tokenizer is None:
         from transformers import AutoTokenizer
 
@@ -91,7 +98,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)
     return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
-                     (template_id, row_id))
+                     (template_id, row_id), eval_dataset)
 
 
 def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what: str, fix: str) -> None:

@@ -14,18 +14,23 @@ from typing import Any
 
 import datasets
 import torch
+from accelerate.utils import gather_object
 from trl import SFTTrainer, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import FusedCausalLMOutput
 
 from prompt_pool import UserError
 
 from ..formatting import build_prompt, completion_text, prompt_text
 from .common import (
+    EVAL_TEMPLATE_COLUMN,
     TemplateChooser,
     check_sft_data_options,
     example_fields,
+    expand_for_eval,
     init_deepspeed_comm,
     keep_unused_columns,
+    template_summary,
 )
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
@@ -94,21 +99,27 @@ class PaftSFTCollator:
         self.padding_free = args.padding_free
         self.pad_to_multiple_of = args.pad_to_multiple_of
 
-    def texts(self, rows: list[dict[str, Any]], step: int) -> tuple[list[str], list[str], list[str]]:
-        """Prompt texts, completion texts and template ids of ``rows`` at optimizer step ``step``."""
+    def texts(self, rows: list[dict[str, Any]], step: int, evaluation: bool = False
+              ) -> tuple[list[str], list[str], list[str]]:
+        """Prompt texts, completion texts and template ids of ``rows`` at optimizer step ``step`` (with
+        ``evaluation``: each eval row's own eval template)."""
         prompts, completions, template_ids = [], [], []
         for row in rows:
-            template = self.chooser.choose(row["row_id"], step)
-            prompt = build_prompt(self.chooser.render(template, example_fields(row)), self.conversational,
-                                  self.system_prompt)
+            if evaluation:
+                template, text = self.chooser.eval_prompt_text(row)
+            else:
+                template = self.chooser.choose(row["row_id"], step)
+                text = self.chooser.render(template, example_fields(row))
+            prompt = build_prompt(text, self.conversational, self.system_prompt)
             prompts.append(prompt_text(self.tokenizer, prompt))
             completions.append(completion_text(self.tokenizer, prompt, str(row[self.completion_column])))
             template_ids.append(template.id)
         return prompts, completions, template_ids
 
-    def examples(self, rows: list[dict[str, Any]], step: int, packing: bool) -> list[dict[str, list[int]]]:
+    def examples(self, rows: list[dict[str, Any]], step: int, packing: bool, evaluation: bool = False
+                 ) -> list[dict[str, list[int]]]:
         """Token ids and labels (-100 where no loss is taken) of each row, truncated unless packed."""
-        prompts, completions, _ = self.texts(rows, step)
+        prompts, completions, _ = self.texts(rows, step, evaluation)
         # Chat templates write their own special tokens; plain prompts get the tokenizer's usual ones.
         prompt_ids = self.tokenizer(prompts, add_special_tokens=not self.conversational)["input_ids"]
         completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
@@ -122,13 +133,20 @@ class PaftSFTCollator:
             examples.append({"input_ids": (prompt + completion)[cut], "labels": labels[cut]})
         return examples
 
-    def __call__(self, rows: list[dict[str, Any]], step: int, packing: bool | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict[str, Any]], step: int, packing: bool | None = None,
+                 evaluation: bool = False) -> dict[str, torch.Tensor]:
         packing = self.packing if packing is None else packing
-        examples = self.examples(rows, step, packing)
-        if packing:
-            examples = pack_examples(examples, self.max_length, self.packing_strategy)
-        # As TRL: bfd packing is collated padding-free (its rows carry seq_lengths); wrapped rows are padded.
-        padding_free = self.padding_free or (packing and self.packing_strategy in ("bfd", "bfd_split"))
+        if evaluation and packing:
+            # Eval batches stay in row order, one padding-free row (the tokens bfd packing gives), so each
+            # example's loss can be attributed to its template.
+            examples = self.examples(rows, step, packing=False, evaluation=True)
+            padding_free = True
+        else:
+            examples = self.examples(rows, step, packing, evaluation)
+            if packing:
+                examples = pack_examples(examples, self.max_length, self.packing_strategy)
+            # As TRL: bfd packing is collated padding-free (its rows carry seq_lengths); wrapped rows are padded.
+            padding_free = self.padding_free or (packing and self.packing_strategy in ("bfd", "bfd_split"))
         collate = DataCollatorForLanguageModeling(self.tokenizer.pad_token_id, padding_free=padding_free,
                                                   pad_to_multiple_of=self.pad_to_multiple_of)
         return collate(examples)
@@ -136,7 +154,13 @@ class PaftSFTCollator:
 
 def pack_examples(examples: list[dict[str, list[int]]], max_length: int, strategy: str) -> list[dict[str, Any]]:
     """TRL's `pack_dataset` over one micro-batch: rows of at most ``max_length`` tokens with their seq_lengths."""
-    packed = pack_dataset(datasets.Dataset.from_list(examples), max_length, strategy)
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per micro-batch would flood the log
+    try:
+        packed = pack_dataset(datasets.Dataset.from_list(examples), max_length, strategy)
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     return packed.to_list()
 
 
@@ -160,6 +184,10 @@ class PaftSFTTrainer(SFTTrainer):
         self.paft_collator = collator
         if args.pad_token is not None:
             set_pad_token(collator.tokenizer, args.pad_token)
+        if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
+            eval_dataset = expand_for_eval(eval_dataset, collator.chooser.evaluated)
+        self._paft_eval_losses: dict[str, list[float]] = {}
+        self._paft_eval_batch: tuple[dict, list[str]] | None = None
         if args.shuffle_dataset:  # as TRL's dataset preparation, which skip_prepare_dataset turns off
             train_dataset = train_dataset.shuffle(seed=args.seed)
             eval_dataset = eval_dataset.shuffle(seed=args.seed) if eval_dataset is not None else None
@@ -195,11 +223,58 @@ class PaftSFTTrainer(SFTTrainer):
         if training:
             return self.paft_collator(batch[RAW_ROWS], self.state.global_step)
         packing = self.args.packing if self.args.eval_packing is None else self.args.eval_packing
-        return self.paft_collator(batch[RAW_ROWS], self.state.global_step, packing=packing)
+        rows = batch[RAW_ROWS]
+        rendered = self.paft_collator(rows, self.state.global_step, packing=packing, evaluation=True)
+        self._paft_eval_batch = (rendered, [row[EVAL_TEMPLATE_COLUMN] for row in rows])
+        return rendered
 
     def _prepare_inputs(self, inputs):
         # Evaluation batches arrive here still raw (they do not go through get_batch_samples).
         return super()._prepare_inputs(self._render_batch(inputs, training=False))
+
+    # ------------------------------------------------------------------ eval loss per template
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        captured = []
+        handle = model.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            result = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        finally:
+            handle.remove()
+        fused = [output for output in captured if isinstance(output, FusedCausalLMOutput)]
+        if fused and self._paft_eval_batch is not None:
+            self._record_eval_losses(fused[0], *self._paft_eval_batch)
+        self._paft_eval_batch = None
+        return result
+
+    def _record_eval_losses(self, outputs, batch: dict, template_ids: list[str]) -> None:
+        """Add each example's summed token loss and token count to its template's totals."""
+        nll = (-outputs.log_probs.detach().float() * outputs.label_mask).cpu()
+        mask = outputs.label_mask.float().cpu()
+        if "attention_mask" in batch:  # one example per row
+            sums, counts = nll.sum(1), mask.sum(1)
+        else:  # one padding-free row: examples restart their position ids at 0
+            example = ((batch["position_ids"][0] == 0).cumsum(0) - 1)[1:].clamp(max=len(template_ids) - 1).cpu()
+            sums = torch.zeros(len(template_ids)).index_add_(0, example, nll[0])
+            counts = torch.zeros(len(template_ids)).index_add_(0, example, mask[0])
+        for template_id, total, count in zip(template_ids, sums.tolist(), counts.tolist(), strict=True):
+            totals = self._paft_eval_losses.setdefault(template_id, [0.0, 0.0])
+            totals[0] += total
+            totals[1] += count
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """TRL's evaluation, plus the token-weighted loss of each eval template and their mean, worst and std."""
+        self._paft_eval_losses = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        totals: dict[str, list[float]] = {}
+        for losses in gather_object([self._paft_eval_losses]):
+            for template_id, (total, count) in losses.items():
+                merged = totals.setdefault(template_id, [0.0, 0.0])
+                merged[0] += total
+                merged[1] += count
+        means = {t: total / count for t, (total, count) in totals.items() if count}
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in template_summary(means, "loss", max).items()})
+        return output
 
 
 __all__ = ["PaftSFTCollator", "PaftSFTTrainer", "keep_raw_rows"]
