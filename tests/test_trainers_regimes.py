@@ -101,3 +101,16 @@ def test_turning_off_remove_unused_columns_is_logged_once(model_dir, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="paft_rl.trainers"):
         grpo_trainer(model_dir, tmp_path / "p", max_steps=1)  # GRPOConfig's default is already False
     assert not [r for r in caplog.records if "remove_unused_columns" in r.getMessage()]  # nothing changed, no line
+
+
+def test_save_steps_inside_generation_cycles_are_announced_at_the_start(model_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="paft_rl.trainers"):
+        grpo_trainer(model_dir, tmp_path / "o", max_steps=1, steps_per_generation=2, save_strategy="steps",
+                     save_steps=3)
+    lines = [r.getMessage() for r in caplog.records if "save_steps" in r.getMessage()]
+    assert len(lines) == 1 and "a multiple of 2" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="paft_rl.trainers"):
+        grpo_trainer(model_dir, tmp_path / "p", max_steps=1, steps_per_generation=2, save_strategy="steps",
+                     save_steps=4)
+    assert not [r for r in caplog.records if "save_steps" in r.getMessage()]

@@ -190,3 +190,14 @@ def test_unsupported_combinations_stop_with_one_line(extra, expected, model_dir,
 def test_cli_trains_with_packing(model_dir, tmp_path, capsys):
     code, err = run_cli(model_dir, tmp_path, capsys, "--packing", "true", "--max_length", "128")
     assert code == 0, err[-3:]
+
+
+def test_pad_token_and_shuffle_dataset_apply_as_in_trl(model_dir, tmp_path, rows):
+    trainer = sft_trainer(model_dir, tmp_path, pad_token="<|system|>", shuffle_dataset=True)
+    tokenizer = trainer.paft_collator.tokenizer
+    batch = trainer.paft_collator(rows, 0)
+    pad_id = tokenizer.convert_tokens_to_ids("<|system|>")
+    assert tokenizer.pad_token_id == pad_id and (batch["input_ids"][batch["attention_mask"] == 0] == pad_id).all()
+    assert (batch["attention_mask"] == 0).any()
+    shuffled = trainer.train_dataset["row_id"]
+    assert sorted(shuffled) == list(range(16)) and shuffled != list(range(16))  # TRL shuffles once, seeded

@@ -298,6 +298,14 @@ def safe_resume_every(args) -> int:
     return cycle // math.gcd(cycle, accumulation)
 
 
+def warn_unsafe_save_steps(args) -> None:
+    """Say at the start, not at resume time, when periodic checkpoints will fall inside generation cycles."""
+    every = safe_resume_every(args)
+    if args.save_strategy == "steps" and every > 1 and args.save_steps % every:
+        logger.warning("paft-rl: save_steps %s puts checkpoints inside GRPO generation cycles, which cannot be "
+                       "resumed exactly; use a multiple of %d", args.save_steps, every)
+
+
 def checkpoint_step(checkpoint: str | Path) -> int | None:
     state = Path(checkpoint) / "trainer_state.json"
     if state.is_file():

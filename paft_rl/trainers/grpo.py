@@ -32,6 +32,7 @@ from .common import (
     init_deepspeed_comm,
     keep_unused_columns,
     template_summary,
+    warn_unsafe_save_steps,
 )
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
@@ -61,6 +62,7 @@ class PaftGRPOTrainer(GRPOTrainer):
         train_dataset = self._with_placeholder_prompt(train_dataset)
         init_deepspeed_comm(args)
         keep_unused_columns(args)
+        warn_unsafe_save_steps(args)
         if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
             eval_dataset = self._with_placeholder_prompt(expand_for_eval(eval_dataset, chooser.evaluated))
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
