@@ -180,6 +180,7 @@ def run_cli(model_dir, tmp_path, capsys, *extra):
 @pytest.mark.parametrize("extra, expected", [
     (["--assistant_only_loss", "true", "--prompt_format", "plain"], "assistant_only_loss needs chat prompts"),
     (["--packing", "true", "--max_length", "none"], "set max_length"),
+    (["--chat_template_path", "template.jinja"], "drop chat_template_path"),
 ])
 def test_unsupported_combinations_stop_with_one_line(extra, expected, model_dir, tmp_path, capsys):
     code, err = run_cli(model_dir, tmp_path, capsys, *extra)

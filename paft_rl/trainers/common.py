@@ -346,6 +346,10 @@ def check_sft_data_options(args, conversational: bool) -> None:
 
     if not isinstance(args, SFTConfig):
         return
+    if args.chat_template_path is not None:
+        # TRL would install it after the prompts were checked and on a tokenizer the collator may not hold.
+        raise UserError("chat_template_path is not supported by paft-rl sft: put the chat template in the model's "
+                        "tokenizer (tokenizer_config.json or chat_template.jinja) and drop chat_template_path")
     if args.assistant_only_loss and not conversational:
         raise UserError("assistant_only_loss needs chat prompts (an assistant turn to train on): set prompt_format: "
                         "chat with a tokenizer that has a chat template, or use completion_only_loss (the default)")
