@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"paft-rl {package_version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"paft-rl: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"paft-rl {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`paft-rl pool stats | head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("PAFT_RL_DEBUG"):
             raise
@@ -62,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paft-rl {name}: error: {type(error).__name__}: {message} (set PAFT_RL_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("paft-rl")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _close_process_group() -> None:

@@ -14,6 +14,8 @@ from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
+from .precision import announce, choose_precision
+
 TEMPLATE_DRAWS = ("uniform", "fixed", "top", "sapo", "sapo_reward")
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
@@ -151,6 +153,19 @@ class PaftArguments:
         if self.template_draw in ("sapo", "sapo_reward") and (self.sapo_every < 1 or self.sapo_temperature < 0
                                                                or self.sapo_probe_rows < 1):
             raise UserError("sapo draws need sapo_every >= 1, sapo_temperature >= 0 and sapo_probe_rows >= 1")
+        if self.fixed_template and self.template_draw != "fixed":
+            raise UserError(f"fixed_template is set but template_draw is {self.template_draw!r}, which ignores it: set "
+                            "template_draw: fixed, or remove fixed_template")
+        if self.template_id and self.template_draw != "top":
+            raise UserError(f"template_id is set but template_draw is {self.template_draw!r}, which ignores it: set "
+                            "template_draw: top, or remove template_id")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise UserError(f"nothing to train: max_steps is {self.max_steps} and num_train_epochs is "
+                            f"{self.num_train_epochs}; set max_steps to a positive count, or num_train_epochs > 0 "
+                            "with max_steps: -1")
+        if self.overwrite and self.resume_from_checkpoint not in (None, False, "", "false", "False", "no", "0"):
+            raise UserError("resume_from_checkpoint and overwrite conflict (resume continues the run in output_dir, "
+                            "overwrite starts it afresh): keep one of them")
         if self.template_every < 1:
             raise UserError(f"template_every (K) must be at least 1, got {self.template_every}")
         if self.prompt_format not in PROMPT_FORMATS:
@@ -163,6 +178,7 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
+        announce(choose_precision(self))
         try:
             super().__post_init__()
         except ValueError as error:
@@ -183,6 +199,7 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
         self.check_paft_arguments()
         if self.template_draw == "sapo_reward":
             raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+        announce(choose_precision(self))
         try:
             super().__post_init__()
         except ValueError as error:

@@ -1,7 +1,16 @@
 """Pools of instruction templates: data model, validation, rendering, deterministic drawing, files."""
 
-from .errors import PoolValidationError, UserError
-from .io import atomic_write_text, builtin_names, load_pool, read_pool, write_jsonl
+from .errors import PoolValidationError, UserError, unknown_key_error
+from .io import (
+    atomic_write_text,
+    builtin_names,
+    load_pool,
+    read_pool,
+    read_yaml,
+    read_yaml_mapping,
+    write_jsonl,
+    write_pool,
+)
 from .pool import SPLITS, FieldSpec, PromptPool, Template
 from .sampling import draw_index, unit_hash
 from .template import normalise_whitespace, placeholders, render
@@ -20,7 +29,11 @@ __all__ = [
     "normalise_whitespace",
     "placeholders",
     "read_pool",
+    "read_yaml",
+    "read_yaml_mapping",
     "render",
     "unit_hash",
+    "unknown_key_error",
     "write_jsonl",
+    "write_pool",
 ]

@@ -5,6 +5,10 @@ its traceback (behind ``PAFT_RL_DEBUG=1``).
 """
 
 
+import difflib
+from collections.abc import Iterable
+
+
 class UserError(ValueError):
     """Bad input from a user: a file, a flag or a config value that must change."""
 
@@ -18,3 +22,11 @@ class PoolValidationError(UserError):
         count = len(self.problems)
         head = f"{source}: {count} problem{'s' if count != 1 else ''}"
         super().__init__(head + ": " + "; ".join(self.problems))
+
+
+def unknown_key_error(key: object, known: Iterable[str], where: str, what: str = "key") -> UserError:
+    """The error for a setting nobody reads: name it, where it was written, and the closest known name."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (f"; known: {', '.join(known)}" if len(known) <= 30 else "")
+    return UserError(f"{where}: unknown {what} {key!r}{hint}")

@@ -44,21 +44,91 @@ def load_pool(spec: str | Path) -> PromptPool:
 def read_pool(path: str | Path) -> PromptPool:
     """Read a pool file; the format follows the file extension."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{str(path)!r} is a folder: name a pool file ({', '.join(READERS)}) instead")
     if not path.is_file():
         raise UserError(f"pool file {str(path)!r} does not exist")
-    kind = READERS.get(path.suffix.lower())
-    if kind is None:
-        raise UserError(f"{path.name}: unsupported pool format {path.suffix!r}; use one of {', '.join(READERS)}")
-    records = {"jsonl": _jsonl_records, "json": _json_records, "yaml": _yaml_records, "csv": _csv_records, "xlsx": _xlsx_records}[kind](path)
+    kind = pool_format(path)
+    readers = {"jsonl": _jsonl_records, "json": _json_records, "yaml": _yaml_records, "csv": _csv_records,
+               "xlsx": _xlsx_records}
+    try:
+        records = readers[kind](path)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path.name}: not a UTF-8 text file (byte {error.start}); a {kind} pool is text with one "
+                        "template per record") from None
     spreadsheet = kind in ("csv", "xlsx")
     templates = [_template(record, path, row, spreadsheet) for row, record in records]
     return PromptPool(templates, name=path.name)
 
 
+def pool_format(path: str | Path) -> str:
+    """The pool format a file name's suffix names, or a `UserError` listing the supported suffixes."""
+    path = Path(path)
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(f"{path.name}: unsupported pool format {path.suffix or '(no suffix)'!r}; use one of "
+                        f"{', '.join(READERS)}")
+    return kind
+
+
+def write_pool(pool: PromptPool, path: str | Path) -> Path:
+    """Write ``pool`` atomically in the format ``path``'s suffix names (a crash never leaves half a pool)."""
+    kind = pool_format(path)
+    if kind == "xlsx":
+        return _write_xlsx(pool, Path(path))
+    records = [t.to_dict() for t in pool.templates]
+    if kind == "jsonl":
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    elif kind == "json":
+        text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+    elif kind == "yaml":
+        text = yaml.safe_dump({"templates": records}, sort_keys=False, allow_unicode=True)
+    else:
+        text = _csv_text(records)
+    return atomic_write_text(path, text)
+
+
 def write_jsonl(pool: PromptPool, path: str | Path) -> Path:
-    """Write ``pool`` as JSONL atomically (a crash never leaves a half-written pool)."""
+    """Write ``pool`` as JSONL atomically, whatever the suffix."""
     lines = (json.dumps(t.to_dict(), ensure_ascii=False) for t in pool.templates)
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _spreadsheet_rows(records: list[dict]) -> list[list[str]]:
+    """Header and rows of a spreadsheet pool; a structured ``source`` is kept as JSON text."""
+    rows = [["id", "text", "split", "source"]]
+    for record in records:
+        source = record.get("source")
+        source = "" if source is None else source if isinstance(source, str) else json.dumps(source, ensure_ascii=False)
+        rows.append([record["id"], record["text"], record["split"], source])
+    return rows
+
+
+def _csv_text(records: list[dict]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(_spreadsheet_rows(records))
+    return buffer.getvalue()
+
+
+def _write_xlsx(pool: PromptPool, path: Path) -> Path:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in _spreadsheet_rows([t.to_dict() for t in pool.templates]):
+        sheet.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".xlsx")
+    os.close(fd)
+    try:
+        workbook.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -101,14 +171,33 @@ def _json_records(path: Path) -> Iterable[tuple[int, Any]]:
     return list(enumerate(_template_list(data, path)))
 
 
-def _yaml_records(path: Path) -> Iterable[tuple[int, Any]]:
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """Parse a YAML file; a missing file, bad bytes or bad syntax is a `UserError` naming the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {str(path)!r} is a folder: name a YAML file")
+    if not path.is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path.name}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
-    return list(enumerate(_template_list(data, path)))
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "recipe") -> dict[str, Any]:
+    """A YAML file that must hold a mapping of option: value (an empty file is an empty mapping)."""
+    data = read_yaml(path, what) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a {what} is a mapping of option: value, got a {type(data).__name__}")
+    return data
+
+
+def _yaml_records(path: Path) -> Iterable[tuple[int, Any]]:
+    return list(enumerate(_template_list(read_yaml(path, "pool file"), path)))
 
 
 def _template_list(data: Any, path: Path) -> list:
@@ -160,7 +249,13 @@ def _template(record: Any, path: Path, row: int, spreadsheet: bool) -> Template:
     text = str(record["text"])
     if spreadsheet:
         text = text.replace("\\n", "\n")
+    source = record.get("source")
+    if spreadsheet and isinstance(source, str) and source.startswith("{"):
+        try:  # a structured source written back into a spreadsheet cell
+            source = json.loads(source)
+        except json.JSONDecodeError:
+            pass
     template_id = record.get("id")
     template_id = f"{path.stem}-{row}" if template_id in (None, "") else str(template_id)
     split = str(record.get("split") or "train").strip()
-    return Template(id=template_id, text=text, split=split, source=record.get("source"))
+    return Template(id=template_id, text=text, split=split, source=source)

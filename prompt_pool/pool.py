@@ -158,9 +158,15 @@ class PromptPool:
             raise UserError(f"--heldout-fraction must be between 0 and 1 (exclusive), got {heldout_fraction}")
         if len(self.templates) < 2:
             raise UserError(f"{self.name}: need at least 2 templates to split, found {len(self.templates)}")
-        ranked = sorted(self.templates, key=lambda t: unit_hash("split", seed, t.id))
+        # Templates with the same text move together, so no text ends up in both splits.
+        groups: dict[str, list[Template]] = {}
+        for template in self.templates:
+            groups.setdefault(normalise_whitespace(template.text), []).append(template)
+        if len(groups) < 2:
+            raise UserError(f"{self.name}: need at least 2 distinct template texts to split, found {len(groups)}")
+        ranked = sorted(groups.values(), key=lambda group: min(unit_hash("split", seed, t.id) for t in group))
         n_heldout = min(max(1, round(heldout_fraction * len(ranked))), len(ranked) - 1)
-        heldout_ids = {t.id for t in ranked[:n_heldout]}
+        heldout_ids = {t.id for group in ranked[:n_heldout] for t in group}
         templates = [replace(t, split="heldout" if t.id in heldout_ids else "train") for t in self.templates]
         return replace(self, templates=templates)
 
@@ -169,7 +175,9 @@ class PromptPool:
         """Every problem of the pool (for ``task`` when given), each naming the template and the fix."""
         problems: list[str] = []
         problems += _structure_problems(self.templates)
-        if task is not None:
+        alias_problems = _alias_problems(self.aliases, task) if task is not None else []
+        problems += alias_problems
+        if task is not None and not alias_problems:  # a bad alias would be reported once per template otherwise
             for template in self.templates:
                 if template.text.strip():  # an empty template is already reported as empty
                     problems += _field_problems(template, task, self.aliases)
@@ -211,10 +219,10 @@ class PromptPool:
         return read_pool(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write the pool as JSONL, atomically."""
-        from .io import write_jsonl
+        """Write the pool atomically, in the format the file suffix names (JSONL, JSON, YAML, CSV or XLSX)."""
+        from .io import write_pool
 
-        return write_jsonl(self, path)
+        return write_pool(self, path)
 
 
 def _structure_problems(templates: Iterable[Template]) -> list[str]:
@@ -243,6 +251,13 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
         else:
             problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): remove one")
     return problems
+
+
+def _alias_problems(aliases: Mapping[str, str], task: FieldSpec) -> list[str]:
+    """An alias must map a pool placeholder onto a field the task offers."""
+    offered = ", ".join("{" + f + "}" for f in task.fields)
+    return [f"field alias {name}={target}: task {task.name!r} has no field {{{target}}} (it offers {offered}); "
+            f"map {name} onto one of those" for name, target in aliases.items() if target not in set(task.fields)]
 
 
 def _field_problems(template: Template, task: FieldSpec, aliases: Mapping[str, str]) -> list[str]:

@@ -25,11 +25,22 @@ _STANDALONE = re.compile(r"(?<![A-Za-z0-9])\(?([A-Za-z])\)?(?![A-Za-z0-9])")
 _JOINERS = {"and", "or", "&", "/", ",", "nor", "both", "either"}
 
 
-def _letters(options: Any) -> str:
-    """Letters that name an option: one per option, or A-J when the options are unknown."""
+def _letters(options: Any, gold: Any = None) -> str:
+    """Letters that name an option: one per option; when the options are unknown, A-D, or up to a later gold.
+
+    Without the options the range is a guess, and a wide one reads too much as a choice (`I think ...`).
+    """
     if isinstance(options, (list, tuple)) and 0 < len(options) <= 26:
         return string.ascii_uppercase[: len(options)]
+    gold_text = (as_text(gold) or "").strip().strip("().").strip().upper()
+    if len(gold_text) == 1 and gold_text in string.ascii_uppercase[:10]:
+        return string.ascii_uppercase[: max(4, string.ascii_uppercase.index(gold_text) + 1)]
     return string.ascii_uppercase[:10]
+
+
+def _is_pronoun_i(span: str, match: re.Match) -> bool:
+    """`I` followed by a lower-case word or a contraction (`I think`, `I'd`) is the pronoun, not option I."""
+    return match.group(0) == "I" and re.match(r"\s+[a-z]|['\u2019][a-z]", span[match.end():]) is not None
 
 
 def _option_texts(options: Any) -> list[str]:
@@ -54,6 +65,8 @@ def _letters_in(span: str, allowed: str, strict_case: bool) -> list[str]:
         letter = match.group(1)
         bracketed = match.group(0).startswith("(")
         if letter.islower() and strict_case and not bracketed:
+            continue
+        if _is_pronoun_i(span, match):
             continue
         if letter.upper() in allowed:
             found.append(letter.upper())
@@ -106,7 +119,7 @@ def _from_span(span: str, allowed: str, options: list[str]) -> str | None:
     return _by_option_text(sentence, options) if options else None
 
 
-def extract_choice(completion: Any, options: Any = None) -> str | None:
+def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> str | None:
     """Return the option letter a completion chose (`"B"`), or `None` if it chose none or several.
 
     Args:
@@ -114,8 +127,10 @@ def extract_choice(completion: Any, options: Any = None) -> str | None:
             The model's output.
         options (`list[str]`, *optional*):
             Option texts in letter order; they fix the valid letters and let the option text count as its letter.
+        gold (`str`, *optional*):
+            The gold letter; without options it widens the valid letters past A-D when it is later.
     """
-    allowed = _letters(options)
+    allowed = _letters(options, gold)
     texts = _option_texts(options)
     region = _answer_region(completion_text(completion)).strip()
     if not region:
@@ -147,7 +162,7 @@ def score_choice(completion: Any, gold_letter: Any, options: Any = None) -> floa
     if gold is None:
         count_failure("mc_accuracy/gold")
         return None
-    choice = extract_choice(completion, options)
+    choice = extract_choice(completion, options, gold)
     if choice is None:
         count_failure("mc_accuracy")
         return 0.0
@@ -174,7 +189,8 @@ def mc_accuracy(prompts: Any, completions: Any, gold: Any = None, options: Any =
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
     golds, opts = column(gold, n), _options_column(options, n)
     scores = [safe_item("mc_accuracy", score_choice, c, g, o) for c, g, o in zip(completions, golds, opts)]
-    report(kwargs, "mc_accuracy", scores, sum(1 for c, o in zip(completions, opts) if extract_choice(c, o) is None))
+    unread = sum(1 for c, g, o in zip(completions, golds, opts) if extract_choice(c, o, g) is None)
+    report(kwargs, "mc_accuracy", scores, unread)
     return scores
 
 

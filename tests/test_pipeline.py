@@ -32,17 +32,19 @@ def configs(tmp_path):
 @pytest.mark.slow
 def test_pipeline_end_to_end_and_resume(configs, capsys):
     tmp_path, pipeline, grpo_recipe = configs
-    # First run: the GRPO recipe cannot hold whole groups, so the run stops after SFT (and its merge).
+    # First run: the GRPO recipe cannot hold whole groups; that is reported before SFT trains.
     write(tmp_path / "grpo.yaml", {**grpo_recipe, "num_generations": 3})
     path = write(tmp_path / "p.yaml", pipeline)
     assert main(["pipeline", "--config", path]) == 2
     assert "num_generations" in capsys.readouterr().err
-    assert (tmp_path / "run" / "sft" / "stage.json").exists() and not (tmp_path / "run" / "grpo" / "stage.json").exists()
-    # Fixed and rerun: SFT and the merge are skipped, GRPO starts from the merged SFT model.
+    assert not (tmp_path / "run" / "sft").exists() and not (tmp_path / "sft").exists()
+    # Fixed: the whole pipeline runs; a rerun skips every finished stage.
     write(tmp_path / "grpo.yaml", grpo_recipe)
     assert main(["pipeline", "--config", path]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "--config", path]) == 0
     out = capsys.readouterr().out
-    assert "sft: already done" in out and "merge LoRA: already done" in out
+    assert "sft: already done" in out and "merge LoRA: already done" in out and "grpo: already done" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["merge"]["model"] == str(tmp_path / "sft") + "-merged"
     grpo_used = yaml.safe_load((tmp_path / "run" / "recipes" / "grpo.yaml").read_text())
@@ -55,7 +57,8 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
     "change, message",
     [
         ({"sft": "missing.yaml"}, "sft recipe 'missing.yaml' does not exist"),
-        ({"colour": 1}, "unknown key(s) colour"),
+        ({"colour": 1}, "unknown key 'colour'"),
+        ({"eval": {"task": "synth_mc", "limt": 3}}, "eval: unknown key 'limt'; did you mean 'limit'?"),
         ({"eval": {"limit": 3}}, "eval needs a task"),
         ({"eval": {"task": "synth_mc", "models": ["teacher"]}}, "not teacher"),
     ],

@@ -132,3 +132,16 @@ def test_qa_f1_table(completion, gold, em, f1):
 
 def test_normalize_answer():
     assert qa.normalize_answer("The  Quick, brown fox!") == "quick brown fox"
+
+
+@pytest.mark.parametrize("completion", ["I think the answer is B.", "I'd say B.", "I believe it's (B)", "B"])
+def test_mc_without_options_never_reads_the_pronoun_i(completion):
+    """Without an options column the letters are A-D (or up to the gold); `I` in `I think` is not a choice."""
+    assert rewards.mc_accuracy(["q"], [completion], ["B"]) == [1.0]
+    assert rewards.mc_accuracy(["q"], [completion], ["B"], options=[["w", "x", "y", "z"]]) == [1.0]
+
+
+def test_mc_without_options_letter_range_follows_the_gold():
+    assert qa.extract_choice("The answer is F.", None, "B") is None  # A-D unless the gold is later
+    assert rewards.mc_accuracy(["q"], ["The answer is F."], ["F"]) == [1.0]
+    assert rewards.mc_accuracy(["q"], ["Answer: I"], ["I"]) == [1.0]

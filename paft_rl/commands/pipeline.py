@@ -22,20 +22,25 @@ from typing import Any
 
 import yaml
 
-from prompt_pool import UserError, atomic_write_text
+from prompt_pool import UserError, atomic_write_text, read_yaml_mapping, unknown_key_error
 
 from ..stages import is_adapter, merge_adapter, resume_or_overwrite, run_recipe, run_stage
 
 EVAL_MODELS = ("base", "sft", "grpo")
 
 
-def read_config(path: str) -> dict[str, Any]:
-    from ..selection.select import read_recipe
+EVAL_KEYS = {"task", "templates", "limit", "data", "split", "batch_size", "max_new_tokens", "backend",
+             "field_aliases", "top_threshold", "threads", "models"}
 
-    config = read_recipe(path)
-    unknown = sorted(set(config) - {"sft", "grpo", "eval", "output_dir"})
-    if unknown:
-        raise UserError(f"{Path(path).name}: unknown key(s) {', '.join(unknown)}; use sft, grpo, eval, output_dir")
+
+def read_config(path: str) -> dict[str, Any]:
+    config = read_yaml_mapping(path, "pipeline config")
+    for key in config:
+        if key not in {"sft", "grpo", "eval", "output_dir"}:
+            raise unknown_key_error(key, {"sft", "grpo", "eval", "output_dir"}, Path(path).name)
+    for key in config.get("eval") or {}:
+        if key not in EVAL_KEYS:
+            raise unknown_key_error(key, EVAL_KEYS, f"{Path(path).name}: eval")
     for stage in ("sft", "grpo"):
         if stage in config and not Path(config[stage]).is_file():
             raise UserError(f"{Path(path).name}: {stage} recipe {config[stage]!r} does not exist")
@@ -51,9 +56,28 @@ def read_config(path: str) -> dict[str, Any]:
     return config
 
 
+def check_stage_recipes(config: dict[str, Any]) -> None:
+    """Parse every stage's recipe before the first stage trains, so a mistake in the last one costs nothing."""
+    import tempfile
+
+    from ..configs import PaftGRPOConfig, PaftSFTConfig
+    from ..trainers.setup import parse_recipe
+
+    for command, config_class in (("sft", PaftSFTConfig), ("grpo", PaftGRPOConfig)):
+        if command in config:
+            recipe = read_yaml_mapping(config[command], f"{command} recipe")
+            with tempfile.TemporaryDirectory() as scratch:
+                checked = Path(scratch) / Path(config[command]).name
+                checked.write_text(yaml.safe_dump({**recipe, "overwrite": False, "resume_from_checkpoint": None}))
+                try:
+                    parse_recipe(config_class, ["--config", str(checked)])
+                except UserError as error:
+                    raise UserError(f"{command} recipe {config[command]}: {error}") from None
+
+
 def train_stage(command: str, recipe_path: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run ``paft-rl sft|grpo`` on a recipe with overrides; returns where the model went."""
-    recipe = yaml.safe_load(Path(recipe_path).read_text()) or {}
+    recipe = read_yaml_mapping(recipe_path, f"{command} recipe")
     recipe.update(overrides)
     recipe.update(resume_or_overwrite(recipe.get("output_dir", f"runs/{command}")))
     written = run_recipe(command, recipe, out / "recipes" / f"{command}.yaml")
@@ -66,6 +90,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="paft-rl pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     config = read_config(parser.parse_args(argv).config)
+    check_stage_recipes(config)
     state = PartialState()
     out = Path(config["output_dir"])
     log = print if state.is_main_process else (lambda *_: None)
@@ -105,9 +130,8 @@ def evaluate_stage(options: dict[str, Any], summary: dict[str, Any], out: Path) 
                   "grpo": summary.get("grpo", {}).get("model")}
     wanted = options.get("models") or [name for name in ("sft", "grpo") if candidates[name]]
     models = [candidates[name] for name in wanted if candidates.get(name)]
-    settings_keys = {"task", "templates", "limit", "data", "split", "batch_size", "max_new_tokens", "backend",
-                     "field_aliases", "top_threshold", "threads"}
-    settings = EvalSettings(models=models, out=str(out / "eval"), **{k: v for k, v in options.items() if k in settings_keys})
+    settings = EvalSettings(models=models, out=str(out / "eval"),
+                            **{k: v for k, v in options.items() if k in EVAL_KEYS - {"models"}})
     results, records = evaluate(settings)
     write_outputs(results, records, out / "eval")
     print(format_table(results))

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("file")
     split.add_argument("--heldout-fraction", type=float, required=True)
     split.add_argument("--seed", type=int, required=True)
-    split.add_argument("--out", required=True, help="output JSONL file")
+    split.add_argument("--out", required=True,
+                       help="output pool file; its suffix names the format (.jsonl, .json, .yaml, .csv, .xlsx)")
+    split.add_argument("--force", action="store_true", help="replace --out when it already exists")
 
     render = actions.add_parser("render", help="show the prompt a template makes for one dataset row")
     render.add_argument("file")
@@ -96,8 +98,20 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_split(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prompt_pool.io import pool_format
+
+    out = Path(args.out)
+    pool_format(out)  # refuse an unknown suffix before reading anything
+    if Path(args.file).exists() and out.exists() and out.resolve() == Path(args.file).resolve():
+        raise UserError(f"--out {args.out} is the input pool: write the split pool to another file")
+    if out.is_dir():
+        raise UserError(f"--out {args.out} is a folder: name a pool file such as {out / 'pool.jsonl'}")
+    if out.exists() and not args.force:
+        raise UserError(f"--out {args.out} already exists: choose another file or pass --force to replace it")
     pool = load_pool(args.file).split(args.heldout_fraction, args.seed)
-    pool.save(args.out)
+    pool.save(out)
     print(f"wrote {args.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {args.seed})")
     return 0
 

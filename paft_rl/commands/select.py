@@ -15,10 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paft-rl select", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="SFT or GRPO recipe (model, task, data, pool, prompt format)")
     parser.add_argument("--model", help="model to score with (default: the recipe's model_name_or_path)")
-    parser.add_argument("--rows", type=int, default=250, help="score on the first N rows (SAPO: 250)")
+    parser.add_argument("--rows", type=int,
+                        help="score on the first N rows (default: SAPO's 250, or the recipe's data_limit if smaller)")
     parser.add_argument("--pick", choices=["lowest", "highest"], default="lowest",
                         help="lowest loss (SAPO) or highest (the paper's pessimal control)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="(template, row) pairs per forward pass")
     parser.add_argument("--out", help="output folder (default: <output_dir>/sapo_selection, else ./sapo_selection)")
     return parser
 
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
         marker = "  <- chosen" if score is selection.chosen else ""
         print(f"{rank:>3}. {score.template_id:<28} loss {score.loss:.4f}{marker}")
     print(f"chosen ({args.pick} loss): {selection.chosen.template_id}; scored {len(selection.scores)} templates x "
-          f"{args.rows} rows in {selection.seconds:.1f} s")
+          f"{selection.scores[0].rows} rows in {selection.seconds:.1f} s")
     print(f"wrote {paths['csv']}, {paths['json']}")
     print(f"train on it: paft-rl sft --config {paths['recipe']}   (or paft-rl grpo)")
     return 0

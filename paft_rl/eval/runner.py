@@ -7,12 +7,13 @@ then every cell is scored by the task's reward, the very function that scores GR
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from prompt_pool import PromptPool, UserError
+from prompt_pool import PromptPool, UserError, builtin_names
 
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .backends import BACKENDS, Generation, Request
@@ -112,6 +113,11 @@ def eval_templates(task: Task, spec: str, aliases: list[str]) -> PromptPool:
         if not pool.templates:
             raise UserError(f"the built-in pool of task {task.name!r} has no {spec} templates")
         return pool
+    if not Path(spec).exists() and spec not in builtin_names():
+        close = difflib.get_close_matches(spec, ["heldout", "train", "all"], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"--templates {spec!r} is neither a split of the task's pool nor a pool file: {hint}use "
+                        "heldout, train, all, or the path of a pool file")
     pool = load_task_pool(task, spec, aliases, validate=False)
     # A file is evaluated whole, so it is validated as if every template were usable (no train split needed).
     everything_usable = replace(pool, templates=[replace(t, split="train") for t in pool.templates])
@@ -255,6 +261,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     first model's weights are loaded.
     """
     check_settings(settings)
+    if Path(settings.out).exists() and not Path(settings.out).is_dir():
+        raise UserError(f"--out {settings.out} is a file: name a folder for the results (it is created if missing)")
     task = get_task(settings.task)
     parse_field_aliases(settings.field_aliases)
     pool = eval_templates(task, settings.templates, settings.field_aliases)

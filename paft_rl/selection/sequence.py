@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prompt_pool import UserError, atomic_write_text
+from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
 from ..stages import merge_adapter, run_recipe, run_stage, stage_summary
 from .continual import sequence_metrics
@@ -50,9 +50,7 @@ class SequenceConfig:
 
     @classmethod
     def from_yaml(cls, path: str) -> SequenceConfig:
-        from .select import read_recipe
-
-        raw = read_recipe(path)
+        raw = read_yaml_mapping(path, "sequence config")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -117,7 +115,7 @@ def run_sequence(config: SequenceConfig, log=print) -> dict:
 
         def work(index=index, name=name, folder=folder):
             recipe = _stage_recipe(config, index - 1, current, folder)
-            choice = select_template(recipe, int(config.select.get("rows", 250)), config.select.get("pick", "lowest"),
+            choice = select_template(recipe, config.select.get("rows"), config.select.get("pick", "lowest"),
                                      int(config.select.get("batch_size", 16)))
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
             recipe.update({"template_draw": "top", "template_id": choice.chosen.template_id})

@@ -48,6 +48,34 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
     return dataset
 
 
+def _is_blank(path: Path) -> bool:
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def check_jsonl_lines(path: Path) -> None:
+    """Raise a `UserError` naming the first line of a JSON Lines file that is not a JSON object."""
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        return
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        first = handle.read(1)
+        handle.seek(0)
+        if path.suffix.lower() == ".json" and first == "[":
+            return  # one JSON document, not lines
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path.name}:{number}: not valid JSON ({error.msg}); fix or remove that line") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path.name}:{number}: a row must be a JSON object, got {type(record).__name__}")
+
+
 def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     path = Path(source)
     try:
@@ -57,7 +85,13 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
+            if _is_blank(path):
+                raise UserError(f"data file {source!r} is empty: it needs one row per example")
+            try:
+                return datasets.load_dataset(builder, data_files=str(path), split="train")
+            except Exception:
+                check_jsonl_lines(path)  # name the line that breaks it, when that is the trouble
+                raise
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "state.json").exists():
                 loaded = datasets.load_from_disk(str(path))

@@ -3,14 +3,17 @@ model is loaded or a step is taken, and each failure says which option to change
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
 
-from prompt_pool import UserError
+from prompt_pool import UserError, read_yaml_mapping, unknown_key_error
 
+from ..eval.models import resolve_model
 from ..formatting import resolve_conversational
 from ..tasks import Task
 from .common import (
@@ -53,16 +56,97 @@ def parse_recipe(config_class, argv: list[str]):
     import torch
     from trl import ModelConfig, TrlParser
 
-    parser = TrlParser((config_class, ModelConfig))
+    command = "grpo" if "GRPO" in config_class.__name__ else "sft"
+    parser = TrlParser((config_class, ModelConfig), prog=f"paft-rl {command}")
+    parser.error = _option_error  # argparse would print 150 lines of usage before the one that matters
+    if "-h" in argv or "--help" in argv:
+        print(recipe_help(parser, command))
+        raise SystemExit(0)
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
+    check_recipe_options(parser, argv)
     try:
         args, model_args = parser.parse_args_and_config(argv)
     except FileNotFoundError as error:
         raise UserError(f"recipe not found: {error.filename}") from None
+    except UserError:
+        raise
+    except ValueError as error:  # transformers' TrainingArguments checks raise ValueError on conflicting options
+        raise UserError(f"invalid options: {_first_line(error)}") from None
     if not model_args.model_name_or_path:
         raise UserError("no model given: set model_name_or_path in the recipe or pass --model_name_or_path PATH")
     return args, model_args
+
+
+def check_recipe_options(parser, argv: list[str]) -> None:
+    """Every key of the recipe and every ``--key`` on the command line must be an option: else a did-you-mean.
+
+    TRL's parser reports unknown recipe keys only after building the configs, as a list; an unknown
+    command-line option would print the whole usage first.
+    """
+    options = {name.lstrip("-") for action in parser._actions for name in action.option_strings}
+    destinations = {action.dest for action in parser._actions}
+    if "--config" in argv:
+        position = argv.index("--config") + 1
+        if position >= len(argv):
+            raise UserError("--config needs a recipe file: --config R.yaml")
+        path = argv[position]
+        for key in read_yaml_mapping(path, "recipe"):
+            if key not in destinations and key != "env":
+                raise unknown_key_error(key, destinations, Path(path).name, "option")
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            name = token[2:].split("=", 1)[0]
+            if name != "config" and name not in options:
+                raise unknown_key_error(name, destinations, "command line", "option --")
+
+
+def recipe_help(parser, command: str) -> str:
+    """``paft-rl sft|grpo --help``: the recipe file first, paft-rl's own options next, then TRL's, in plain text."""
+    from dataclasses import fields
+
+    from ..configs import PaftArguments
+
+    own = {f.name for f in fields(PaftArguments)}
+    actions = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    for action in actions:
+        action.help = _plain(action.help or "")
+        if action.dest == "bf16":
+            action.help += (" paft-rl: on a CPU, when neither bf16 nor fp16 is set, bf16 only where the CPU has native "
+                            "bf16 (AVX512-BF16 or AMX), fp32 otherwise.")
+    formatter = parser._get_formatter()
+    formatter.add_text(f"usage: paft-rl {command} --config R.yaml [--key value ...]")
+    formatter.add_text("Every option below can be set in the recipe (key: value) or on the command line "
+                       "(--key value, which wins over the recipe).")
+    formatter.start_section("recipe")
+    formatter.add_text("--config R.yaml     YAML recipe: any option below as key: value")
+    formatter.end_section()
+    for title, group in ((f"paft-rl options (template pool and draws)", [a for a in actions if a.dest in own]),
+                         ("TRL, transformers and model options", [a for a in actions if a.dest not in own])):
+        formatter.start_section(title)
+        formatter.add_arguments(group)
+        formatter.end_section()
+    return formatter.format_help()
+
+
+def _plain(text: str) -> str:
+    """Help text without the Markdown / doc-builder markup TRL's docstrings carry."""
+    text = re.sub(r"\[`~?(?:[\w.]+\.)?([\w]+)`\]", r"\1", text)  # [`~trl.GRPOConfig`] -> GRPOConfig
+    text = re.sub(r"\[([^\]]+)\]\((https?://[^)]+)\)", r"\1 (\2)", text)  # [text](url) -> text (url)
+    text = re.sub(r"</?\w+[^>]*>", "", text)  # stray HTML tags
+    return " ".join(text.replace("`", "").split())
+
+
+def _option_error(message: str) -> None:
+    """argparse's error hook: one line naming the option as a recipe writes it."""
+    message = re.sub(r"argument --([\w-]+)(?:/--[\w-]+)*: ", lambda m: f"option {m.group(1).replace('-', '_')}: ",
+                     message)
+    raise UserError(message)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def resume_value(args) -> bool | str | None:
@@ -79,6 +163,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
     check_output_dir(args.output_dir, resume_value(args), args.overwrite)
     check_resume_point(args, resume_value(args))
+    resolve_model(model_path)  # a path that cannot be a model fails before the data is read
     task = resolve_task(args)
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
@@ -88,9 +173,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
         chooser.eval_pool = load_eval_pool(args, task)
         eval_dataset = load_eval_dataset(args, task)
     if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = _load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     conversational = resolve_conversational(args.prompt_format, tokenizer)
@@ -99,6 +182,17 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
                                                         args.system_prompt)
     return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
                      (template_id, row_id), eval_dataset)
+
+
+def _load_tokenizer(model_path: str):
+    """The model's tokenizer, after checking from small files that ``model_path`` can be a model at all."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the tokenizer of model {model_path!r}: {_first_line(error)}; set "
+                        "model_name_or_path to a saved model folder or a hub id") from None
 
 
 def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what: str, fix: str) -> None:

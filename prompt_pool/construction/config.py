@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -391,10 +393,30 @@ def _build(cls, values: Any, where: str):
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
             raise UserError(f"{where}: unknown key {key!r}{hint}")
+    _check_scalar_types(cls, values, where)
     try:
         return cls(**values)
     except TypeError as error:
         raise UserError(f"{where}: {error}") from None
+
+
+SCALAR_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _check_scalar_types(cls, values: dict, where: str) -> None:
+    """A scalar setting of the wrong type (``per_model_per_mode: four``) is named with the type it needs."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints[key]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+        if value is None or not allowed or not all(t in SCALAR_NAMES for t in allowed):
+            continue
+        fits = any(isinstance(value, t) and not (t in (int, float) and isinstance(value, bool)) for t in allowed)
+        fits = fits or (float in allowed and isinstance(value, int) and not isinstance(value, bool))
+        if not fits:
+            need = " or ".join(SCALAR_NAMES[t] for t in allowed)
+            raise UserError(f"{where}: {key} must be {need}, got {value!r}")
 
 
 __all__ = ["BACKENDS", "MODES", "FilterConfig", "GenerateConfig", "GeneratorConfig", "RequestConfig",
