@@ -114,3 +114,12 @@ def test_save_steps_inside_generation_cycles_are_announced_at_the_start(model_di
         grpo_trainer(model_dir, tmp_path / "p", max_steps=1, steps_per_generation=2, save_strategy="steps",
                      save_steps=4)
     assert not [r for r in caplog.records if "save_steps" in r.getMessage()]
+
+
+def test_a_second_train_call_draws_what_the_first_drew(model_dir, tmp_path):
+    trainer = grpo_trainer(model_dir, tmp_path / "o", max_steps=2)
+    trainer.train()
+    first = list(trainer.generated)
+    trainer.generated.clear()
+    trainer.train()  # as bench/overhead.py does: global_step restarts at 0, and so must the draws
+    assert [entry[:3] for entry in trainer.generated] == [entry[:3] for entry in first]

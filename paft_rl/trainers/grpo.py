@@ -119,6 +119,7 @@ class PaftGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ resume inside a generation cycle
     def train(self, resume_from_checkpoint=None, **kwargs):
         check_resume_point(self.args, resume_from_checkpoint)
+        self._buffered_inputs = None  # a new train() call starts a new cycle (and re-reads the step, see below)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _prepare_inputs(self, generation_batch):
