@@ -72,6 +72,17 @@ class PaftArguments:
             Names in the reward registry. Defaults to the task's reward. Weights: TRL's ``reward_weights``.
         overwrite (`bool`, defaults to `False`):
             Allow writing checkpoints into an output directory that already holds some.
+        eval_templates (`str`, defaults to `"heldout"`):
+            Evaluation during training (``eval_strategy: steps``): ``heldout`` (the pool's unseen templates),
+            ``train`` or ``all`` of the training pool, or a pool file (every template of it). Each eval row is
+            evaluated with every one of these templates, the same (row, template) pairs at every evaluation.
+        eval_data (`str`, *optional*):
+            Eval rows: a local file or folder, or hub dataset id. Defaults to ``data`` (a hub dataset or the task's
+            generator; a single training file has no eval split, so it needs ``eval_data``).
+        eval_data_split (`str`, *optional*):
+            Split of the eval rows. Defaults to the task's eval split.
+        eval_data_limit (`int`, defaults to `32`):
+            Keep the first N eval rows (each is evaluated with every eval template).
     """
 
     task: str | None = field(default=None, metadata={"help": "Task name (gsm8k, hellaswag, synth_arith, ...)."})
@@ -118,6 +129,16 @@ class PaftArguments:
         default=None, metadata={"help": "Reward function names (registry). Default: the task's reward."})
     overwrite: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds checkpoints."})
+    eval_templates: str = field(
+        default="heldout",
+        metadata={"help": "Evaluation during training: heldout (the pool's unseen templates), train, all, or a pool "
+                          "file; every eval row is evaluated with each of them, the same pairs at every evaluation."})
+    eval_data: str | None = field(
+        default=None, metadata={"help": "Eval rows: file/folder or hub id. Default: data (a single file needs this)."})
+    eval_data_split: str | None = field(
+        default=None, metadata={"help": "Split of the eval rows. Default: the task's eval split."})
+    eval_data_limit: int | None = field(
+        default=32, metadata={"help": "Keep the first N eval rows (each evaluated with every eval template)."})
 
     def check_paft_arguments(self) -> None:
         """Raise `UserError` naming the option to change when the pool options do not fit together."""

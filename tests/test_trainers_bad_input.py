@@ -111,6 +111,10 @@ HOOKS = {
     ("trl.SFTTrainer", "get_batch_samples"): ["epoch_iterator", "num_batches", "device"],
     ("trl.SFTTrainer", "_get_num_items_in_batch"): ["batch_samples", "device"],
     ("trl.SFTTrainer", "_prepare_inputs"): ["inputs"],
+    ("trl.SFTTrainer", "prediction_step"): ["model", "inputs", "prediction_loss_only", "ignore_keys"],
+    ("trl.GRPOTrainer", "_prepare_inputs"): ["generation_batch"],
+    ("transformers.Trainer", "evaluation_loop"): ["dataloader", "description", "prediction_loss_only", "ignore_keys",
+                                                  "metric_key_prefix"],
 }
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     trainer = PaftGRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=funcs, args=args, train_dataset=inputs.dataset,
         chooser=inputs.chooser, conversational=inputs.conversational, system_prompt=args.system_prompt,
-        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args),
+        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
     )
     attach_adaptive_draws(trainer, args, inputs)
     train_and_save(trainer, args)

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
                                args.max_length)
     trainer = PaftSFTTrainer(
         model=model_args.model_name_or_path, args=args, train_dataset=inputs.dataset, collator=collator,
-        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args),
+        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
     )
     attach_adaptive_draws(trainer, args, inputs)
     train_and_save(trainer, args)

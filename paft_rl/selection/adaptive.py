@@ -7,7 +7,7 @@ Two signals, both turned into draw weights ``softmax(score / temperature)`` over
 - ``sapo_reward`` (GRPO): the running mean reward of each template's rollout groups, a free by-product of
   training; higher reward, more weight. Templates not yet tried get the best mean so far, so each is tried.
 
-Determinism: weights change only at steps that are multiples of M, are computed from what every rank shares
+Determinism: weights change only at the first update call at or after each multiple of M, are computed from what every rank shares
 (the same model and probe set; gathered rewards), are broadcast from the main process, and are saved into each
 checkpoint (``sapo_state.json``) so a resumed run draws exactly what the uninterrupted run drew.
 """
@@ -68,10 +68,15 @@ class AdaptiveWeights:
 
     # ------------------------------------------------------------------ updates
     def due(self, step: int) -> bool:
-        return self.updated_step is None or (step % self.every == 0 and step != self.updated_step)
+        """True at the first call, and at the first call at or after each later multiple of M.
+
+        GRPO calls this only at generation steps (every ``steps_per_generation`` steps), which need not fall on
+        multiples of M: the update then happens at the first generation past the multiple, never skipped.
+        """
+        return self.updated_step is None or step // self.every > self.updated_step // self.every
 
     def maybe_update(self, model, step: int) -> None:
-        """Recompute the weights when step ``step`` starts a new block of M steps (and at the first step)."""
+        """Recompute the weights when step ``step`` is the first call in a new block of M steps (or the first)."""
         if not self.due(step):
             return
         if self.mode == "sapo":

@@ -1,16 +1,20 @@
 """What the SFT and GRPO trainers share: the template chooser, prompt building and the pre-flight checks.
 
 The one invariant: the template of an example is a pure function of ``(seed, row id, position)``, where the
-position is the optimizer step divided by K. No RNG state, no per-process state: every rank, and a run resumed
+position is the optimizer step divided by K (in GRPO, the optimizer step at which the example's generation cycle
+starts). No RNG state, no per-process state: every rank, and a run resumed
 from a checkpoint, computes the same template from the same three numbers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,9 @@ from ..formatting import build_prompt, prompt_text
 from ..tasks import Task, get_task, load_rows, load_task_pool
 
 FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
+EVAL_TEMPLATE_COLUMN = "paft_eval_template"  # the template id of an eval row (fixed for the whole run)
+
+logger = logging.getLogger("paft_rl.trainers")
 
 
 @dataclass
@@ -37,6 +44,8 @@ class TemplateChooser:
         fixed (`Template`, *optional*): the single template of the ``fixed`` and ``top`` draws.
         weights (`dict[str, float]`, *optional*): draw weights by template id (SAPO's adaptive draws); uniform
             when unset.
+        eval_pool (`PromptPool`, *optional*): the templates of evaluation during training; defaults to the
+            pool's held-out templates.
     """
 
     pool: PromptPool
@@ -45,6 +54,7 @@ class TemplateChooser:
     draw: str = "uniform"
     fixed: Template | None = None
     weights: dict[str, float] | None = None
+    eval_pool: PromptPool | None = None
 
     def position(self, step: int) -> int:
         """The draw position of optimizer step ``step``: the block of K steps it falls in."""
@@ -62,6 +72,21 @@ class TemplateChooser:
     @property
     def candidates(self) -> list[Template]:
         return [self.fixed] if self.fixed is not None else self.pool.train
+
+    @property
+    def evaluated(self) -> PromptPool:
+        """The pool of evaluation during training (``eval_pool``, or the held-out templates of ``pool``)."""
+        pool = self.eval_pool if self.eval_pool is not None else self.pool.subset("heldout")
+        if not pool.templates:
+            raise UserError(f"{self.pool.name} has no held-out templates to evaluate on: set eval_templates to train, "
+                            f"all or a pool file")
+        return pool
+
+    def eval_prompt_text(self, row: Mapping[str, Any]) -> tuple[Template, str]:
+        """The template of an eval row (its ``paft_eval_template`` column) and the text it renders."""
+        pool = self.evaluated
+        template = pool.get(row[EVAL_TEMPLATE_COLUMN])
+        return template, pool.render(template, example_fields(row))
 
 
 def build_chooser(args, task: Task) -> TemplateChooser:
@@ -119,6 +144,56 @@ def load_training_dataset(args, task: Task) -> datasets.Dataset:
 
 def example_fields(row: Mapping[str, Any]) -> dict[str, str]:
     return json.loads(row[FIELDS_COLUMN])
+
+
+# ---------------------------------------------------------------------------- evaluation during training
+def load_eval_pool(args, task: Task) -> PromptPool:
+    """The templates of evaluation during training: a split of the training pool, or a pool file whole."""
+    spec, aliases = args.eval_templates, _aliases(args)
+    if spec in ("heldout", "train", "all"):
+        pool = load_task_pool(task, args.pool, aliases, drop_duplicates=args.drop_duplicate_templates).subset(spec)
+        if not pool.templates:
+            raise UserError(f"pool {pool.name} has no {spec} templates to evaluate on: set eval_templates to train, "
+                            f"all or a pool file")
+        return pool
+    loaded = load_task_pool(task, spec, aliases, validate=False)
+    if not loaded.templates:
+        raise UserError(f"eval_templates file {spec!r} holds no template")
+    # A file is evaluated whole: validated as if every template were usable.
+    replace(loaded, templates=[replace(t, split="train") for t in loaded.templates]).validate(task)
+    return loaded
+
+
+def load_eval_dataset(args, task: Task) -> datasets.Dataset:
+    """The eval rows of evaluation during training (``eval_data``, or the task's eval split of ``data``)."""
+    data = args.eval_data or args.data
+    if args.eval_data is None and args.data is not None and Path(args.data).is_file():
+        raise UserError(f"evaluation during training needs held-out rows and {args.data} is one file (no eval "
+                        f"split): set eval_data FILE, or eval_strategy: no")
+    rows = load_rows(task, data=data, split=args.eval_data_split or task.eval_split, limit=args.eval_data_limit,
+                     seed=int(args.seed))
+    if len(rows) == 0:
+        raise UserError(f"the eval dataset for task {task.name!r} has no rows")
+    return build_dataset(task, rows)
+
+
+def expand_for_eval(dataset: datasets.Dataset, pool: PromptPool) -> datasets.Dataset:
+    """Each eval row once per eval template (template-major), the template id in a column, so every evaluation
+    scores the same (row, template) pairs whatever order the eval sampler takes."""
+    if EVAL_TEMPLATE_COLUMN in dataset.column_names:
+        return dataset
+    return datasets.concatenate_datasets(
+        [dataset.add_column(EVAL_TEMPLATE_COLUMN, [t.id] * len(dataset)) for t in pool.templates])
+
+
+def template_summary(values: Mapping[str, float], name: str, worst) -> dict[str, float]:
+    """Per-template values plus their mean, worst (``worst``: `min` for rewards, `max` for losses) and std."""
+    metrics = {f"paft/{name}_by_template/{template_id}": value for template_id, value in sorted(values.items())}
+    if values:
+        metrics[f"paft/{name}_template_mean"] = statistics.fmean(values.values())
+        metrics[f"paft/{name}_template_worst"] = worst(values.values())
+        metrics[f"paft/{name}_template_std"] = statistics.pstdev(values.values())
+    return metrics
 
 
 # ---------------------------------------------------------------------------- pre-flight checks
@@ -191,6 +266,100 @@ def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
                         f"that run, --overwrite true to replace it, or choose another output_dir")
 
 
+# ---------------------------------------------------------------------------- GRPO generation cycles and resume
+def generation_cycle(args) -> tuple[int, int]:
+    """GRPO's generation cycle: (micro-batches from one generation, micro-batches per optimizer step).
+
+    TRL generates once every ``steps_per_generation x num_iterations`` micro-batches and trains on slices of that
+    buffer; a cycle can span several optimizer steps.
+    """
+    return args.steps_per_generation * args.num_iterations, args.gradient_accumulation_steps
+
+
+def cycle_start_step(micro_step: int, cycle: int, accumulation: int) -> int:
+    """The optimizer step at which the generation cycle holding micro-batch ``micro_step`` starts."""
+    return (micro_step // cycle) * cycle // accumulation
+
+
+def safe_resume_every(args) -> int:
+    """Checkpoints at multiples of this many optimizer steps resume exactly (1: every step is safe).
+
+    A checkpoint inside a cycle is regenerated on resume (TRL does not save its buffer). Its (row, template)
+    pairs come back, since templates follow the cycle's start; which rows each remaining step trains on comes
+    back only when every optimizer step uses the whole buffer (``gradient_accumulation_steps`` a multiple of
+    ``steps_per_generation``), since the regenerated buffer is shuffled anew.
+    """
+    cycle, accumulation = generation_cycle(args)
+    if accumulation % args.steps_per_generation == 0:
+        return 1
+    return cycle // math.gcd(cycle, accumulation)
+
+
+def warn_unsafe_save_steps(args) -> None:
+    """Say at the start, not at resume time, when periodic checkpoints will fall inside generation cycles."""
+    every = safe_resume_every(args)
+    if args.save_strategy == "steps" and every > 1 and args.save_steps % every:
+        logger.warning("paft-rl: save_steps %s puts checkpoints inside GRPO generation cycles, which cannot be "
+                       "resumed exactly; use a multiple of %d", args.save_steps, every)
+
+
+def checkpoint_step(checkpoint: str | Path) -> int | None:
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text())["global_step"])
+    match = re.fullmatch(r"checkpoint-(\d+)", Path(checkpoint).name)
+    return int(match.group(1)) if match else None
+
+
+def check_resume_point(args, resume: Any) -> None:
+    """GRPO: refuse a checkpoint saved inside a generation cycle whose data order TRL cannot restore."""
+    from trl import GRPOConfig
+
+    if not resume or not isinstance(args, GRPOConfig):
+        return
+    every = safe_resume_every(args)
+    if every == 1:
+        return
+    checkpoint = max(existing_checkpoints(args.output_dir), key=checkpoint_step, default=None) if resume is True \
+        else Path(resume)
+    step = checkpoint_step(checkpoint) if checkpoint is not None else None
+    if step is None or step % every == 0:
+        return
+    cycle, accumulation = generation_cycle(args)
+    raise UserError(f"{checkpoint} was saved at step {step}, inside a generation cycle ({cycle} micro-batches = "
+                    f"steps_per_generation x num_iterations, {accumulation} per optimizer step) that TRL regenerates "
+                    f"on resume and trains in another order: resume from a checkpoint at a multiple of {every} steps "
+                    f"(save_steps: a multiple of {every})")
+
+
+# ---------------------------------------------------------------------------- SFT data options
+TRUNCATION_MODES = ("keep_start", "keep_end")
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")
+
+
+def check_sft_data_options(args, conversational: bool) -> None:
+    """SFT: refuse TRL data options that cannot apply to prompts rendered from templates (before the model loads)."""
+    from trl import SFTConfig
+
+    if not isinstance(args, SFTConfig):
+        return
+    if args.chat_template_path is not None:
+        # TRL would install it after the prompts were checked and on a tokenizer the collator may not hold.
+        raise UserError("chat_template_path is not supported by paft-rl sft: put the chat template in the model's "
+                        "tokenizer (tokenizer_config.json or chat_template.jinja) and drop chat_template_path")
+    if args.assistant_only_loss and not conversational:
+        raise UserError("assistant_only_loss needs chat prompts (an assistant turn to train on): set prompt_format: "
+                        "chat with a tokenizer that has a chat template, or use completion_only_loss (the default)")
+    if args.truncation_mode not in TRUNCATION_MODES:
+        raise UserError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {args.truncation_mode!r}")
+    packs = args.packing or args.eval_packing
+    if packs and args.packing_strategy not in PACKING_STRATEGIES:
+        raise UserError(f"packing_strategy must be one of {', '.join(PACKING_STRATEGIES)}, "
+                        f"got {args.packing_strategy!r}")
+    if packs and args.max_length is None:
+        raise UserError("packing packs examples into rows of max_length tokens: set max_length")
+
+
 def reward_functions(names: Sequence[str] | None, task: Task) -> list:
     """The reward callables for ``names`` (default: the task's reward): registry names or dotted import paths."""
     import rewards
@@ -200,6 +369,15 @@ def reward_functions(names: Sequence[str] | None, task: Task) -> list:
         return [rewards.get_reward(name) for name in chosen]
     except ValueError as error:
         raise UserError(f"rewards: {error}") from None
+
+
+def keep_unused_columns(args) -> None:
+    """Set ``remove_unused_columns=False`` (prompts are rendered from ``row_id`` and the fields column, which the
+    model's forward does not take), saying so once when it changes the user's setting."""
+    if args.remove_unused_columns:
+        logger.warning("paft-rl: remove_unused_columns set to False: the trainer renders each prompt from the row_id "
+                       "and %s columns, which Trainer would otherwise drop", FIELDS_COLUMN)
+    args.remove_unused_columns = False
 
 
 def init_deepspeed_comm(args) -> None:

@@ -2,8 +2,9 @@
 
 TRL's `RepeatSampler` hands each dataset row to the trainer ``num_generations`` times, spread over the
 processes. Before TRL sees a generation batch we rebuild each input's ``prompt`` from its fields and the
-template chosen for ``(seed, row_id, global_step // K)``. Every copy of a row, on every rank, computes the same
-three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
+template chosen for ``(seed, row_id, step // K)``, ``step`` being the optimizer step at which the generation
+cycle starts (a cycle of ``steps_per_generation x num_iterations`` micro-batches can span several steps). Every
+copy of a row, on every rank, computes the same three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
 samples a whole group from the group's first prompt. The rewrite happens before TRL's generation dispatch, so HF
 generation, vLLM colocate and vLLM server all receive the rewritten prompts.
 
@@ -13,6 +14,7 @@ id is logged per completion in TRL's completions table and the mean reward per t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -20,7 +22,18 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from ..formatting import build_prompt
-from .common import TemplateChooser, example_fields, init_deepspeed_comm
+from .common import (
+    TemplateChooser,
+    check_resume_point,
+    cycle_start_step,
+    example_fields,
+    expand_for_eval,
+    generation_cycle,
+    init_deepspeed_comm,
+    keep_unused_columns,
+    template_summary,
+    warn_unsafe_save_steps,
+)
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
 
@@ -43,13 +56,15 @@ class PaftGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args, train_dataset, chooser: TemplateChooser,
                  conversational: bool = False, system_prompt: str | None = None, eval_dataset=None, **kwargs):
         self.chooser = chooser
+        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         self.conversational = conversational
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
         init_deepspeed_comm(args)
-        args.remove_unused_columns = False  # the rewrite needs row_id and the fields column
-        if eval_dataset is not None:
-            eval_dataset = self._with_placeholder_prompt(eval_dataset)
+        keep_unused_columns(args)
+        warn_unsafe_save_steps(args)
+        if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
+            eval_dataset = self._with_placeholder_prompt(expand_for_eval(eval_dataset, chooser.evaluated))
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
         if self.use_vllm:
@@ -57,6 +72,8 @@ class PaftGRPOTrainer(GRPOTrainer):
 
             route_colocate_sync_through_reload(self.vllm_generation)  # CPU engines repack weights (see there)
         self._paft_group_template_ids: list[str] = []
+        self._paft_template_rewards: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
+        self._paft_regenerated_cycle = False  # set while a resumed run regenerates a cycle SAPO already saw
 
     def _with_placeholder_prompt(self, dataset):
         """TRL wants a ``prompt`` column; it is overwritten per generation, so any valid prompt will do."""
@@ -72,23 +89,55 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ the rewrite
     def render_inputs(self, inputs: list[dict[str, Any]], step: int) -> tuple[list[dict[str, Any]], list[str]]:
-        """Rebuild ``prompt`` of each input for optimizer step ``step``; return the inputs and template ids."""
+        """Rebuild ``prompt`` of each input for optimizer step ``step`` (eval rows: their eval template); return
+        the inputs and template ids."""
         rendered, template_ids = [], []
         for row in inputs:
-            template = self.chooser.choose(row["row_id"], step)
-            text = self.chooser.render(template, example_fields(row))
+            if self.model.training:
+                template = self.chooser.choose(row["row_id"], step)
+                text = self.chooser.render(template, example_fields(row))
+            else:
+                template, text = self.chooser.eval_prompt_text(row)
             rendered.append({**row, "prompt": build_prompt(text, self.conversational, self.system_prompt)})
             template_ids.append(template.id)
         return rendered, template_ids
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
-        # global_step is the optimizer step being computed; it is the same on every rank and is restored on resume.
-        if getattr(self, "sapo", None) is not None and self.model.training:
-            self.sapo.maybe_update(self.model, self.state.global_step)
-        inputs, template_ids = self.render_inputs(inputs, self.state.global_step)
+        step = self.generation_step()
+        if self.sapo is not None and self.model.training:
+            self.sapo.maybe_update(self.model, step)
+        inputs, template_ids = self.render_inputs(inputs, step)
         self._paft_group_template_ids = template_ids
         self._pending_extra_logs["template_id"].extend(template_ids)
         return super()._generate_and_score_completions(inputs)
+
+    def generation_step(self) -> int:
+        """The training position of this generation: the optimizer step its generation cycle starts at.
+
+        A cycle (``steps_per_generation x num_iterations`` micro-batches) can span several optimizer steps; a run
+        resumed inside it regenerates it, and must draw what the uninterrupted run drew at the cycle's start.
+        """
+        cycle, accumulation = generation_cycle(self.args)
+        return cycle_start_step(self._step, cycle, accumulation)
+
+    # ------------------------------------------------------------------ resume inside a generation cycle
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        check_resume_point(self.args, resume_from_checkpoint)
+        self._buffered_inputs = None  # a new train() call starts a new cycle (and re-reads the step, see below)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _prepare_inputs(self, generation_batch):
+        if self.model.training and self._buffered_inputs is None:
+            # First batch of this train() call. TRL counts micro-batches (_step) from 0 even after a resume; put it
+            # where the uninterrupted run was, so generations and buffer slices keep their schedule.
+            cycle, accumulation = generation_cycle(self.args)
+            self._step = self.state.global_step * accumulation
+            self._paft_regenerated_cycle = self._step % cycle != 0  # SAPO saw this cycle's rewards before the save
+            try:
+                return super()._prepare_inputs(generation_batch)
+            finally:
+                self._paft_regenerated_cycle = False
+        return super()._prepare_inputs(generation_batch)
 
     # ------------------------------------------------------------------ reward per template
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -97,21 +146,45 @@ class PaftGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _log_reward_by_template(self, rewards_per_func: torch.Tensor) -> None:
-        """Mean weighted reward of this generation batch per template, over all processes."""
+        """Accumulate this generation batch's weighted rewards per template, over all processes.
+
+        A completion for which every reward function returned ``None`` (NaN in TRL) is unscorable: TRL leaves it
+        out of its ``reward`` metric, and so do the per-template means and SAPO's running means. The means are
+        per completion (sums and counts until the next log), not a mean of per-batch means.
+        """
         template_ids = gather_object(list(self._paft_group_template_ids))  # same order as TRL's gather
         if len(template_ids) != rewards_per_func.size(0):
-            return  # eval batch or unexpected layout: skip rather than mislabel
+            return  # unexpected layout: skip rather than mislabel
         weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).tolist()
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as TRL: unscorable, not 0
+        rewards = rewards.tolist()
         mode = "train" if self.model.training else "eval"
-        if mode == "train" and getattr(self, "sapo", None) is not None:
+        if mode == "train" and self.sapo is not None and not self._paft_regenerated_cycle:
             self.sapo.observe_rewards(template_ids, rewards)
-        by_template: dict[str, list[float]] = {}
+        totals = self._paft_template_rewards[mode]
         for template_id, reward in zip(template_ids, rewards, strict=True):
-            by_template.setdefault(template_id, []).append(reward)
-        for template_id, values in by_template.items():
-            self._metrics[mode][TEMPLATE_METRIC + template_id].append(sum(values) / len(values))
-        self._metrics[mode]["paft/templates_in_batch"].append(float(len(by_template)))
+            if not math.isnan(reward):
+                total = totals.setdefault(template_id, [0.0, 0])
+                total[0] += reward
+                total[1] += 1
+        self._metrics[mode]["paft/templates_in_batch"].append(float(len(set(template_ids))))
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:  # evaluation adds its own per-template metrics (evaluation_loop)
+            for template_id, (total, count) in sorted(self._paft_template_rewards["train"].items()):
+                logs[TEMPLATE_METRIC + template_id] = total / count
+            self._paft_template_rewards["train"].clear()
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """TRL's evaluation, plus the mean reward of each eval template and their mean, worst and std."""
+        self._paft_template_rewards["eval"].clear()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        means = {t: total / count for t, (total, count) in self._paft_template_rewards["eval"].items()}
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in template_summary(means, "reward", min).items()})
+        self._paft_template_rewards["eval"].clear()
+        return output
 
 __all__ = ["PaftGRPOTrainer", "TEMPLATE_METRIC"]

@@ -21,8 +21,12 @@ from .common import (
     build_chooser,
     check_fields_available,
     check_output_dir,
+    check_resume_point,
+    check_sft_data_options,
     context_length,
     existing_checkpoints,
+    load_eval_dataset,
+    load_eval_pool,
     load_training_dataset,
     longest_prompt_tokens,
     resolve_task,
@@ -41,6 +45,7 @@ class RunInputs:
     prompt_tokens: int
     context: int | None
     longest: tuple[str, Any] = ("", None)  # (template id, row id) of the longest prompt, for messages
+    eval_dataset: datasets.Dataset | None = None  # rows of evaluation during training (eval_strategy not "no")
 
 
 def parse_recipe(config_class, argv: list[str]):
@@ -152,20 +157,26 @@ def resume_value(args) -> bool | str | None:
 def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
     check_output_dir(args.output_dir, resume_value(args), args.overwrite)
+    check_resume_point(args, resume_value(args))
     resolve_model(model_path)  # a path that cannot be a model fails before the data is read
     task = resolve_task(args)
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
     check_fields_available(chooser, dataset)
+    eval_dataset = None
+    if args.eval_strategy != "no":
+        chooser.eval_pool = load_eval_pool(args, task)
+        eval_dataset = load_eval_dataset(args, task)
     if tokenizer is None:
         tokenizer = _load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     conversational = resolve_conversational(args.prompt_format, tokenizer)
+    check_sft_data_options(args, conversational)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)
     return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
-                     (template_id, row_id))
+                     (template_id, row_id), eval_dataset)
 
 
 def _load_tokenizer(model_path: str):

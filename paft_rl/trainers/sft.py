@@ -12,13 +12,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import torch
-from trl import SFTTrainer
+from accelerate.utils import gather_object
+from trl import SFTTrainer, pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import FusedCausalLMOutput
+
+from prompt_pool import UserError
 
 from ..formatting import build_prompt, completion_text, prompt_text
-from .common import TemplateChooser, example_fields, init_deepspeed_comm
+from .common import (
+    EVAL_TEMPLATE_COLUMN,
+    TemplateChooser,
+    check_sft_data_options,
+    example_fields,
+    expand_for_eval,
+    init_deepspeed_comm,
+    keep_unused_columns,
+    template_summary,
+)
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
+
+
+def set_pad_token(tokenizer, pad_token: str) -> None:
+    """SFTConfig's ``pad_token``, which TRL applies only with its own collator."""
+    if pad_token not in tokenizer.get_vocab():
+        raise UserError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary: choose one of its tokens")
+    tokenizer.pad_token = pad_token
 
 
 def keep_raw_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -28,15 +50,28 @@ def keep_raw_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 @dataclass
 class PaftSFTCollator:
-    """Renders, tokenises and pads raw rows for one optimizer step; labels are -100 outside the completion.
+    """Renders, tokenises and collates raw rows for one optimizer step, with TRL's SFT data options.
+
+    Each example is rendered with its own template (drawn for the step it trains), tokenised as prompt +
+    completion, truncated, optionally packed with the other examples of the micro-batch, and collated by TRL's
+    `DataCollatorForLanguageModeling` (right padding, or one flattened padding-free row with ``position_ids``).
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
         chooser (`TemplateChooser`): which template each example gets.
         conversational (`bool`): prompt is a chat (user message; chat template applied) or plain text.
         system_prompt (`str`, *optional*): system message of chat prompts.
-        max_length (`int`, *optional*): sequences are cut to this many tokens (keeping the start).
+        max_length (`int`, *optional*): sequences are cut to this many tokens; with packing, the packed length.
         completion_column (`str`, defaults to `"target"`): the reference completion.
+        completion_only_loss (`bool`, defaults to `True`): loss on completion tokens only (TRL's default for
+            prompt-completion data); `False` trains on prompt tokens too.
+        assistant_only_loss (`bool`, defaults to `False`): loss on the assistant turn only (chat prompts); the
+            assistant turn is the completion, so it masks what ``completion_only_loss`` masks.
+        truncation_mode (`str`, defaults to `"keep_start"`): ``keep_start`` or ``keep_end`` (unused when packing).
+        packing (`bool`, defaults to `False`): pack the micro-batch's examples into rows of ``max_length``.
+        packing_strategy (`str`, defaults to `"bfd"`): TRL's ``bfd``, ``bfd_split`` or ``wrapped``.
+        padding_free (`bool`, defaults to `False`): one flattened row per micro-batch (implied by bfd packing).
+        pad_to_multiple_of (`int`, *optional*): pad lengths to a multiple of this.
     """
 
     tokenizer: Any
@@ -45,42 +80,88 @@ class PaftSFTCollator:
     system_prompt: str | None = None
     max_length: int | None = None
     completion_column: str = "target"
+    completion_only_loss: bool = True
+    assistant_only_loss: bool = False
+    truncation_mode: str = "keep_start"
+    packing: bool = False
+    packing_strategy: str = "bfd"
+    padding_free: bool = False
+    pad_to_multiple_of: int | None = None
 
-    def texts(self, rows: list[dict[str, Any]], step: int) -> tuple[list[str], list[str], list[str]]:
-        """Prompt texts, completion texts and template ids of ``rows`` at optimizer step ``step``."""
+    def apply_options(self, args) -> None:
+        """Take the data options of an `SFTConfig` (what TRL's own collator and data preparation would read)."""
+        self.max_length = args.max_length
+        self.completion_only_loss = args.completion_only_loss is not False  # None: prompt-completion data, True
+        self.assistant_only_loss = args.assistant_only_loss
+        self.truncation_mode = args.truncation_mode
+        self.packing = args.packing
+        self.packing_strategy = args.packing_strategy
+        self.padding_free = args.padding_free
+        self.pad_to_multiple_of = args.pad_to_multiple_of
+
+    def texts(self, rows: list[dict[str, Any]], step: int, evaluation: bool = False
+              ) -> tuple[list[str], list[str], list[str]]:
+        """Prompt texts, completion texts and template ids of ``rows`` at optimizer step ``step`` (with
+        ``evaluation``: each eval row's own eval template)."""
         prompts, completions, template_ids = [], [], []
         for row in rows:
-            template = self.chooser.choose(row["row_id"], step)
-            prompt = build_prompt(self.chooser.render(template, example_fields(row)), self.conversational,
-                                  self.system_prompt)
+            if evaluation:
+                template, text = self.chooser.eval_prompt_text(row)
+            else:
+                template = self.chooser.choose(row["row_id"], step)
+                text = self.chooser.render(template, example_fields(row))
+            prompt = build_prompt(text, self.conversational, self.system_prompt)
             prompts.append(prompt_text(self.tokenizer, prompt))
             completions.append(completion_text(self.tokenizer, prompt, str(row[self.completion_column])))
             template_ids.append(template.id)
         return prompts, completions, template_ids
 
-    def __call__(self, rows: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
-        prompts, completions, _ = self.texts(rows, step)
+    def examples(self, rows: list[dict[str, Any]], step: int, packing: bool, evaluation: bool = False
+                 ) -> list[dict[str, list[int]]]:
+        """Token ids and labels (-100 where no loss is taken) of each row, truncated unless packed."""
+        prompts, completions, _ = self.texts(rows, step, evaluation)
         # Chat templates write their own special tokens; plain prompts get the tokenizer's usual ones.
         prompt_ids = self.tokenizer(prompts, add_special_tokens=not self.conversational)["input_ids"]
         completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
-        sequences, labels = [], []
+        masked = self.completion_only_loss or self.assistant_only_loss
+        cut = slice(None)
+        if self.max_length is not None and not packing:
+            cut = slice(-self.max_length, None) if self.truncation_mode == "keep_end" else slice(self.max_length)
+        examples = []
         for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
-            ids = (prompt + completion)[: self.max_length]
-            sequences.append(ids)
-            labels.append(([-100] * len(prompt) + completion)[: self.max_length])
-        return self._pad(sequences, labels)
+            labels = ([-100] * len(prompt) if masked else list(prompt)) + completion
+            examples.append({"input_ids": (prompt + completion)[cut], "labels": labels[cut]})
+        return examples
 
-    def _pad(self, sequences: list[list[int]], labels: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids in sequences)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        label_ids = torch.full((len(sequences), width), -100, dtype=torch.long)
-        for i, (ids, lab) in enumerate(zip(sequences, labels, strict=True)):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention_mask[i, : len(ids)] = 1
-            label_ids[i, : len(lab)] = torch.tensor(lab)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    def __call__(self, rows: list[dict[str, Any]], step: int, packing: bool | None = None,
+                 evaluation: bool = False) -> dict[str, torch.Tensor]:
+        packing = self.packing if packing is None else packing
+        if evaluation and packing:
+            # Eval batches stay in row order, one padding-free row (the tokens bfd packing gives), so each
+            # example's loss can be attributed to its template.
+            examples = self.examples(rows, step, packing=False, evaluation=True)
+            padding_free = True
+        else:
+            examples = self.examples(rows, step, packing, evaluation)
+            if packing:
+                examples = pack_examples(examples, self.max_length, self.packing_strategy)
+            # As TRL: bfd packing is collated padding-free (its rows carry seq_lengths); wrapped rows are padded.
+            padding_free = self.padding_free or (packing and self.packing_strategy in ("bfd", "bfd_split"))
+        collate = DataCollatorForLanguageModeling(self.tokenizer.pad_token_id, padding_free=padding_free,
+                                                  pad_to_multiple_of=self.pad_to_multiple_of)
+        return collate(examples)
+
+
+def pack_examples(examples: list[dict[str, list[int]]], max_length: int, strategy: str) -> list[dict[str, Any]]:
+    """TRL's `pack_dataset` over one micro-batch: rows of at most ``max_length`` tokens with their seq_lengths."""
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per micro-batch would flood the log
+    try:
+        packed = pack_dataset(datasets.Dataset.from_list(examples), max_length, strategy)
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+    return packed.to_list()
 
 
 class PaftSFTTrainer(SFTTrainer):
@@ -96,33 +177,104 @@ class PaftSFTTrainer(SFTTrainer):
     """
 
     def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None, **kwargs):
+        check_sft_data_options(args, collator.conversational)
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        args.remove_unused_columns = False
+        keep_unused_columns(args)
+        collator.apply_options(args)
         self.paft_collator = collator
+        if args.pad_token is not None:
+            set_pad_token(collator.tokenizer, args.pad_token)
+        if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
+            eval_dataset = expand_for_eval(eval_dataset, collator.chooser.evaluated)
+        self._paft_eval_losses: dict[str, list[float]] = {}
+        self._paft_eval_batch: tuple[dict, list[str]] | None = None
+        if args.shuffle_dataset:  # as TRL's dataset preparation, which skip_prepare_dataset turns off
+            train_dataset = train_dataset.shuffle(seed=args.seed)
+            eval_dataset = eval_dataset.shuffle(seed=args.seed) if eval_dataset is not None else None
+        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         init_deepspeed_comm(args)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=keep_raw_rows, **kwargs)
+        # The collator packs, flattens and masks (templates are drawn per step, so TRL cannot pre-pack the data);
+        # TRL refuses a custom collator with these set, so it sees them off while it builds itself.
+        handled = {name: getattr(args, name) for name in ("packing", "padding_free", "assistant_only_loss")}
+        for name in handled:
+            setattr(args, name, False)
+        try:
+            super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             data_collator=keep_raw_rows, **kwargs)
+        finally:
+            for name, value in handled.items():
+                setattr(args, name, value)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.
-        if getattr(self, "sapo", None) is not None:
+        if self.sapo is not None:
             self.sapo.maybe_update(self.model, self.state.global_step)
         batches = []
         for _ in range(num_batches):
             try:
-                batches.append(self._render_batch(next(epoch_iterator)))
+                batches.append(self._render_batch(next(epoch_iterator), training=True))
             except StopIteration:
                 break
         return batches, self._get_num_items_in_batch(batches, device)
 
-    def _render_batch(self, batch):
-        if isinstance(batch, dict) and RAW_ROWS in batch:
-            batch = self.paft_collator(batch[RAW_ROWS], self.state.global_step)
-        return batch
+    def _render_batch(self, batch, training: bool):
+        if not (isinstance(batch, dict) and RAW_ROWS in batch):
+            return batch
+        if training:
+            return self.paft_collator(batch[RAW_ROWS], self.state.global_step)
+        packing = self.args.packing if self.args.eval_packing is None else self.args.eval_packing
+        rows = batch[RAW_ROWS]
+        rendered = self.paft_collator(rows, self.state.global_step, packing=packing, evaluation=True)
+        self._paft_eval_batch = (rendered, [row[EVAL_TEMPLATE_COLUMN] for row in rows])
+        return rendered
 
     def _prepare_inputs(self, inputs):
         # Evaluation batches arrive here still raw (they do not go through get_batch_samples).
-        return super()._prepare_inputs(self._render_batch(inputs))
+        return super()._prepare_inputs(self._render_batch(inputs, training=False))
+
+    # ------------------------------------------------------------------ eval loss per template
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        captured = []
+        handle = model.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            result = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        finally:
+            handle.remove()
+        fused = [output for output in captured if isinstance(output, FusedCausalLMOutput)]
+        if fused and self._paft_eval_batch is not None:
+            self._record_eval_losses(fused[0], *self._paft_eval_batch)
+        self._paft_eval_batch = None
+        return result
+
+    def _record_eval_losses(self, outputs, batch: dict, template_ids: list[str]) -> None:
+        """Add each example's summed token loss and token count to its template's totals."""
+        nll = (-outputs.log_probs.detach().float() * outputs.label_mask).cpu()
+        mask = outputs.label_mask.float().cpu()
+        if "attention_mask" in batch:  # one example per row
+            sums, counts = nll.sum(1), mask.sum(1)
+        else:  # one padding-free row: examples restart their position ids at 0
+            example = ((batch["position_ids"][0] == 0).cumsum(0) - 1)[1:].clamp(max=len(template_ids) - 1).cpu()
+            sums = torch.zeros(len(template_ids)).index_add_(0, example, nll[0])
+            counts = torch.zeros(len(template_ids)).index_add_(0, example, mask[0])
+        for template_id, total, count in zip(template_ids, sums.tolist(), counts.tolist(), strict=True):
+            totals = self._paft_eval_losses.setdefault(template_id, [0.0, 0.0])
+            totals[0] += total
+            totals[1] += count
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """TRL's evaluation, plus the token-weighted loss of each eval template and their mean, worst and std."""
+        self._paft_eval_losses = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        totals: dict[str, list[float]] = {}
+        for losses in gather_object([self._paft_eval_losses]):
+            for template_id, (total, count) in losses.items():
+                merged = totals.setdefault(template_id, [0.0, 0.0])
+                merged[0] += total
+                merged[1] += count
+        means = {t: total / count for t, (total, count) in totals.items() if count}
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in template_summary(means, "loss", max).items()})
+        return output
 
 
 __all__ = ["PaftSFTCollator", "PaftSFTTrainer", "keep_raw_rows"]
