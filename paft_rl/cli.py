@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[name][0])
         status = int(module.main(rest) or 0)
-        _close_process_group()
+        close_process_group()
         return status
     except UserError as error:
         print(f"paft-rl {name}: error: {error}", file=sys.stderr)
@@ -79,7 +79,7 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def _close_process_group() -> None:
+def close_process_group() -> None:
     """Tear down torch.distributed before the interpreter exits.
 
     Left to interpreter shutdown, a gloo process group's destructor can abort one rank (SIGABRT) after the run

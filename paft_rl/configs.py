@@ -178,9 +178,6 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
-        if self.use_vllm and self.vllm_enable_sleep_mode and trains_on_cpu(self.use_cpu):
-            raise UserError("vllm_enable_sleep_mode: vLLM has no sleep mode on CPU (it stops after loading the "
-                            "model); set it to false, or train on a GPU")
         announce(choose_precision(self))
         try:
             super().__post_init__()
@@ -192,6 +189,13 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
                     f"steps_per_generation completions and must hold whole groups: change "
                     f"per_device_train_batch_size, steps_per_generation or num_generations") from None
             raise UserError(f"invalid GRPO options: {message}") from None
+
+
+def check_vllm_on_this_machine(args: PaftGRPOConfig) -> None:
+    """vLLM options this machine cannot honour, refused before the model loads (a GPU recipe parses anywhere)."""
+    if args.use_vllm and args.vllm_enable_sleep_mode and trains_on_cpu(args.use_cpu):
+        raise UserError("vllm_enable_sleep_mode: vLLM has no sleep mode on CPU (it stops after loading the model); "
+                        "set it to false, or train on a GPU")
 
 
 @dataclass

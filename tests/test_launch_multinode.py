@@ -115,4 +115,7 @@ def machine_worker(model_dir: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    from paft_rl.cli import close_process_group
+
     machine_worker(*sys.argv[1:3])
+    close_process_group()  # as the CLI does: a gloo group left to interpreter shutdown can abort a finished rank

@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
                               grpo_recipe(out, merged["model"], args), out, "paft_grpo", after=merged)
         models["PAFT SFT + GRPO"] = grpo["model"]
     # ------------------------------------------------------------------ 4. held-out templates
-    settings = EvalSettings(task="synth_mc", models=list(models.values()), out=str(out / "eval"),
+    settings = EvalSettings(task="synth_mc", models=list(models.values()), labels=list(models), out=str(out / "eval"),
                             limit=args.questions, seed=args.seed, batch_size=48, threads=args.threads)
 
     def evaluate_all(resume: bool) -> dict:  # an interrupted evaluation resumes from its own log

@@ -9,7 +9,7 @@ from __future__ import annotations
 def main(argv: list[str]) -> int:
     from trl import get_peft_config
 
-    from ..configs import PaftGRPOConfig
+    from ..configs import PaftGRPOConfig, check_vllm_on_this_machine
     from ..trainers.common import reward_functions
     from ..trainers.grpo import PaftGRPOTrainer
     from ..trainers.setup import (
@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
 
     # ------------------------------------------------------------------ recipe and checks (no model yet)
     args, model_args = parse_recipe(PaftGRPOConfig, argv)
+    check_vllm_on_this_machine(args)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
     funcs = reward_functions(args.rewards, inputs.task)
     check_prompt_fits(inputs, args.max_completion_length or 0, inputs.context, "generated tokens",
