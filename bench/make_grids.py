@@ -32,6 +32,8 @@ SPECS = {
     "synth_mc-smollm2": ("synth_mc", None, "prompt_pool/builtin/synth_mc.jsonl", None, 50),
     "arc-smollm2": ("arc", "arc_challenge/test.jsonl", "prompt_pool/builtin/arc.jsonl", 15, 50),
     "piqa-paft-smollm2": ("piqa", "piqa/validation.jsonl", "../shared/data/paft_prompts/train/piqa.jsonl", 15, 50),
+    # The suggested shape: the built-in pool's 34 templates x 200 questions.
+    "synth_mc-200q-smollm2": ("synth_mc", None, "prompt_pool/builtin/synth_mc.jsonl", None, 200),
 }
 MAX_NEW_TOKENS = 8  # enough for "The answer is B"; the answer letter or text comes first in almost every output
 

@@ -121,13 +121,15 @@ def resume_or_overwrite(output_dir: str | Path, resume: bool = True) -> dict[str
 
 
 def run_recipe(command: str, recipe: dict[str, Any], path: str | Path) -> str:
-    """Write ``recipe`` to ``path`` (the record of what ran) and run ``paft-rl sft|grpo`` on it in this process."""
+    """Train ``recipe`` with ``paft-rl sft|grpo``'s code in this process (`paft_rl.training.train_recipe`), after
+    saving it to ``path`` as the record of what ran (people read it; nothing reads it back)."""
     import yaml
 
-    from .commands import grpo, sft
+    from .training import recipe_configs, train_grpo, train_sft
 
+    args, model_args = recipe_configs(command, recipe)  # checked before anything is written
     written = atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
-    {"sft": sft, "grpo": grpo}[command].main(["--config", str(written)])
+    {"sft": train_sft, "grpo": train_grpo}[command](args, model_args)
     return str(written)
 
 

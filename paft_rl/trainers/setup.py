@@ -48,25 +48,51 @@ class RunInputs:
     eval_dataset: datasets.Dataset | None = None  # rows of evaluation during training (eval_strategy not "no")
 
 
-def parse_recipe(config_class, argv: list[str]):
-    """Parse ``--config R.yaml`` plus ``--key value`` overrides into (config, ModelConfig) with `TrlParser`.
-
-    On a machine without a GPU ``use_cpu`` defaults to true, so CPU runs need nothing beyond the recipe.
-    """
+def recipe_parser(config_class):
+    """TRL's parser for (``config_class``, ModelConfig), with one-line errors; ``use_cpu`` defaults to true on a
+    machine without a GPU, so CPU runs need nothing beyond the recipe."""
     import torch
     from trl import ModelConfig, TrlParser
 
-    command = "grpo" if "GRPO" in config_class.__name__ else "sft"
-    parser = TrlParser((config_class, ModelConfig), prog=f"paft-rl {command}")
+    parser = TrlParser((config_class, ModelConfig), prog=f"paft-rl {command_of(config_class)}")
     parser.error = _option_error  # argparse would print 150 lines of usage before the one that matters
-    if "-h" in argv or "--help" in argv:
-        print(recipe_help(parser, command))
-        raise SystemExit(0)
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
+    return parser
+
+
+def command_of(config_class) -> str:
+    return "grpo" if "GRPO" in config_class.__name__ else "sft"
+
+
+def parse_recipe(config_class, argv: list[str]):
+    """Parse ``--config R.yaml`` plus ``--key value`` overrides into (config, ModelConfig) with `TrlParser`."""
+    parser = recipe_parser(config_class)
+    if "-h" in argv or "--help" in argv:
+        print(recipe_help(parser, command_of(config_class)))
+        raise SystemExit(0)
     check_recipe_options(parser, argv)
+    return _checked_configs(lambda: parser.parse_args_and_config(argv))
+
+
+def parse_recipe_mapping(config_class, recipe: dict[str, Any], where: str = "recipe"):
+    """(config, ModelConfig) from a recipe held as a mapping, exactly as if it had been read from a YAML file."""
+    parser = recipe_parser(config_class)
+    destinations = {action.dest for action in parser._actions}
+    for key in recipe:
+        if key not in destinations:
+            raise unknown_key_error(key, destinations, where, "option")
+
+    def parse():
+        parser.set_defaults_with_config(**recipe)
+        return parser.parse_args_into_dataclasses(args=[])
+
+    return _checked_configs(parse)
+
+
+def _checked_configs(parse):
     try:
-        args, model_args = parser.parse_args_and_config(argv)
+        args, model_args = parse()
     except FileNotFoundError as error:
         raise UserError(f"recipe not found: {error.filename}") from None
     except UserError:
@@ -233,8 +259,9 @@ def attach_adaptive_draws(trainer, args, inputs: RunInputs) -> None:
     trainer.add_callback(saving_callback(trainer.sapo))
 
 
-def train_and_save(trainer, args) -> None:
-    """Train (resuming when asked), then save the final model and tokenizer into output_dir.
+def train_and_save(trainer, args):
+    """Train (resuming when asked), then save the final model and tokenizer into output_dir; returns TRL's
+    ``TrainOutput``.
 
     With ``overwrite`` and no resume, the old run's checkpoints are removed first, so the folder never mixes runs.
     """
@@ -250,5 +277,6 @@ def train_and_save(trainer, args) -> None:
         if checkpoint and not trainer.sapo.load(checkpoint):
             raise UserError(f"{checkpoint} holds no SAPO draw state ({'sapo_state.json'}): resume it with the "
                             "template_draw it was trained with")
-    trainer.train(resume_from_checkpoint=resume)
+    output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
+    return output
