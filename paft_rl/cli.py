@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[name][0])
         status = int(module.main(rest) or 0)
-        close_process_group()
+        if close_process_group():
+            leave_distributed_run(status)
         return status
     except UserError as error:
         print(f"paft-rl {name}: error: {error}", file=sys.stderr)
@@ -79,16 +80,36 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def close_process_group() -> None:
-    """Tear down torch.distributed before the interpreter exits.
+def close_process_group() -> bool:
+    """Tear down torch.distributed before the interpreter exits; True when a group of several processes was torn down.
 
     Left to interpreter shutdown, a gloo process group's destructor can abort one rank (SIGABRT) after the run
     has finished and saved, when its peer has already closed the connection.
     """
     distributed = sys.modules.get("torch.distributed")
-    if distributed is not None and distributed.is_available() and distributed.is_initialized():
-        distributed.barrier()
-        distributed.destroy_process_group()
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return False
+    distributed.barrier()
+    distributed.destroy_process_group()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def leave_distributed_run(status: int) -> None:
+    """End a finished rank of a multi-process run now, after Python's exit handlers but before C++ teardown.
+
+    Even with the group destroyed, a rank can still die at interpreter teardown ("terminate called without an
+    active exception": a joinable background thread of torch's distributed runtime destroyed at exit), and the
+    launcher then reports the whole finished run as failed. Everything Python registered for exit still runs
+    (loggers, trackers such as wandb, reward workers); only the native static destructors are skipped.
+    """
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

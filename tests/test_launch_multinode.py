@@ -115,7 +115,8 @@ def machine_worker(model_dir: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    from paft_rl.cli import close_process_group
+    from paft_rl.cli import close_process_group, leave_distributed_run
 
     machine_worker(*sys.argv[1:3])
-    close_process_group()  # as the CLI does: a gloo group left to interpreter shutdown can abort a finished rank
+    if close_process_group():  # as the CLI does: a finished rank could otherwise abort at teardown
+        leave_distributed_run(0)

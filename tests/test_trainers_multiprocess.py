@@ -157,6 +157,7 @@ if __name__ == "__main__":
     mode, model_path, out = sys.argv[1:4]
     extra = {"deepspeed": deepspeed_config(int(sys.argv[4]))} if len(sys.argv) > 4 else {}
     {"grpo": grpo_worker, "sft": sft_worker}[mode](model_path, out, **extra)
-    from paft_rl.cli import close_process_group
+    from paft_rl.cli import close_process_group, leave_distributed_run
 
-    close_process_group()  # as the CLI does: a gloo group left to interpreter shutdown can abort a finished rank
+    if close_process_group():  # as the CLI does: a finished rank could otherwise abort at teardown
+        leave_distributed_run(0)

@@ -334,7 +334,8 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) 
 
 
 if __name__ == "__main__":
-    from paft_rl.cli import close_process_group
+    from paft_rl.cli import close_process_group, leave_distributed_run
 
     vllm_worker(*sys.argv[1:4])
-    close_process_group()  # as the CLI does: a gloo group left to interpreter shutdown can abort a finished rank
+    if close_process_group():  # as the CLI does: a finished rank could otherwise abort at teardown
+        leave_distributed_run(0)
