@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prompt_pool import UserError, atomic_write_text
+from prompt_pool import UserError, atomic_write_text, short_value
 
 MARKER = "stage.json"
 # The LoRA settings workflow stages train with unless a recipe says otherwise (rank 16 on the attention projections).
@@ -46,13 +46,8 @@ def changed_settings(before: dict, now: dict, prefix: str = "") -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             changes += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
-            changes.append(f"{prefix}{key}: {_short(old)} -> {_short(new)}")
+            changes.append(f"{prefix}{key}: {short_value(old)} -> {short_value(new)}")
     return changes
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def run_stage(name: str, folder: str | Path, work: Callable[[bool], dict[str, Any]], settings: dict[str, Any],

@@ -1,6 +1,6 @@
 """Pools of instruction templates: data model, validation, rendering, deterministic drawing, files."""
 
-from .errors import PoolValidationError, UserError, first_line, unknown_key_error
+from .errors import PoolValidationError, UserError, first_line, short_value, unknown_key_error
 from .io import (
     atomic_write_text,
     builtin_names,
@@ -33,6 +33,7 @@ __all__ = [
     "read_yaml",
     "read_yaml_mapping",
     "render",
+    "short_value",
     "unit_hash",
     "unknown_key_error",
     "write_jsonl",

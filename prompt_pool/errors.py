@@ -30,6 +30,14 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def short_value(value: object, width: int = 40) -> str:
+    """A setting's value for a one-line message: JSON (strings as they are), cut to ``width`` characters."""
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def unknown_key_error(key: object, known: Iterable[str], where: str, what: str = "key") -> UserError:
     """The error for a setting nobody reads: name it, where it was written, and the closest known name."""
     known = sorted(set(known))

@@ -14,7 +14,6 @@ from paft_rl.eval import EvalSettings, evaluate
 from paft_rl.eval import scoring as eval_scoring
 from paft_rl.eval.budget import budget_cells, design_cells, estimate_accuracies, naive_accuracies
 from prompt_pool import UserError
-from tests.tiny import make_tiny_model_dir
 
 
 def synthetic_grid(n_templates: int, n_questions: int, seed: int, template_sd=0.8, question_sd=1.5) -> np.ndarray:
@@ -97,11 +96,6 @@ def test_estimator_when_every_observed_cell_agrees():
 
 
 # ------------------------------------------------------------------------------------------ budgeted runs
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("models"))
-
-
 def budget_argv(model, out, *extra):
     # synth_mc's 34 built-in templates x 6 questions: 204 cells
     return ["eval", "--model", str(model), "--task", "synth_mc", "--templates", "all", "--limit", "6",

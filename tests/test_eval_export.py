@@ -18,7 +18,6 @@ from paft_rl.eval import EvalSettings, evaluate
 from paft_rl.eval.export import answer_filter, jinja_template
 from paft_rl.tasks import get_task
 from prompt_pool import PromptPool, Template
-from tests.tiny import make_tiny_model_dir
 
 POOL = [
     {"id": "plain", "text": "{question}\n{options}\nAnswer:", "split": "heldout"},
@@ -26,11 +25,6 @@ POOL = [
     {"id": "json", "text": '{{"question": "{question}", "options": "{options}"}} {{% raw %}} 100%', "split": "train"},
 ]
 ROWS = 6
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("models"))
 
 
 def write_pool(path: Path) -> Path:

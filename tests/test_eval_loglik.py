@@ -11,18 +11,12 @@ from paft_rl import cli
 from paft_rl.eval import EvalSettings, evaluate, format_table, write_outputs
 from paft_rl.eval.loglik import ChoiceRequest, choice_batches
 from paft_rl.tasks import LETTERS, get_task, load_rows
-from tests.tiny import make_tiny_model_dir
 
 POOL = [
     {"id": "plain", "text": "{question}\n{options}\nAnswer:", "split": "heldout"},
     {"id": "letters", "text": "Q: {question} A) {A} B) {B} C) {C} D) {D}. The answer is", "split": "heldout"},
 ]
 ROWS = 4
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("models"))
 
 
 def write_pool(path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prompt_pool import UserError
+from prompt_pool import UserError, short_value
 
 # How a run was carried out, not what it measured: these may differ between runs that share a folder. A budget
 # only says how much of the same grid was generated; each model's metrics record their own cells (`estimated`).
@@ -32,7 +32,7 @@ def check_same_evaluation(previous: dict, settings: dict, out_dir: str | Path) -
     """Refuse to write into a folder that holds another evaluation's results."""
     before = {k: v for k, v in previous.get("settings", {}).items() if k not in RUN_ONLY}
     now = {k: v for k, v in settings.items() if k not in RUN_ONLY}
-    differs = [f"{key}: {_short(before.get(key))} -> {_short(now.get(key))}" for key in sorted(set(before) | set(now))
+    differs = [f"{key}: {short_value(before.get(key))} -> {short_value(now.get(key))}" for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)]
     if differs:
         raise UserError(f"{out_dir} holds results of another evaluation ({'; '.join(differs[:4])}"
@@ -71,7 +71,3 @@ def _records(path: Path, models: set[str]) -> list[dict]:
                 records.append(record)
     return records
 
-
-def _short(value) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
