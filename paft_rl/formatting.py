@@ -38,6 +38,12 @@ def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
+def tokenize_prompt_texts(tokenizer, texts: list[str], conversational: bool) -> list[list[int]]:
+    """Token ids of prompt texts: a chat template writes its own special tokens, plain text gets the
+    tokenizer's usual ones (a BOS)."""
+    return tokenizer(texts, add_special_tokens=not conversational)["input_ids"]
+
+
 def completion_text(tokenizer, prompt: str | list[dict], target: str) -> str:
     """The completion as the chat template writes an assistant turn, or the target plus eos for plain text."""
     if isinstance(prompt, list):
@@ -57,6 +63,6 @@ def encode_example(tokenizer, rendered: str, target: str, conversational: bool,
     tokenizer's usual ones.
     """
     prompt = build_prompt(rendered, conversational, system_prompt)
-    prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=not conversational)["input_ids"]
+    (prompt_ids,) = tokenize_prompt_texts(tokenizer, [prompt_text(tokenizer, prompt)], conversational)
     completion_ids = tokenizer(completion_text(tokenizer, prompt, target), add_special_tokens=False)["input_ids"]
     return prompt_ids + completion_ids, len(prompt_ids)

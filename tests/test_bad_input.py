@@ -143,7 +143,7 @@ def test_recipe_key_typo_has_a_did_you_mean(model_dir, tmp_path, capsys):
 
 def test_command_line_typo_has_a_did_you_mean(model_dir, tmp_path, capsys):
     code, message, _ = run(capsys, "grpo", *training_args(model_dir, tmp_path, "--num_generation", "2"))
-    assert code == 2 and "unknown option -- 'num_generation'; did you mean 'num_generations'?" in message
+    assert code == 2 and "unknown option '--num_generation'; did you mean '--num_generations'?" in message
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [("max_steps", "two", "option max_steps: invalid int value: 'two'"),

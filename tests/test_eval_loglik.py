@@ -46,7 +46,7 @@ def test_loglik_matches_direct_per_option_computation(tmp_path, tiny_model, chat
 
     settings = EvalSettings(task="synth_mc", models=[str(tiny_model)], out=str(tmp_path / "out"),
                             templates=str(write_pool(tmp_path / "pool.jsonl")), limit=ROWS, progress=False,
-                            scoring="loglik", chat_template=chat, batch_size=5)  # 5 rows: batches of one question
+                            scoring="loglik", prompt_format="chat" if chat else "plain", batch_size=5)  # 5 rows: batches of one question
     results, records = evaluate(settings)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)

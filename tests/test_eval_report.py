@@ -108,7 +108,7 @@ def test_plain_prompt_record_shows_the_bos_the_tokenizer_added(tmp_path, tiny_mo
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps(POOL[0]) + "\n")
     _, records = evaluate(EvalSettings(task="synth_mc", models=[str(bos_model)], out=str(tmp_path / "o"),
-                                       templates=str(pool), limit=2, progress=False, chat_template=False))
+                                       templates=str(pool), limit=2, progress=False, prompt_format="plain"))
     rendered = f"{examples[0].fields['question']}\n{examples[0].fields['options']}\nAnswer:"
     assert records[0]["prompt"] == "<s>" + rendered
 

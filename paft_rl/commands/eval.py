@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most padded prompt tokens per prefill pass, hf backend (default: 2048 on CPU, 32768 on GPU)")
     parser.add_argument("--top-threshold", type=float,
                         help="accuracy a template needs to count in Top (default: the task's, PAFT's values)")
-    parser.add_argument("--no-chat-template", action="store_true",
-                        help="feed prompts as plain text even when the tokenizer has a chat template")
+    parser.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "plain"],
+                        help="chat: prompts as the user turn of the chat template; plain: raw text; auto (default): "
+                             "chat when the tokenizer has a chat template. Use the training recipe's value")
+    parser.add_argument("--system-prompt", help="system message before each chat prompt (the training recipe's)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
     parser.add_argument("--threads", type=int,
@@ -66,7 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         templates=args.templates, field_aliases=list(args.field_alias), limit=args.limit, backend=args.backend,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         top_threshold=args.top_threshold,
-        chat_template=not args.no_chat_template, dtype=args.dtype, seed=args.seed, threads=args.threads,
+        prompt_format=args.prompt_format, system_prompt=args.system_prompt, dtype=args.dtype, seed=args.seed, threads=args.threads,
         share_prefix=not args.no_prefix_sharing,
         progress=not args.no_progress, labels=list(args.label), scoring=args.scoring, budget=args.budget,
         target_error=args.target_error,

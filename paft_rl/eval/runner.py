@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prompt_pool import PromptPool, UserError, builtin_names
 
+from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
@@ -46,7 +47,10 @@ class EvalSettings:
         max_batch_tokens (`int`, *optional*): most padded prompt tokens per prefill pass (HF backend; 2048 on CPU,
             32768 on GPU).
         top_threshold (`float`, *optional*): default: the task's threshold (PAFT's values).
-        chat_template (`bool`, defaults to `True`): wrap prompts in the tokenizer's chat template when it has one.
+        prompt_format (`str`, defaults to `"auto"`): ``chat`` (each prompt is the user turn of the tokenizer's chat
+            template), ``plain`` (raw text) or ``auto`` (chat when the tokenizer has a chat template): the training
+            recipe's option, so the model sees what it was trained on.
+        system_prompt (`str`, *optional*): system message before each chat prompt, as the training recipe's.
         dtype (`str`, defaults to `"auto"`): float32 on CPU, bfloat16 on GPU.
         seed (`int`, defaults to `0`): synthetic data seed.
         threads (`int`, *optional*): torch threads on CPU (default: torch's own, one per core). On a machine shared
@@ -78,7 +82,8 @@ class EvalSettings:
     batch_size: int = 64
     max_batch_tokens: int | None = None
     top_threshold: float | None = None
-    chat_template: bool = True
+    prompt_format: str = "auto"
+    system_prompt: str | None = None
     dtype: str = "auto"
     seed: int = 0
     threads: int | None = None
@@ -180,21 +185,16 @@ def model_label(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "model"
 
 
-def chat_prompts(tokenizer, cells: list[Cell], use_chat: bool) -> dict[tuple[str, str], str]:
-    """The exact text fed to the model for each cell (chat-formatted when the tokenizer has a template)."""
-    if not (use_chat and getattr(tokenizer, "chat_template", None)):
-        return {(c.template, c.row): c.prompt for c in cells}
-    return {
-        (c.template, c.row): tokenizer.apply_chat_template(
-            [{"role": "user", "content": c.prompt}], tokenize=False, add_generation_prompt=True)
-        for c in cells
-    }
+def model_prompts(tokenizer, cells: list[Cell], conversational: bool,
+                  system_prompt: str | None) -> dict[tuple[str, str], str]:
+    """The exact text fed to the model for each cell: the text the trainers' prompts become (`formatting`)."""
+    return {(c.template, c.row): prompt_text(tokenizer, build_prompt(c.prompt, conversational, system_prompt))
+            for c in cells}
 
 
 def tokenize_prompts(tokenizer, prompts: dict[tuple[str, str], str], chat: bool) -> dict[tuple[str, str], list[int]]:
-    # A chat template writes its own special tokens; plain prompts get the tokenizer's usual ones (a BOS).
     keys = list(prompts)
-    encoded = tokenizer([prompts[k] for k in keys], add_special_tokens=not chat)["input_ids"]
+    encoded = tokenize_prompt_texts(tokenizer, [prompts[k] for k in keys], chat)
     return dict(zip(keys, encoded))
 
 
@@ -215,8 +215,8 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
     """Tokenise every prompt and check the context holds the longest one, before any weights are loaded."""
     source = resolve_model(spec)
     tokenizer = load_tokenizer(source)
-    chat = settings.chat_template and bool(getattr(tokenizer, "chat_template", None))
-    prompts = chat_prompts(tokenizer, cells, chat)
+    chat = resolve_conversational(settings.prompt_format, tokenizer)
+    prompts = model_prompts(tokenizer, cells, chat, settings.system_prompt)
     prompt_ids = tokenize_prompts(tokenizer, prompts, chat)
     longest_key = max(prompt_ids, key=lambda k: len(prompt_ids[k]))
     needed = len(prompt_ids[longest_key]) + max_new_tokens

@@ -11,10 +11,11 @@ from typing import Any
 
 import datasets
 
-from prompt_pool import UserError, first_line, read_yaml_mapping, unknown_key_error
+from prompt_pool import UserError, first_line, unknown_key_error
 
 from ..eval.models import resolve_model
 from ..formatting import resolve_conversational
+from ..settings import check_options, parsed, settings_parser
 from ..tasks import Task
 from .common import (
     TemplateChooser,
@@ -52,10 +53,9 @@ def recipe_parser(config_class):
     """TRL's parser for (``config_class``, ModelConfig), with one-line errors; ``use_cpu`` defaults to true on a
     machine without a GPU, so CPU runs need nothing beyond the recipe."""
     import torch
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
-    parser = TrlParser((config_class, ModelConfig), prog=f"paft-rl {command_of(config_class)}")
-    parser.error = _option_error  # argparse would print 150 lines of usage before the one that matters
+    parser = settings_parser((config_class, ModelConfig), prog=f"paft-rl {command_of(config_class)}")
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
     return parser
@@ -71,7 +71,7 @@ def parse_recipe(config_class, argv: list[str]):
     if "-h" in argv or "--help" in argv:
         print(recipe_help(parser, command_of(config_class)))
         raise SystemExit(0)
-    check_recipe_options(parser, argv)
+    check_options(parser, argv)
     return _checked_configs(lambda: parser.parse_args_and_config(argv))
 
 
@@ -91,40 +91,10 @@ def parse_recipe_mapping(config_class, recipe: dict[str, Any], where: str = "rec
 
 
 def _checked_configs(parse):
-    try:
-        args, model_args = parse()
-    except FileNotFoundError as error:
-        raise UserError(f"recipe not found: {error.filename}") from None
-    except UserError:
-        raise
-    except ValueError as error:  # transformers' TrainingArguments checks raise ValueError on conflicting options
-        raise UserError(f"invalid options: {first_line(error)}") from None
+    args, model_args = parsed(parse)
     if not model_args.model_name_or_path:
         raise UserError("no model given: set model_name_or_path in the recipe or pass --model_name_or_path PATH")
     return args, model_args
-
-
-def check_recipe_options(parser, argv: list[str]) -> None:
-    """Every key of the recipe and every ``--key`` on the command line must be an option: else a did-you-mean.
-
-    TRL's parser reports unknown recipe keys only after building the configs, as a list; an unknown
-    command-line option would print the whole usage first.
-    """
-    options = {name.lstrip("-") for action in parser._actions for name in action.option_strings}
-    destinations = {action.dest for action in parser._actions}
-    if "--config" in argv:
-        position = argv.index("--config") + 1
-        if position >= len(argv):
-            raise UserError("--config needs a recipe file: --config R.yaml")
-        path = argv[position]
-        for key in read_yaml_mapping(path, "recipe"):
-            if key not in destinations and key != "env":
-                raise unknown_key_error(key, destinations, Path(path).name, "option")
-    for token in argv:
-        if token.startswith("--") and len(token) > 2:
-            name = token[2:].split("=", 1)[0]
-            if name != "config" and name not in options:
-                raise unknown_key_error(name, destinations, "command line", "option --")
 
 
 def recipe_help(parser, command: str) -> str:
@@ -161,13 +131,6 @@ def _plain(text: str) -> str:
     text = re.sub(r"\[([^\]]+)\]\((https?://[^)]+)\)", r"\1 (\2)", text)  # [text](url) -> text (url)
     text = re.sub(r"</?\w+[^>]*>", "", text)  # stray HTML tags
     return " ".join(text.replace("`", "").split())
-
-
-def _option_error(message: str) -> None:
-    """argparse's error hook: one line naming the option as a recipe writes it."""
-    message = re.sub(r"argument --([\w-]+)(?:/--[\w-]+)*: ", lambda m: f"option {m.group(1).replace('-', '_')}: ",
-                     message)
-    raise UserError(message)
 
 
 def resume_value(args) -> bool | str | None:

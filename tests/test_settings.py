@@ -1,0 +1,87 @@
+"""The one settings reader: types, choices and positive counts checked once; unknown keys at any depth named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from paft_rl.settings import Settings, SettingError, option, parse_settings, settings_from_mapping, settings_parser
+from prompt_pool import UserError
+
+
+@dataclass
+class Inner(Settings):
+    limit: int | None = option(None, help="questions", positive=True)
+    mode: Literal["a", "b"] = option("a", help="mode")
+
+
+@dataclass
+class Outer(Settings):
+    name: str = option(help="a name")
+    rate: float = option(0.5, help="a rate")
+    inner: Inner | None = option(None, help="a section")
+    items: list[Inner] = option(help="sections", default_factory=list)
+
+
+def test_nested_sections_become_dataclasses():
+    built = settings_from_mapping(Outer, {"name": "x", "rate": 1, "inner": {"limit": 3},
+                                          "items": [{"mode": "b"}]}, "run.yaml")
+    assert built.inner == Inner(limit=3)
+    assert built.items == [Inner(mode="b")]
+    assert built.rate == 1
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"name": "x", "inner": {"limt": 3}}, "run.yaml.inner: unknown key 'limt'; did you mean 'limit'?"),
+    ({"name": "x", "items": [{}, {"mood": "a"}]}, "run.yaml.items[1]: unknown key 'mood'; did you mean 'mode'?"),
+    ({"name": "x", "inner": {"limit": 0}}, "run.yaml.inner.limit must be a positive number, got 0"),
+    ({"name": "x", "inner": {"mode": "c"}}, "run.yaml.inner.mode must be one of a, b, got 'c'"),
+    ({"name": "x", "rate": "fast"}, "run.yaml.rate must be a number, got 'fast'"),
+    ({"name": "x", "inner": {"limit": True}}, "run.yaml.inner.limit must be a whole number, got True"),
+    ({"name": "x", "inner": [1]}, "run.yaml.inner: must be a mapping"),
+    ({"rate": 1.0}, "run.yaml: set name"),
+])
+def test_bad_values_and_keys_are_named_with_their_path(mapping, message):
+    with pytest.raises(UserError) as error:
+        settings_from_mapping(Outer, mapping, "run.yaml")
+    assert str(error.value).startswith(message)
+
+
+def test_building_in_code_checks_the_same_way():
+    with pytest.raises(SettingError, match="limit must be a positive number, got -1"):
+        Inner(limit=-1)
+
+
+@dataclass
+class Flat(Settings):
+    task: str = option(help="task")
+    limit: int | None = option(None, help="questions", positive=True)
+    scoring: Literal["generate", "loglik"] = option("generate", help="scoring")
+
+
+def test_command_line_and_file_are_read_the_same_way(tmp_path):
+    config = tmp_path / "f.yaml"
+    config.write_text("task: t\nlimit: 4\n")
+    (flat,) = parse_settings(settings_parser(Flat, "x"), ["--config", str(config), "--scoring", "loglik"])
+    assert flat == Flat(task="t", limit=4, scoring="loglik")
+    (flat,) = parse_settings(settings_parser(Flat, "x"), ["--task", "t", "--limit", "2"])
+    assert flat.limit == 2
+
+
+@pytest.mark.parametrize("argv, file, message", [
+    (["--task", "t", "--limt", "2"], None, "command line: unknown option '--limt'; did you mean '--limit'?"),
+    ([], "task: t\nscorng: loglik\n", "f.yaml: unknown option 'scorng'; did you mean 'scoring'?"),
+    ([], "task: t\nlimit: 0\n", "option limit must be a positive number, got 0"),
+    ([], "task: t\nscoring: other\n", "option scoring must be one of generate, loglik, got 'other'"),
+    (["--task", "t", "--scoring", "other"], None, "option scoring: invalid choice"),
+])
+def test_command_line_errors_are_one_line(tmp_path, argv, file, message):
+    if file is not None:
+        (tmp_path / "f.yaml").write_text(file)
+        argv = ["--config", str(tmp_path / "f.yaml"), *argv]
+    with pytest.raises(UserError) as error:
+        parse_settings(settings_parser(Flat, "x"), argv)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
