@@ -1,8 +1,9 @@
 """One way to read settings, for every command: dataclasses with help on every field.
 
 A command's settings are a dataclass. ``paft-rl X --config F.yaml --key value`` is read by TRL's parser (the
-same one ``paft-rl sft|grpo`` use), so a YAML key and a ``--key`` flag are the same name. Sections nested inside a
-YAML file (a pipeline's ``eval:``, a sequence's ``tasks:``) are dataclasses too, built by `settings_from_mapping`.
+same one ``paft-rl sft|grpo`` use), so a YAML key and a ``--key`` flag are the same name. A file with nested
+sections (a pipeline's ``eval:``, a sequence's ``tasks:``) is read by `read_settings_file` into dataclasses
+holding dataclasses; such a command's flags dataclass has its own ``config`` field naming the file.
 
 Either way the values are checked once, in the dataclass's ``__post_init__`` (`Settings`): types from the
 annotations, choices from ``Literal``, counts marked ``positive`` in the field's metadata. An error names the
@@ -136,6 +137,11 @@ def settings_from_mapping(cls, mapping: Any, where: str):
         raise UserError(f"{where}.{error.name} {error.problem}") from None
 
 
+def read_settings_file(cls, path: str | Path, what: str):
+    """``cls`` from a YAML file with nested sections (a pipeline, a sequence), named in messages by file name."""
+    return settings_from_mapping(cls, read_yaml_mapping(path, what), Path(path).name)
+
+
 def _required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
@@ -157,11 +163,23 @@ def _nested(annotation: Any, value: Any, where: str) -> Any:
 
 
 def settings_parser(dataclass_types, prog: str):
-    """TRL's parser for the dataclasses, raising one-line errors instead of printing the usage."""
+    """TRL's parser for the dataclasses, raising one-line errors instead of printing the usage.
+
+    A flags dataclass with its own ``config`` field (the command reads that file itself, `read_settings_file`)
+    gets transformers' parser, which leaves ``--config`` alone.
+    """
     from transformers import HfArgumentParser
     from trl import TrlParser
 
-    class Parser(TrlParser):
+    dataclass_types = list(dataclass_types) if isinstance(dataclass_types, (list, tuple)) else [dataclass_types]
+    own_file = any("config" in {f.name for f in dataclasses.fields(t)} for t in dataclass_types)
+
+    class Parser(HfArgumentParser if own_file else TrlParser):
+        def parse_args_and_config(self, args):
+            if own_file:
+                return self.parse_args_into_dataclasses(args=args)
+            return super().parse_args_and_config(args)
+
         @staticmethod
         def _parse_dataclass_field(parser, field):
             # transformers hands every metadata key to argparse, which knows no `positive`.
@@ -190,7 +208,7 @@ def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """
     options = {name.lstrip("-") for action in parser._actions for name in action.option_strings}
     destinations = {action.dest for action in parser._actions} - {"help"}
-    if "--config" in argv:
+    if "--config" in argv and "config" not in destinations:
         position = argv.index("--config") + 1
         if position >= len(argv):
             raise UserError("--config needs a YAML file: --config F.yaml")
@@ -198,11 +216,17 @@ def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         for key in read_yaml_mapping(path, "config"):
             if key not in destinations and key != "env":
                 raise unknown_key_error(key, destinations, Path(path).name, "option")
+    lists = {name: action.dest for action in parser._actions if action.nargs in ("+", "*")
+             for name in action.option_strings}
+    seen_lists = []
     for token in argv:
         if token.startswith("--") and len(token) > 2:
             name = token[2:].split("=", 1)[0]
             if name != "config" and name not in options:
                 raise unknown_key_error(f"--{name}", {f"--{d}" for d in destinations}, "command line", "option")
+            if token in lists and lists[token] in seen_lists:  # argparse would keep the last one only
+                raise UserError(f"{token} is given twice: list every value after one {token} (--{lists[token]} A B)")
+            seen_lists.append(lists.get(token))
 
 
 def parse_settings(parser: argparse.ArgumentParser, argv: list[str]) -> tuple:

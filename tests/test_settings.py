@@ -7,7 +7,15 @@ from typing import Literal
 
 import pytest
 
-from paft_rl.settings import Settings, SettingError, option, parse_settings, settings_from_mapping, settings_parser
+from paft_rl.settings import (
+    Settings,
+    SettingError,
+    option,
+    parse_settings,
+    read_settings_file,
+    settings_from_mapping,
+    settings_parser,
+)
 from prompt_pool import UserError
 
 
@@ -70,6 +78,18 @@ def test_command_line_and_file_are_read_the_same_way(tmp_path):
     assert flat.limit == 2
 
 
+@dataclass
+class Listing(Settings):
+    models: list[str] = option(help="models")
+
+
+def test_a_list_option_given_twice_is_refused_not_cut_to_the_last():
+    (listing,) = parse_settings(settings_parser(Listing, "x"), ["--models", "a", "b"])
+    assert listing.models == ["a", "b"]
+    with pytest.raises(UserError, match="^--models is given twice: list every value after one --models"):
+        parse_settings(settings_parser(Listing, "x"), ["--models", "a", "--models", "b"])
+
+
 @pytest.mark.parametrize("argv, file, message", [
     (["--task", "t", "--limt", "2"], None, "command line: unknown option '--limt'; did you mean '--limit'?"),
     ([], "task: t\nscorng: loglik\n", "f.yaml: unknown option 'scorng'; did you mean 'scoring'?"),
@@ -85,3 +105,18 @@ def test_command_line_errors_are_one_line(tmp_path, argv, file, message):
         parse_settings(settings_parser(Flat, "x"), argv)
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+@dataclass
+class Flags(Settings):
+    config: str = option(help="a file with nested sections")
+    fresh: bool = option(False, help="start over")
+
+
+def test_a_command_with_a_nested_file_reads_it_itself(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("name: x\ninner: {limt: 2}\n")
+    (flags,) = parse_settings(settings_parser(Flags, "x"), ["--config", str(config), "--fresh"])
+    assert flags == Flags(config=str(config), fresh=True)
+    with pytest.raises(UserError, match=r"^run.yaml.inner: unknown key 'limt'; did you mean 'limit'\?"):
+        read_settings_file(Outer, flags.config, "run config")
