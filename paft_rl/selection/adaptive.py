@@ -137,7 +137,12 @@ class AdaptiveWeights:
 
 
 def softmax_scores(scores: dict[str, float], temperature: float) -> dict[str, float]:
-    """``softmax(score / temperature)``; temperature 0 gives all weight to the best score (ties: first id)."""
+    """Draw weights ``softmax(score / temperature)`` by template id (higher score, more weight).
+
+    SAPO's loss signal passes ``-loss``; temperature 0 gives all weight to the best score (ties: the first id).
+    """
+    if temperature < 0:
+        raise UserError(f"SAPO temperature must be >= 0, got {temperature}")
     if temperature == 0:
         best = max(scores, key=lambda i: (scores[i], -list(scores).index(i)))
         return {i: float(i == best) for i in scores}
