@@ -231,23 +231,6 @@ def longest_prompt_tokens(chooser: TemplateChooser, dataset: datasets.Dataset, t
     return best
 
 
-def context_length(model_path: str | None, tokenizer) -> int | None:
-    """The model's context window from its config (``max_position_embeddings``), if it can be read."""
-    if model_path:
-        try:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(model_path)
-            config = getattr(config, "text_config", None) or config
-            value = getattr(config, "max_position_embeddings", None)
-            if value:
-                return int(value)
-        except Exception:  # noqa: BLE001 - unreadable config: fall back to the tokenizer's limit
-            pass
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit and limit < 10**8 else None
-
-
 def existing_checkpoints(output_dir: str) -> list[Path]:
     folder = Path(output_dir)
     if not folder.is_dir():

@@ -13,7 +13,7 @@ import datasets
 
 from prompt_pool import UserError, first_line, unknown_key_error
 
-from ..eval.models import resolve_model
+from ..eval.models import context_length, resolve_model
 from ..formatting import resolve_conversational
 from ..settings import check_options, parsed, settings_parser
 from ..tasks import Task
@@ -24,7 +24,6 @@ from .common import (
     check_output_dir,
     check_resume_point,
     check_sft_data_options,
-    context_length,
     existing_checkpoints,
     load_eval_dataset,
     load_eval_pool,
@@ -147,7 +146,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
     check_output_dir(args.output_dir, resume_value(args), args.overwrite)
     check_resume_point(args, resume_value(args))
-    resolve_model(model_path)  # a path that cannot be a model fails before the data is read
+    source = resolve_model(model_path)  # a path that cannot be a model fails before the data is read
     task = resolve_task(args)
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
@@ -164,7 +163,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     check_sft_data_options(args, conversational)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)
-    return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
+    return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(source, tokenizer),
                      (template_id, row_id), eval_dataset)
 
 
