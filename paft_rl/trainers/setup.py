@@ -200,25 +200,19 @@ def model_init_kwargs(args, model_args) -> None:
     args.model_init_kwargs = kwargs
 
 
-def attach_adaptive_draws(trainer, args, inputs: RunInputs) -> None:
-    """For ``template_draw: sapo`` / ``sapo_reward``, give the trainer SAPO's adaptive draw weights.
-
-    The probe set for ``sapo`` is the first ``sapo_probe_rows`` training rows; the weights' state goes into
-    every checkpoint.
+def adaptive_draws(args, inputs: RunInputs):
+    """SAPO's adaptive draw weights for ``template_draw: sapo`` / ``sapo_reward``, to give the trainer when it is
+    built (`None` for the other draws). The probe set for ``sapo`` is the first ``sapo_probe_rows`` training rows.
     """
-    from ..selection.adaptive import MODES, AdaptiveWeights, saving_callback
+    from ..selection.adaptive import MODES, AdaptiveWeights
 
-    trainer.sapo = None
     if args.template_draw not in MODES:
-        return
-    if args.template_draw == "sapo_reward" and not hasattr(trainer, "reward_funcs"):
-        raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+        return None
     rows = inputs.dataset.select(range(min(args.sapo_probe_rows, len(inputs.dataset))))
-    trainer.sapo = AdaptiveWeights(
-        inputs.chooser, args.template_draw, args.sapo_every, args.sapo_temperature,
+    return AdaptiveWeights(
+        inputs.chooser.pool, args.template_draw, args.sapo_every, args.sapo_temperature,
         probe=[inputs.task.example(row) for row in rows], tokenizer=inputs.tokenizer,
         conversational=inputs.conversational, system_prompt=args.system_prompt)
-    trainer.add_callback(saving_callback(trainer.sapo))
 
 
 def train_and_save(trainer, args):
@@ -232,13 +226,6 @@ def train_and_save(trainer, args):
         for checkpoint in existing_checkpoints(args.output_dir):
             shutil.rmtree(checkpoint)
     trainer.accelerator.wait_for_everyone()
-    if resume and getattr(trainer, "sapo", None) is not None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(args.output_dir) if resume is True else resume
-        if checkpoint and not trainer.sapo.load(checkpoint):
-            raise UserError(f"{checkpoint} holds no SAPO draw state ({'sapo_state.json'}): resume it with the "
-                            "template_draw it was trained with")
     output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     return output
