@@ -99,6 +99,27 @@ def test_chooser_draws_by_the_adaptive_weights_as_they_are_updated():
     assert plain.weights is None and plain.adaptive is None  # following() left the caller's chooser as it was
 
 
+def test_restore_reads_the_checkpoint_a_resume_starts_from(tmp_path):
+    _, _, chooser = chooser_for()
+    ids = [t.id for t in chooser.pool.train]
+    saved = AdaptiveWeights(chooser.pool, "sapo_reward", every=2, temperature=0)
+    for step, best in ((2, ids[1]), (4, ids[2])):
+        saved.observe_rewards(ids, [float(step) if i == best else 0.0 for i in ids])
+        saved.maybe_update(model=None, step=step)
+        saved.save(tmp_path / f"checkpoint-{step}")
+    (tmp_path / "checkpoint-6").mkdir()  # a checkpoint of a run without adaptive draws
+    fresh = AdaptiveWeights(chooser.pool, "sapo_reward", every=2, temperature=0)
+    fresh.restore(tmp_path, None)  # no resume: nothing read
+    assert fresh.weights is None and fresh.updated_step is None
+    fresh.restore(tmp_path, str(tmp_path / "checkpoint-2"))
+    assert fresh.updated_step == 2 and fresh.weights[ids[1]] == 1.0
+    with pytest.raises(UserError, match="checkpoint-6 holds no SAPO draw state"):
+        fresh.restore(tmp_path, True)  # true: the last checkpoint, which has none
+    (tmp_path / "checkpoint-6").rmdir()
+    fresh.restore(tmp_path, True)
+    assert fresh.updated_step == 4 and fresh.weights[ids[2]] == 1.0 and fresh.reward_count == saved.reward_count
+
+
 def sapo_sft_run(model_dir, output_dir, stop_at=None, resume=None, **overrides):
     args, task, chooser = chooser_for(**{"output_dir": str(output_dir), "per_device_train_batch_size": 2,
                                          "max_length": 256, **overrides})
@@ -190,3 +211,37 @@ def test_sapo_reward_needs_grpo(model_dir, tmp_path, capsys):
     path.write_text(yaml.safe_dump(recipe))
     assert main(["sft", "--config", str(path)]) == 2
     assert "use it with paft-rl grpo" in capsys.readouterr().err
+
+
+def sapo_grpo_run(model_dir, output_dir, stop_at=None, resume=None):
+    """GRPO with sapo_reward; one generation serves two optimizer steps (checkpoint-1 lies inside a cycle)."""
+    from test_trainers_multiprocess import digit_share, recording_grpo_trainer
+
+    from paft_rl.configs import PaftGRPOConfig
+
+    args = PaftGRPOConfig(**{**COMMON, "output_dir": str(output_dir), "template_draw": "sapo_reward", "sapo_every": 1,
+                             "max_steps": 4, "save_steps": 1, "num_iterations": 2, "per_device_train_batch_size": 4,
+                             "num_generations": 2, "max_completion_length": 4})
+    task = resolve_task(args)
+    chooser = build_chooser(args, task)
+    adaptive = AdaptiveWeights(chooser.pool, "sapo_reward", args.sapo_every, args.sapo_temperature)
+    trainer_class = recording_grpo_trainer()
+    trainer_class.generated = []
+    trainer = trainer_class(str(model_dir), [digit_share], args, build_dataset(task, load_rows(task, limit=12, seed=0)),
+                            chooser, conversational=True, processing_class=make_tiny_tokenizer(), adaptive=adaptive,
+                            callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer.train(resume_from_checkpoint=resume)
+    return [tuple(map(str, entry[1:3])) for entry in trainer.generated], adaptive
+
+
+@pytest.mark.slow
+def test_grpo_sapo_reward_resume_inside_a_cycle_restores_the_rewards_seen(model_dir, tmp_path):
+    uninterrupted, adaptive = sapo_grpo_run(model_dir, tmp_path / "a")
+    first, _ = sapo_grpo_run(model_dir, tmp_path / "b", stop_at=1)
+    second, resumed = sapo_grpo_run(model_dir, tmp_path / "b", resume=True)  # the last checkpoint: checkpoint-1
+    assert first == uninterrupted[:4] and second == uninterrupted  # (row, template); the cycle is regenerated
+    # The resumed run starts from checkpoint-1's rewards (the first generation's) and does not count the regenerated
+    # cycle again, so the step-2 update sees what the uninterrupted run saw.
+    assert sum(resumed.reward_count.values()) == sum(adaptive.reward_count.values()) == 2 * 4
+    assert resumed.updated_step == adaptive.updated_step == 2 and resumed.weights == adaptive.weights
+    assert len(set(adaptive.weights.values())) > 1  # the rewards made a difference to the draw weights
