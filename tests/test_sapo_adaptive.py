@@ -10,12 +10,13 @@ from collections import Counter
 import pytest
 import yaml
 
-from paft_rl.configs import PaftSFTConfig
+from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.selection.adaptive import STATE_FILE, AdaptiveWeights, softmax_scores
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import PaftSFTTrainer, build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
 from prompt_pool import UserError
+from test_trainers_multiprocess import digit_share, recording_grpo_trainer
 from test_trainers_resume import RecordingCollator, StopAfter
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
@@ -215,10 +216,6 @@ def test_sapo_reward_needs_grpo(model_dir, tmp_path, capsys):
 
 def sapo_grpo_run(model_dir, output_dir, stop_at=None, resume=None):
     """GRPO with sapo_reward; one generation serves two optimizer steps (checkpoint-1 lies inside a cycle)."""
-    from test_trainers_multiprocess import digit_share, recording_grpo_trainer
-
-    from paft_rl.configs import PaftGRPOConfig
-
     args = PaftGRPOConfig(**{**COMMON, "output_dir": str(output_dir), "template_draw": "sapo_reward", "sapo_every": 1,
                              "max_steps": 4, "save_steps": 1, "num_iterations": 2, "per_device_train_batch_size": 4,
                              "num_generations": 2, "max_completion_length": 4})
