@@ -115,7 +115,7 @@ def context_length(source: ModelSource, tokenizer) -> int | None:
     text_config = config.get_text_config()
     limits = [getattr(text_config, name, None) for name in POSITION_KEYS]
     limits = [value for value in limits if isinstance(value, int) and value > 0]
-    model_max = getattr(tokenizer, "model_max_length", None)
+    model_max = tokenizer.model_max_length
     if isinstance(model_max, int) and 0 < model_max < NO_TOKENIZER_LIMIT:
         limits.append(model_max)
     return min(limits) if limits else None

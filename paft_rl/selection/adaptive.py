@@ -12,9 +12,9 @@ The trainer is given the `AdaptiveWeights` when it is built (``PaftSFTTrainer(..
 the step and the rewards are known, and its `TemplateChooser` holds a reference and draws by ``weights`` as they are
 now, so nothing writes weights into the chooser.
 
-Determinism: weights change only at the first update call at or after each multiple of M, are computed from what every rank shares
-(the same model and probe set; gathered rewards), are broadcast from the main process, and are saved into each
-checkpoint (``sapo_state.json``) so a resumed run draws exactly what the uninterrupted run drew.
+Determinism: weights change only at the first update call at or after each multiple of M, are computed from what
+every rank shares (the same model and probe set; gathered rewards), are broadcast from the main process, and are
+saved into each checkpoint (``sapo_state.json``) so a resumed run draws exactly what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ class AdaptiveWeights:
         batch_size (`int`): sequences per scoring forward pass.
         weights (`dict[str, float]`, *optional*): the current draw weights by template id; `None` (uniform draws)
             until the first update.
+
+    ```python
+    >>> adaptive = AdaptiveWeights(chooser.pool, "sapo", every=50, temperature=0.1, probe=examples[:64],
+    ...                            tokenizer=tokenizer, conversational=True)
+    >>> trainer = PaftSFTTrainer(model, args, dataset, PaftSFTCollator(tokenizer, chooser, True), adaptive=adaptive)
+    ```
     """
 
     pool: PromptPool
