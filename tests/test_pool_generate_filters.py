@@ -254,3 +254,26 @@ def test_seed_templates_from_a_pool(seeds, count, tmp_path):
     config = config_from_dict({"task": "synth_mc", "generators": [GEN], "seed_templates": seeds}, base_dir=tmp_path)
     expected = count if isinstance(count, int) else len(load_pool("synth_mc").subset(count).templates)
     assert len(config.seed_templates) == expected > 0
+
+
+@pytest.mark.parametrize("name, task, generators, seeds", [
+    ("gsm8k_hosted_ensemble.yaml", "gsm8k", 6, "gsm8k"),
+    ("synth_mc_smollm2.yaml", "synth_mc", 1, 6),
+])
+def test_shipped_pool_configs_load(name, task, generators, seeds, monkeypatch):
+    from pathlib import Path
+
+    from prompt_pool import load_pool
+    from paft_rl.construction import load_config
+
+    for key in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(key, "sk-test")
+    config = load_config(Path(__file__).parent.parent / "launch" / "pools" / name)
+    assert (config.task.name, config.registry_task, len(config.generators)) == (task, task, generators)
+    expected = seeds if isinstance(seeds, int) else len(load_pool(seeds).train)
+    assert len(config.seed_templates) == expected and config.modes == ["few_shot", "zero_shot"]
+
+
+def test_one_mode_may_be_written_without_a_list():
+    config = config_from_dict({"task": INLINE, "generators": [GEN], "modes": "zero_shot"})
+    assert config.modes == ["zero_shot"] and [r.mode for r in build_requests(config)] == ["zero_shot"] * 4
