@@ -187,6 +187,10 @@ GEN = {"name": "g", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
      "config.generators[0].backend must be one of openai, transformers, vllm, got 'llamacpp'"),
     ({"generators": [{"name": "g", "model": "m"}]}, "config.generators[0].base_url is needed with backend openai"),
     ({"generators": [{"name": "g"}]}, "config.generators[0]: set model"),
+    ({"generators": [{**GEN, "threads": 1}]}, "config.generators[0].threads is read by backend transformers only, "
+                                               "and this generator's backend is openai"),
+    ({"generators": [{"name": "g", "model": "m", "backend": "vllm", "base_url": "http://127.0.0.1:1/v1"}]},
+     "config.generators[0].base_url is read by backend openai only, and this generator's backend is vllm"),
     ({"generators": [{**GEN, "max_tokens": 0}]}, "config.generators[0].max_tokens must be a positive number, got 0"),
     ({"generators": [GEN, GEN]}, "config.generators must have unique names; repeated: g"),
     ({"generators": []}, "config.generators must list at least one generator"),

@@ -12,8 +12,9 @@ expensive generation for a reason visible up front.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,10 @@ Backend = Literal["openai", "transformers", "vllm"]
 MODES = ("few_shot", "zero_shot")
 BACKENDS = ("openai", "transformers", "vllm")
 METAPROMPT_NAMES = ("system", *MODES)
+# Generator options only one backend reads: set for another backend, they would be ignored without a word.
+BACKEND_OPTIONS = {"base_url": "openai", "api_key_env": "openai", "extra_body": "openai", "concurrency": "openai",
+                   "device": "transformers", "dtype": "transformers", "threads": "transformers",
+                   "batch_size": "transformers", "engine_kwargs": "vllm"}
 
 
 def _check_range(settings, name: str, low: float | None = None, high: float | None = None, *,
@@ -90,7 +95,7 @@ class GeneratorConfig(Settings):
     extra_body: dict = option(help="extra fields merged into each chat request body", default_factory=dict)
     device: str = option("cpu", help="transformers only: the torch device")
     dtype: str = option("auto", help="transformers only: auto, float32, bfloat16...")
-    batch_size: int = option(4, help="prompts per generate call for local backends", positive=True)
+    batch_size: int = option(4, help="transformers only: prompts per generate call", positive=True)
     threads: int | None = option(None, help="torch CPU threads (transformers only); on a CPU shared with other "
                                             "jobs, 1 can be many times faster than competing threads", positive=True)
     engine_kwargs: dict = option(help="keyword arguments of vllm.LLM (vllm only)", default_factory=dict)
@@ -100,6 +105,12 @@ class GeneratorConfig(Settings):
         _check_range(self, "temperature", 0)
         if self.backend == "openai" and not self.base_url:
             raise SettingError("base_url", "is needed with backend openai (e.g. http://127.0.0.1:8000/v1)")
+        defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        for name, backend in BACKEND_OPTIONS.items():
+            if backend != self.backend and getattr(self, name) != defaults[name]:
+                raise SettingError(name, f"is read by backend {backend} only, and this generator's backend is "
+                                         f"{self.backend}: remove it or change the backend")
 
     @property
     def api_key(self) -> str | None:
