@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +25,8 @@ from ..settings import Settings, SettingError, option, read_settings_file, setti
 
 Mode = Literal["few_shot", "zero_shot"]
 Backend = Literal["openai", "transformers", "vllm"]
-MODES = ("few_shot", "zero_shot")
-BACKENDS = ("openai", "transformers", "vllm")
+MODES = typing.get_args(Mode)
+BACKENDS = typing.get_args(Backend)
 METAPROMPT_NAMES = ("system", *MODES)
 # Generator options only one backend reads: set for another backend, they would be ignored without a word.
 BACKEND_OPTIONS = {"base_url": "openai", "api_key_env": "openai", "extra_body": "openai", "concurrency": "openai",
@@ -33,16 +34,16 @@ BACKEND_OPTIONS = {"base_url": "openai", "api_key_env": "openai", "extra_body": 
                    "batch_size": "transformers", "engine_kwargs": "vllm"}
 
 
-def _check_range(settings, name: str, low: float | None = None, high: float | None = None, *,
+def _check_range(settings, name: str, low: float, high: float | None = None, *,
                  open_low: bool = False, open_high: bool = False) -> None:
-    """A number setting outside its range, named; ``None`` (not set) passes."""
+    """A number setting outside its range, named; ``None`` (not set) passes. `option` knows only ``positive``."""
     value = getattr(settings, name)
     if value is None:
         return
-    below = low is not None and (value <= low if open_low else value < low)
+    below = value <= low if open_low else value < low
     above = high is not None and (value >= high if open_high else value > high)
     if below or above:
-        if low is not None and high is not None:
+        if high is not None:
             brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
             raise SettingError(name, f"must be in {brackets}, got {value}")
         raise SettingError(name, f"must be {'>' if open_low else '>='} {low}, got {value}")
@@ -275,7 +276,8 @@ def resolve_references(config: GenerateConfig, base_dir: Path, where: str) -> Ge
     """Replace what the file names (registry task, seed pool, meta-prompt files, cache) with what it names; check."""
     raw_task = config.task
     config.task = resolve_task(raw_task, config.description, where)
-    config.registry_task = raw_task if isinstance(raw_task, str) else None
+    if isinstance(raw_task, str):
+        config.registry_task = raw_task
     config.seed_templates = _seed_templates(config.seed_templates, base_dir, where)
     if config.cache:  # like every file in the config, relative to the config file
         config.cache = str(base_dir / Path(config.cache).expanduser())
