@@ -14,8 +14,9 @@ from paft_rl.eval import backends as eval_backends
 from paft_rl.formatting import build_prompt
 from paft_rl.tasks import get_task, load_rows
 from paft_rl.trainers.common import TemplateChooser, build_dataset, example_fields
+from paft_rl.trainers.grpo import PaftGRPOTrainer
 from paft_rl.trainers.sft import PaftSFTCollator
-from paft_rl.training import recipe_configs, train_sft
+from paft_rl.training import recipe_configs, train_grpo, train_sft
 from prompt_pool import PromptPool, Template
 
 SYSTEM = "You are terse."
@@ -66,6 +67,47 @@ def trained(tmp_path_factory, tiny_model):
     return Path(result.output_dir), pool, seen
 
 
+def test_grpo_generates_from_the_prompt_evaluation_gives(tiny_model, tmp_path, monkeypatch):
+    """The GRPO leg: the token ids TRL's GRPOTrainer generates rollouts from equal the evaluation's prompt ids."""
+    pool = write_pool(tmp_path / "pool.jsonl")
+    keys: list[tuple[str, str]] = []
+    rollout_ids: list[list[int]] = []
+    render, tokenize = PaftGRPOTrainer.render_inputs, PaftGRPOTrainer._tokenize_prompts
+
+    def recording_render(self, inputs, step):
+        rendered, template_ids = render(self, inputs, step)
+        keys.extend((template_id, str(row["row_id"])) for row, template_id in zip(inputs, template_ids))
+        return rendered, template_ids
+
+    def recording_tokenize(self, prompts):
+        prompt_ids, *rest = tokenize(self, prompts)
+        rollout_ids.extend(list(ids) for ids in prompt_ids)
+        return (prompt_ids, *rest)
+
+    monkeypatch.setattr(PaftGRPOTrainer, "render_inputs", recording_render)
+    monkeypatch.setattr(PaftGRPOTrainer, "_tokenize_prompts", recording_tokenize)
+    args, model_args = recipe_configs("grpo", {
+        "model_name_or_path": str(tiny_model), "task": "synth_mc", "pool": str(pool), "output_dir": str(tmp_path / "run"),
+        "data_limit": ROWS, "max_steps": 1, "seed": SEED, "per_device_train_batch_size": 4, "num_generations": 2,
+        "max_completion_length": 4, "learning_rate": 1e-2, "report_to": "none", "save_strategy": "no", "bf16": False,
+        "use_cpu": True, "prompt_format": "chat", "system_prompt": SYSTEM})
+    result = train_grpo(args, model_args)
+    assert len(keys) == len(rollout_ids) >= 2
+    assert all(text.startswith(f"<|system|>{SYSTEM}</s>") for text in map(decode(tiny_model), rollout_ids))
+    monkeypatch.undo()
+    requests = recorded_requests(monkeypatch, "generate")
+    evaluate(eval_settings(Path(result.output_dir), pool, tmp_path / "eval"))
+    evaluated = {request.key: request.prompt_ids for request in requests}
+    for key, ids in zip(keys, rollout_ids):
+        assert evaluated[key] == ids
+
+
+def decode(model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model).decode
+
+
 def eval_settings(model: Path, pool: Path, out: Path, **overrides) -> EvalSettings:
     """Evaluation of the training rows (same split, count and seed) with every template of the training pool."""
     values = dict(task="synth_mc", models=[str(model)], out=str(out), templates=str(pool),
@@ -89,15 +131,13 @@ def recorded_requests(monkeypatch, method: str) -> list:
 
 def test_the_evaluated_prompt_is_the_trained_prompt(trained, tmp_path, monkeypatch):
     model, pool, seen = trained
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    text_of = decode(model)
     requests = recorded_requests(monkeypatch, "generate")
     _, records = evaluate(eval_settings(model, pool, tmp_path / "eval"))
     prompts = {(r["template"], r["row_id"]): r["prompt"] for r in records}
     generated_ids = {request.key: request.prompt_ids for request in requests}
     for key, trained_ids in seen.items():
-        trained_text = tokenizer.decode(trained_ids)
+        trained_text = text_of(trained_ids)
         assert trained_text.startswith(f"<|system|>{SYSTEM}</s><|user|>") and trained_text.endswith("<|assistant|>")
         assert prompts[key] == trained_text  # the string the evaluation records as the model's input
         assert generated_ids[key] == trained_ids  # and the very token ids it generates from
@@ -105,7 +145,7 @@ def test_the_evaluated_prompt_is_the_trained_prompt(trained, tmp_path, monkeypat
     _, without = evaluate(eval_settings(model, pool, tmp_path / "no-system", system_prompt=None))
     other = {(r["template"], r["row_id"]): r["prompt"] for r in without}
     for key, trained_ids in seen.items():
-        assert other[key] != tokenizer.decode(trained_ids) and SYSTEM not in other[key]
+        assert other[key] != text_of(trained_ids) and SYSTEM not in other[key]
 
 
 def test_loglik_scores_options_after_the_trained_prompt(trained, tmp_path, monkeypatch):
