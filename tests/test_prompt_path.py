@@ -11,7 +11,7 @@ import pytest
 
 from paft_rl.eval import EvalSettings, evaluate
 from paft_rl.eval import backends as eval_backends
-from paft_rl.formatting import build_prompt
+from paft_rl.formatting import build_prompt, encode_example
 from paft_rl.tasks import get_task, load_rows
 from paft_rl.trainers.common import TemplateChooser, build_dataset, example_fields
 from paft_rl.trainers.grpo import PaftGRPOTrainer
@@ -87,9 +87,9 @@ def test_grpo_generates_from_the_prompt_evaluation_gives(tiny_model, tmp_path, m
     monkeypatch.setattr(PaftGRPOTrainer, "render_inputs", recording_render)
     monkeypatch.setattr(PaftGRPOTrainer, "_tokenize_prompts", recording_tokenize)
     args, model_args = recipe_configs("grpo", {
-        "model_name_or_path": str(tiny_model), "task": "synth_mc", "pool": str(pool), "output_dir": str(tmp_path / "run"),
-        "data_limit": ROWS, "max_steps": 1, "seed": SEED, "per_device_train_batch_size": 4, "num_generations": 2,
-        "max_completion_length": 4, "learning_rate": 1e-2, "report_to": "none", "save_strategy": "no", "bf16": False,
+        "model_name_or_path": str(tiny_model), "task": "synth_mc", "pool": str(pool),
+        "output_dir": str(tmp_path / "run"), "data_limit": ROWS, "max_steps": 1, "seed": SEED,
+        "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4, "learning_rate": 1e-2, "report_to": "none", "save_strategy": "no", "bf16": False,
         "use_cpu": True, "prompt_format": "chat", "system_prompt": SYSTEM})
     result = train_grpo(args, model_args)
     assert len(keys) == len(rollout_ids) >= 2
@@ -182,15 +182,16 @@ def collated_and_trl(tiny_model: Path, tokenizer, templates, chat: bool, tmp_pat
                               every=1, draw="uniform", fixed=None)
     system = SYSTEM if chat else None
     batch = PaftSFTCollator(tokenizer, chooser, conversational=chat, system_prompt=system)(rows, step=0)
-    pairs = []
+    pairs, rendered = [], []
     for row in rows:
-        prompt = build_prompt(chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)), chat, system)
+        rendered.append((chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)), row["target"]))
+        prompt = build_prompt(rendered[-1][0], chat, system)
         completion = [{"role": "assistant", "content": row["target"]}] if chat else row["target"]
         pairs.append({"prompt": prompt, "completion": completion})
     config = SFTConfig(output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, bf16=False, max_length=None)
     trainer = SFTTrainer(model=str(tiny_model), args=config, train_dataset=datasets.Dataset.from_list(pairs),
                          processing_class=tokenizer)
-    return batch, list(trainer.train_dataset)
+    return batch, list(trainer.train_dataset), rendered
 
 
 @pytest.mark.parametrize("bos", [False, True], ids=["no-bos", "bos"])
@@ -199,11 +200,14 @@ def test_collator_ids_equal_trl_prompt_completion_tokenisation(tiny_model, tmp_p
     from transformers import AutoTokenizer
 
     tokenizer = bos_tokenizer(tiny_model) if bos else AutoTokenizer.from_pretrained(tiny_model)
-    batch, prepared = collated_and_trl(tiny_model, tokenizer, TEMPLATES, chat, tmp_path)
-    for i, trl_row in enumerate(prepared):
+    batch, prepared, rendered = collated_and_trl(tiny_model, tokenizer, TEMPLATES, chat, tmp_path)
+    for i, (trl_row, (text, target)) in enumerate(zip(prepared, rendered, strict=True)):
         length = int(batch["attention_mask"][i].sum())
         assert batch["input_ids"][i, :length].tolist() == trl_row["input_ids"]
         assert batch["labels"][i, :length].tolist() == trl_row["labels"]  # loss on the same completion tokens
+        # SAPO scores a template on the same sequence (`formatting.encode_example`), prompt boundary included.
+        ids, prompt_length = encode_example(tokenizer, text, target, chat, SYSTEM if chat else None)
+        assert ids == trl_row["input_ids"] and prompt_length == trl_row["labels"].count(-100)
     if bos and not chat:
         assert prepared[0]["input_ids"][0] == tokenizer.bos_token_id  # the case the BOS handling is about
 
@@ -219,7 +223,7 @@ def test_plain_prompt_ending_in_a_space_keeps_its_own_tokens_where_trl_merges_th
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     spaced = [("spaced", "Question: {question}\n{options}\nAnswer: ")]
-    batch, prepared = collated_and_trl(tiny_model, tokenizer, spaced, False, tmp_path)
+    batch, prepared, _ = collated_and_trl(tiny_model, tokenizer, spaced, False, tmp_path)
     task = get_task("synth_mc")
     rows = load_rows(task, limit=6, seed=0)
     differs = 0
