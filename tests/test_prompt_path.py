@@ -89,8 +89,9 @@ def test_grpo_generates_from_the_prompt_evaluation_gives(tiny_model, tmp_path, m
     args, model_args = recipe_configs("grpo", {
         "model_name_or_path": str(tiny_model), "task": "synth_mc", "pool": str(pool),
         "output_dir": str(tmp_path / "run"), "data_limit": ROWS, "max_steps": 1, "seed": SEED,
-        "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4, "learning_rate": 1e-2, "report_to": "none", "save_strategy": "no", "bf16": False,
-        "use_cpu": True, "prompt_format": "chat", "system_prompt": SYSTEM})
+        "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4, "learning_rate": 1e-2,
+        "report_to": "none", "save_strategy": "no", "bf16": False, "use_cpu": True, "prompt_format": "chat",
+        "system_prompt": SYSTEM})
     result = train_grpo(args, model_args)
     assert len(keys) == len(rollout_ids) >= 2
     assert all(text.startswith(f"<|system|>{SYSTEM}</s>") for text in map(decode(tiny_model), rollout_ids))
