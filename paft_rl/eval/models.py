@@ -175,9 +175,9 @@ def model_labels(specs: list[str], labels: list[str] | None = None) -> list[str]
     more of the path where two folders share a name."""
     if labels:
         if len(labels) != len(specs):
-            raise UserError(f"give one --label per --model ({len(specs)} models, {len(labels)} labels)")
+            raise UserError(f"give one label per model in --labels ({len(specs)} models, {len(labels)} labels)")
         if len(set(labels)) != len(labels) or not all(label.strip() for label in labels):
-            raise UserError("--label values must be distinct and not empty")
+            raise UserError("--labels must be distinct and not empty")
         return list(labels)
     derived = [derive_label(spec) for spec in specs]
     for depth in range(2, 6):
