@@ -41,18 +41,30 @@ def relative_imports(path: Path) -> set[str]:
     return names
 
 
-def test_nothing_below_the_cli_imports_the_commands():
-    """The library trains by function calls (paft_rl.training); only the CLI layer may import paft_rl.commands."""
+def importers_of(package: str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """Files of paft_rl outside ``allowed`` (path prefixes) that import ``package`` or a module in it."""
     offenders = {}
     for path in (ROOT / "paft_rl").rglob("*.py"):
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "paft_rl/cli.py" or relative.startswith("paft_rl/commands/"):
+        if relative.startswith(allowed):
             continue
         names = imported_modules(path) | relative_imports(path)
-        bad = sorted(n for n in names if n == "paft_rl.commands" or n.startswith("paft_rl.commands."))
+        bad = sorted(n for n in names if n == package or n.startswith(f"{package}."))
         if bad:
             offenders[relative] = bad
-    assert offenders == {}
+    return offenders
+
+
+def test_nothing_below_the_cli_imports_the_commands():
+    """The library trains by function calls (paft_rl.training); only the CLI layer may import paft_rl.commands."""
+    assert importers_of("paft_rl.commands", ("paft_rl/cli.py", "paft_rl/commands/")) == {}
+
+
+def test_only_the_cli_and_workflows_import_the_workflows():
+    """Workflows (pipeline, demo, ...) sit between the CLI and the trainers / eval / selection / stages they call:
+    nothing they call imports them back."""
+    allowed = ("paft_rl/cli.py", "paft_rl/commands/", "paft_rl/workflows/")
+    assert importers_of("paft_rl.workflows", allowed) == {}
 
 
 def test_training_is_a_library_call(tmp_path):
