@@ -12,6 +12,8 @@ from ..settings import parse_settings, settings_parser
 def main(argv: list[str]) -> int:
     from ..workflows.demo import DemoSettings, run_demo
 
-    (settings,) = parse_settings(settings_parser(DemoSettings, "paft-rl demo"), argv)
+    parser = settings_parser(DemoSettings, "paft-rl demo")
+    parser.description = "PAFT in miniature on a CPU: fixed template vs PAFT pool (and GRPO), held-out evaluation"
+    (settings,) = parse_settings(parser, argv)
     run_demo(settings)
     return 0

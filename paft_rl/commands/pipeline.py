@@ -28,7 +28,9 @@ def default_output_dir(config_path: str) -> str:
 def main(argv: list[str]) -> int:
     from ..workflows.pipeline import PipelineConfig, run_pipeline
 
-    (flags,) = parse_settings(settings_parser(PipelineFlags, "paft-rl pipeline"), argv)
+    parser = settings_parser(PipelineFlags, "paft-rl pipeline")
+    parser.description = "SFT -> (merge LoRA) -> GRPO -> evaluation, resumable; the stages and eval: are in --config"
+    (flags,) = parse_settings(parser, argv)
     config = read_settings_file(PipelineConfig, flags.config, "pipeline config")
     if config.output_dir is None:
         config = replace(config, output_dir=default_output_dir(flags.config))
