@@ -1,1 +1,1 @@
-"""Workflows: multi-stage runs (pipeline, demo, sequence, select) built from the library calls, below the CLI."""
+"""Workflows: multi-step runs built from library calls (training, evaluation, SAPO selection)."""
