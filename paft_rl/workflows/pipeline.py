@@ -127,8 +127,8 @@ def check_stage_recipes(config: PipelineConfig) -> dict[str, Any]:
 
     parsed = {}
     for command, path in config.recipes().items():
-        overrides = {"model_name_or_path": stage_recipe("sft", config.sft, {})["output_dir"]} \
-            if command == "grpo" and config.sft else {}
+        starts_from_sft = command == "grpo" and config.sft is not None
+        overrides = {"model_name_or_path": stage_recipe("sft", config.sft, {})["output_dir"]} if starts_from_sft else {}
         try:
             parsed[command], _ = recipe_configs(command, stage_recipe(command, path, overrides))
         except UserError as error:
@@ -161,6 +161,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     """
     from accelerate import PartialState
 
+    if config.output_dir is None:
+        raise UserError("the pipeline needs an output_dir for its stage markers, evaluation and summary: set it")
     parsed = check_stage_recipes(config)
     evaluation = evaluation_settings(config, parsed) if config.eval else None
     state = PartialState()
