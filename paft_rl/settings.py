@@ -6,9 +6,10 @@ sections (a pipeline's ``eval:``, a sequence's ``tasks:``) is read by `read_sett
 holding dataclasses; such a command's flags dataclass has its own ``config`` field naming the file.
 
 Either way the values are checked once, in the dataclass's ``__post_init__`` (`Settings`): types from the
-annotations, choices from ``Literal``, counts marked ``positive`` in the field's metadata. An error names the
-option the way the user wrote it (``--batch_size``, ``pipeline.yaml: eval.limit``); an unknown key at any depth
-gets a did-you-mean. All of it happens before a model is loaded.
+annotations, choices from ``Literal``, numbers against the range the field declares (``positive``,
+``interval``). An error names the option the way the user wrote it (``--batch_size``,
+``pipeline.yaml.eval.limit``); an unknown key at any depth gets a did-you-mean. All of it happens before a
+model is loaded.
 """
 
 from __future__ import annotations
@@ -34,15 +35,37 @@ class SettingError(UserError):
         self.problem = problem
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, positive: bool = False, default_factory=None,
-           **metadata) -> Any:
-    """A settings field: its help text, and whether it must be a positive number when set."""
+def option(default: Any = dataclasses.MISSING, *, help: str, positive: bool = False,
+           interval: tuple[str, float, float | None, str] | None = None, default_factory=None, **metadata) -> Any:
+    """A settings field: its help text, and the numbers it accepts when set.
+
+    ``positive``: above 0. ``interval``: brackets and bounds, ``("[", 0, 1, "]")`` for 0 <= x <= 1,
+    ``("(", 0, 1, ")")`` for 0 < x < 1, ``("[", 0, None, ")")`` for x >= 0.
+    """
     metadata = {"help": help, **metadata}
     if positive:
-        metadata["positive"] = True
+        metadata[CHECKS] = ("(", 0, None, ")")
+    if interval is not None:
+        metadata[CHECKS] = interval
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+CHECKS = "paft_rl_range"  # the metadata key; argparse is not shown it
+
+
+def _range_problem(value: float, interval: tuple[str, float, float | None, str]) -> str | None:
+    opening, low, high, closing = interval
+    below = value <= low if opening == "(" else value < low
+    above = high is not None and (value >= high if closing == ")" else value > high)
+    if not (below or above):
+        return None
+    if high is None and opening == "(" and low == 0:
+        return f"must be a positive number, got {value}"
+    if high is None:
+        return f"must be {'>' if opening == '(' else '>='} {low}, got {value}"
+    return f"must be in {opening}{low}, {high}{closing}, got {value}"
 
 
 @dataclasses.dataclass
@@ -54,13 +77,13 @@ class Settings:
 
 
 def check_values(settings) -> None:
-    """Each field's value against its type (``Literal`` choices included) and its ``positive`` mark."""
+    """Each field's value against its type (``Literal`` choices included) and its range (``positive``)."""
     hints = typing.get_type_hints(type(settings))
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         problem = _type_problem(value, hints[field.name])
-        if problem is None and field.metadata.get("positive") and _is_number(value) and value <= 0:
-            problem = f"must be a positive number, got {value}"
+        if problem is None and CHECKS in field.metadata and _is_number(value):
+            problem = _range_problem(value, field.metadata[CHECKS])
         if problem is not None:
             raise SettingError(field.name, problem)
 
@@ -182,10 +205,10 @@ def settings_parser(dataclass_types, prog: str):
 
         @staticmethod
         def _parse_dataclass_field(parser, field):
-            # transformers hands every metadata key to argparse, which knows no `positive`.
-            if "positive" in field.metadata:
+            # The parser hands every metadata key to argparse, which knows no ranges.
+            if CHECKS in field.metadata:
                 field = copy.copy(field)
-                field.metadata = {k: v for k, v in field.metadata.items() if k != "positive"}
+                field.metadata = {k: v for k, v in field.metadata.items() if k != CHECKS}
             HfArgumentParser._parse_dataclass_field(parser, field)
 
     parser = Parser(dataclass_types, prog=prog)

@@ -120,3 +120,21 @@ def test_a_command_with_a_nested_file_reads_it_itself(tmp_path):
     assert flags == Flags(config=str(config), fresh=True)
     with pytest.raises(UserError, match=r"^run.yaml.inner: unknown key 'limt'; did you mean 'limit'\?"):
         read_settings_file(Outer, flags.config, "run config")
+
+
+@dataclass
+class Ranged(Settings):
+    share: float = option(0.5, help="a share", interval=("(", 0, 1, ")"))
+    wait: float = option(1.0, help="seconds", interval=("[", 0, None, ")"))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"share": 1}, "share must be in (0, 1), got 1"),
+    ({"share": 0.0}, "share must be in (0, 1), got 0.0"),
+    ({"wait": -1}, "wait must be >= 0, got -1"),
+])
+def test_a_declared_interval_is_checked(values, message):
+    assert Ranged(share=0.99, wait=0) == Ranged(0.99, 0)
+    with pytest.raises(SettingError) as error:
+        Ranged(**values)
+    assert str(error.value) == message

@@ -34,21 +34,6 @@ BACKEND_OPTIONS = {"base_url": "openai", "api_key_env": "openai", "extra_body": 
                    "batch_size": "transformers", "engine_kwargs": "vllm"}
 
 
-def _check_range(settings, name: str, low: float, high: float | None = None, *,
-                 open_low: bool = False, open_high: bool = False) -> None:
-    """A number setting outside its range, named; ``None`` (not set) passes. `option` knows only ``positive``."""
-    value = getattr(settings, name)
-    if value is None:
-        return
-    below = value <= low if open_low else value < low
-    above = high is not None and (value >= high if open_high else value > high)
-    if below or above:
-        if high is not None:
-            brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
-            raise SettingError(name, f"must be in {brackets}, got {value}")
-        raise SettingError(name, f"must be {'>' if open_low else '>='} {low}, got {value}")
-
-
 @dataclass
 class TaskSpec(Settings):
     """What the generator must know about a task: its fields, which are required, and its answer cue.
@@ -90,7 +75,8 @@ class GeneratorConfig(Settings):
     base_url: str | None = option(None, help="endpoint root such as http://127.0.0.1:8000/v1 (openai only)")
     api_key_env: str | None = option(None, help="name of the environment variable holding the API key")
     max_tokens: int = option(1024, help="completion budget per request", positive=True)
-    temperature: float | None = option(None, help="overrides the run's temperature for this generator")
+    temperature: float | None = option(None, help="overrides the run's temperature for this generator",
+                                        interval=("[", 0, None, ")"))
     concurrency: int | None = option(None, help="at most this many requests in flight to this endpoint",
                                      positive=True)
     extra_body: dict = option(help="extra fields merged into each chat request body", default_factory=dict)
@@ -103,7 +89,6 @@ class GeneratorConfig(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_range(self, "temperature", 0)
         if self.backend == "openai" and not self.base_url:
             raise SettingError("base_url", "is needed with backend openai (e.g. http://127.0.0.1:8000/v1)")
         defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
@@ -129,32 +114,29 @@ class RequestConfig(Settings):
 
     concurrency: int = option(8, help="requests in flight at once, over all endpoints", positive=True)
     timeout: float = option(120.0, help="seconds to wait for one response", positive=True)
-    retries: int = option(4, help="further tries after a 429, a 5xx, a malformed body or a connection error")
-    backoff: float = option(1.0, help="first wait in seconds; doubles each retry (with jitter)")
-    backoff_max: float = option(30.0, help="longest wait in seconds, also the cap on a server's Retry-After")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("retries", "backoff", "backoff_max"):
-            _check_range(self, name, 0)
+    retries: int = option(4, help="further tries after a 429, a 5xx, a malformed body or a connection error",
+                          interval=("[", 0, None, ")"))
+    backoff: float = option(1.0, help="first wait in seconds; doubles each retry (with jitter)",
+                            interval=("[", 0, None, ")"))
+    backoff_max: float = option(30.0, help="longest wait in seconds, also the cap on a server's Retry-After",
+                                 interval=("[", 0, None, ")"))
 
 
 @dataclass
 class FilterConfig(Settings):
     """Filters applied to parsed candidates, in this order (each step is counted in the report)."""
 
-    min_chars: int = option(20, help="shortest template, counted without its placeholders")
+    min_chars: int = option(20, help="shortest template, counted without its placeholders",
+                            interval=("[", 0, None, ")"))
     max_chars: int = option(2000, help="longest template", positive=True)
     require_answer_cue: bool = option(True, help="drop templates without the task's answer cue")
     ngram: int = option(3, help="word n-gram size of the near-duplicate test and the diversity stats", positive=True)
     near_duplicate_threshold: float = option(
         0.7, help="drop a template whose n-gram Jaccard similarity with an earlier kept one is above this; "
-                  "1.0 turns the test off")
+                  "1.0 turns the test off", interval=("[", 0, 1, "]"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_range(self, "min_chars", 0)
-        _check_range(self, "near_duplicate_threshold", 0, 1)
         if self.min_chars > self.max_chars:
             raise SettingError("min_chars", f"must not be above max_chars ({self.max_chars}), got {self.min_chars}")
 
@@ -181,15 +163,12 @@ class ScreenConfig(Settings):
 class SplitConfig(Settings):
     """Train / held-out split of the filtered pool."""
 
-    heldout_fraction: float = option(0.2, help="share of generated templates held out")
+    heldout_fraction: float = option(0.2, help="share of generated templates held out",
+                                    interval=("(", 0, 1, ")"))
     seed: int = option(0, help="split seed (the split is a hash of seed and template id)")
     include_seeds: bool = option(True, help="put the human-written seed templates in the pool too")
     seeds_to_heldout: bool = option(False, help="seeds all go to held-out (as PAFT evaluated on human-written "
                                                 "prompts); the fraction then applies to generated templates only")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_range(self, "heldout_fraction", 0, 1, open_low=True, open_high=True)
 
 
 @dataclass
@@ -221,8 +200,9 @@ class GenerateConfig(Settings):
     per_model_per_mode: int = option(20, help="candidates kept per generator and mode (PAFT: 20)", positive=True)
     templates_per_request: int = option(5, help="templates asked for in one request", positive=True)
     few_shot_examples: int = option(4, help="seed templates shown per few-shot request", positive=True)
-    temperature: float = option(0.9, help="sampling temperature (a generator may override it)")
-    top_p: float = option(1.0, help="nucleus sampling share, in (0, 1]")
+    temperature: float = option(0.9, help="sampling temperature (a generator may override it)",
+                                 interval=("[", 0, None, ")"))
+    top_p: float = option(1.0, help="nucleus sampling share, in (0, 1]", interval=("(", 0, 1, "]"))
     seed: int = option(0, help="picks the few-shot examples of each request")
     cache: str | None = option(None, help="response cache file (relative to the config file); unset: "
                                           "<out stem>.cache.jsonl; an empty string disables it")
@@ -249,8 +229,6 @@ class GenerateConfig(Settings):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise SettingError("generators", f"must have unique names; repeated: {', '.join(repeated)}")
-        _check_range(self, "temperature", 0)
-        _check_range(self, "top_p", 0, 1, open_low=True)
 
     @property
     def requests_per_mode(self) -> int:
