@@ -41,18 +41,23 @@ def relative_imports(path: Path) -> set[str]:
     return names
 
 
-def test_nothing_below_the_cli_imports_the_commands():
-    """The library trains by function calls (paft_rl.training); only the CLI layer may import paft_rl.commands."""
+def importers(package: str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """Files of paft_rl outside ``allowed`` (path prefixes) that import ``package``, with what they import."""
     offenders = {}
     for path in (ROOT / "paft_rl").rglob("*.py"):
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "paft_rl/cli.py" or relative.startswith("paft_rl/commands/"):
+        if relative.startswith(allowed):
             continue
         names = imported_modules(path) | relative_imports(path)
-        bad = sorted(n for n in names if n == "paft_rl.commands" or n.startswith("paft_rl.commands."))
+        bad = sorted(n for n in names if n == package or n.startswith(f"{package}."))
         if bad:
             offenders[relative] = bad
-    assert offenders == {}
+    return offenders
+
+
+def test_nothing_below_the_cli_imports_the_commands():
+    """The library trains by function calls (paft_rl.training); only the CLI layer may import paft_rl.commands."""
+    assert importers("paft_rl.commands", ("paft_rl/cli.py", "paft_rl/commands/")) == {}
 
 
 def test_training_is_a_library_call(tmp_path):
@@ -72,3 +77,10 @@ def test_training_is_a_library_call(tmp_path):
     assert result.output_dir == str(tmp_path / "out") and result.global_step == 2 and "train_loss" in result.metrics
     after = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+
+def test_only_the_cli_imports_the_workflows():
+    """Workflows (sequence, select...) orchestrate the layers below; trainers, eval, selection, tasks, stages and
+    training never import them back."""
+    assert importers("paft_rl.workflows", ("paft_rl/cli.py", "paft_rl/commands/", "paft_rl/workflows/")) == {}

@@ -1,0 +1,1 @@
+"""Workflows: multi-step runs built from library calls (training, evaluation, SAPO selection)."""
