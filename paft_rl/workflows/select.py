@@ -117,12 +117,13 @@ def load_model(spec: str):
     return load_hf_model(source, device), load_tokenizer(source)
 
 
-def select_template(args, model_args, options: SelectOptions, model=None, tokenizer=None) -> Selection:
+def select_template(args, model_path: str, options: SelectOptions, model=None, tokenizer=None) -> Selection:
     """Score the recipe's train templates on its first rows and pick one by ``options.pick``.
 
     Args:
         args (`PaftSFTConfig` or `PaftGRPOConfig`): the parsed recipe (`recipe_configs`).
-        model_args (`trl.ModelConfig`): its model (loaded unless ``model`` is given).
+        model_path (`str`): the model to score with (a folder, hub id or LoRA adapter folder), loaded unless
+            ``model`` and ``tokenizer`` are given.
         options (`SelectOptions`): rows, rule, batch size.
     """
     from trl import SFTConfig
@@ -144,7 +145,7 @@ def select_template(args, model_args, options: SelectOptions, model=None, tokeni
         raise UserError(f"--rows {rows} but the data has only {len(data)} rows; lower --rows")
     examples = [task.example(row) for row in data.select(range(rows))]
     if model is None:
-        model, tokenizer = load_model(model_args.model_name_or_path)
+        model, tokenizer = load_model(model_path)
     # An SFT run cuts sequences at max_length: a template is never scored on tokens the run would not train on.
     max_length = args.max_length if isinstance(args, SFTConfig) else None
     start = time.perf_counter()
@@ -190,7 +191,7 @@ def run_select(settings: SelectSettings, log=print) -> tuple[Selection, dict[str
     recipe = read_recipe(settings.config, settings.model)
     args, model_args = recipe_configs(recipe, Path(settings.config).name)
     out_dir = Path(settings.out or Path(recipe.get("output_dir") or ".") / "sapo_selection")
-    selection = select_template(args, model_args, settings)
+    selection = select_template(args, model_args.model_name_or_path, settings)
     paths = write_selection(selection, recipe, settings.config, out_dir)
     for rank, score in enumerate(sorted(selection.scores, key=lambda s: s.loss)[:10], start=1):
         marker = "  <- chosen" if score is selection.chosen else ""

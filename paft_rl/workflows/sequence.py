@@ -200,9 +200,9 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         folder = out / f"stage_{index}"
         recipe = stage_recipe(config, index - 1, current, folder)
 
-        def work(resume, index=index, folder=folder, recipe=recipe):
-            args, model_args = recipe_configs(recipe, f"{where}.tasks[{index - 1}].sft", "sft")
-            choice = select_template(args, model_args, config.select)
+        def work(resume, index=index, folder=folder, recipe=recipe, model=current):
+            # The recipe as checked, but scored under the model as it stands at this boundary.
+            choice = select_template(recipes[index - 1], model, config.select)
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
             trained = {**recipe, "template_draw": "top", "template_id": choice.chosen.template_id}
             run_recipe("sft", trained, folder / "recipe.yaml")
