@@ -106,6 +106,13 @@ def check_data_limit(data_limit: int | None, name: str) -> None:
         raise UserError(f"{name} must be a positive number of rows, got {data_limit}")
 
 
+def check_rows(options: SelectOptions, args, name: str = "--rows") -> None:
+    """Templates are scored on rows the recipe trains on: never more than its ``data_limit``."""
+    if args.data_limit is not None and options.rows is not None and options.rows > args.data_limit:
+        raise UserError(f"{name} {options.rows} but the recipe trains on its first {args.data_limit} rows "
+                        f"(data_limit); lower {name} so that templates are scored on data the recipe trains on")
+
+
 def load_model(spec: str):
     """A model folder, hub id, or LoRA adapter folder (merged over its base), as `paft-rl eval` loads them."""
     import torch
@@ -134,10 +141,8 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
     pool = load_task_pool(task, args.pool, args.field_aliases, args.drop_duplicate_templates)
     if len(pool.train) < 2:
         raise UserError(f"{pool.name} has {len(pool.train)} train template(s): SAPO needs at least 2 to choose from")
+    check_rows(options, args)
     rows, data_limit = options.rows, args.data_limit
-    if data_limit is not None and rows is not None and rows > data_limit:
-        raise UserError(f"--rows {rows} but the recipe trains on its first {data_limit} rows (data_limit); lower "
-                        "--rows so that templates are scored on data the recipe trains on")
     wanted = rows if rows is not None else min(SAPO_ROWS, data_limit or SAPO_ROWS)
     data = load_rows(task, args.data, args.data_split, limit=wanted if task.generate else None, seed=int(args.seed))
     rows = min(wanted, len(data)) if rows is None else rows

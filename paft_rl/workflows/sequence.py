@@ -29,7 +29,7 @@ from ..eval.runner import EvalSettings
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
 from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary
-from .select import SelectOptions, recipe_configs, select_template, write_selection
+from .select import SelectOptions, check_rows, recipe_configs, select_template, write_selection
 
 
 @dataclass
@@ -145,8 +145,13 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
     shared = {**LORA, "task": config.tasks[0].task, **config.sft, "model_name_or_path": config.model_name_or_path,
               "output_dir": str(out)}
     recipe_configs(shared, f"{where}.sft", "sft")
-    return [recipe_configs(stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}"),
-                           f"{where}.tasks[{i}].sft", "sft")[0] for i in range(len(config.tasks))]
+    recipes = []
+    for i in range(len(config.tasks)):
+        recipe = stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}")
+        args, _ = recipe_configs(recipe, f"{where}.tasks[{i}].sft", "sft")
+        check_rows(config.select, args, f"{where}.select.rows")
+        recipes.append(args)
+    return recipes
 
 
 def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -> float:
