@@ -166,10 +166,10 @@ def settings_parser(dataclass_types, prog: str):
     """TRL's parser for the dataclasses, raising one-line errors instead of printing the usage.
 
     A flags dataclass with its own ``config`` field (the command reads that file itself, `read_settings_file`)
-    gets transformers' parser, which leaves ``--config`` alone.
+    gets the plain dataclass parser under TrlParser, which leaves ``--config`` alone.
     """
-    from transformers import HfArgumentParser
     from trl import TrlParser
+    from trl.scripts.utils import HfArgumentParser  # TRL's own copy: optional fields accept `none`, as in recipes
 
     dataclass_types = list(dataclass_types) if isinstance(dataclass_types, (list, tuple)) else [dataclass_types]
     own_file = any("config" in {f.name for f in dataclasses.fields(t)} for t in dataclass_types)

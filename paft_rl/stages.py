@@ -128,6 +128,27 @@ def run_recipe(command: str, recipe: dict[str, Any], path: str | Path) -> str:
     return str(written)
 
 
+def training_prompt_settings(args) -> dict[str, str | None]:
+    """The prompt settings a parsed training config (`PaftSFTConfig` / `PaftGRPOConfig`, defaults applied) trains
+    with: what an evaluation of the model it makes must use, so the model is judged on the prompts it learned."""
+    return {"prompt_format": args.prompt_format, "system_prompt": args.system_prompt}
+
+
+def shared_prompt_settings(stages: dict[str, dict[str, str | None]]) -> dict[str, str | None]:
+    """The one set of prompt settings several training stages (name -> `training_prompt_settings`) share.
+
+    One evaluation judges every model of a workflow with one prompt format, so stages trained on different
+    prompts are refused rather than some of their models judged on prompts they never saw.
+    """
+    (first, settings), *others = stages.items()
+    for name, other in others:
+        for key, value in settings.items():
+            if other[key] != value:
+                raise UserError(f"the {first} trains with {key} {value!r} but the {name} with {other[key]!r}: set the "
+                                f"same {key} in both, so the evaluation uses the prompts each model was trained on")
+    return dict(settings)
+
+
 def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 

@@ -43,7 +43,7 @@ def train_sft(args, model_args) -> TrainResult:
     """
     from trl import get_peft_config
 
-    from .trainers.setup import attach_adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
+    from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
     from .trainers.sft import PaftSFTCollator, PaftSFTTrainer
 
     inputs = prepare_inputs(args, model_args.model_name_or_path)
@@ -56,8 +56,8 @@ def train_sft(args, model_args) -> TrainResult:
     trainer = PaftSFTTrainer(
         model=model_args.model_name_or_path, args=args, train_dataset=inputs.dataset, collator=collator,
         processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
+        adaptive=adaptive_draws(args, inputs),
     )
-    attach_adaptive_draws(trainer, args, inputs)
     return _result(trainer, args)
 
 
@@ -73,7 +73,7 @@ def train_grpo(args, model_args) -> TrainResult:
     from .configs import check_vllm_on_this_machine
     from .trainers.common import reward_functions
     from .trainers.grpo import PaftGRPOTrainer
-    from .trainers.setup import attach_adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
+    from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
 
     check_vllm_on_this_machine(args)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
@@ -85,8 +85,8 @@ def train_grpo(args, model_args) -> TrainResult:
         model=model_args.model_name_or_path, reward_funcs=funcs, args=args, train_dataset=inputs.dataset,
         chooser=inputs.chooser, conversational=inputs.conversational, system_prompt=args.system_prompt,
         processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
+        adaptive=adaptive_draws(args, inputs),
     )
-    attach_adaptive_draws(trainer, args, inputs)
     return _result(trainer, args)
 
 

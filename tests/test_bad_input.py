@@ -284,10 +284,13 @@ def test_pool_generate_value_of_the_wrong_type(tmp_path, capsys, line, expected)
     assert code == 2 and expected in message
 
 
-@pytest.mark.parametrize(("argv", "expected"), [(["--sft-steps", "0"], "--sft-steps must be at least 1"),
-                                                (["--sft-steps", "-5"], "--sft-steps must be at least 1"),
-                                                (["--grpo-steps", "-1"], "--grpo-steps must be 0"),
-                                                (["--threads", "0"], "--threads must be at least 1"),
+@pytest.mark.parametrize(("argv", "expected"), [(["--sft-steps", "0"], "sft_steps must be a positive number, got 0"),
+                                                (["--sft_steps", "-5"], "sft_steps must be a positive number, got -5"),
+                                                (["--grpo-steps", "-1"], "grpo_steps must be 0 (skip GRPO) or more"),
+                                                (["--threads", "0"], "threads must be a positive number, got 0"),
+                                                (["--rows", "3"], "rows must be at least one batch (8), got 3"),
+                                                (["--bf16", "maybe"], "invalid choice: 'maybe'"),
+                                                (["--sft-stps", "3"], "did you mean '--sft_steps'?"),
                                                 (["--model", "no/such/model/dir"], "does not exist")])
 def test_demo_counts_checked_before_the_model_loads(tmp_path, capsys, argv, expected):
     code, message, _ = run(capsys, "demo", "--out", tmp_path / "demo", *argv)

@@ -51,6 +51,15 @@ def test_split_writes_new_pool(gsm_pool, tmp_path, capsys):
     assert len(lines) == 7 and sum(r["split"] == "heldout" for r in lines) == 2
 
 
+def test_split_options_from_flags_in_either_spelling_or_a_config_file(gsm_pool, tmp_path):
+    by_flags = tmp_path / "flags.jsonl"
+    assert main(["pool", "split", str(gsm_pool), "--heldout_fraction", "0.5", "--seed", "1", "--out", str(by_flags)]) == 0
+    (tmp_path / "split.yaml").write_text(f"heldout_fraction: 0.5\nseed: 1\nout: {tmp_path / 'file.jsonl'}\n")
+    assert main(["pool", "split", str(gsm_pool), "--config", str(tmp_path / "split.yaml")]) == 0
+    assert (tmp_path / "file.jsonl").read_text() == by_flags.read_text()
+    assert sum(json.loads(line)["split"] == "heldout" for line in by_flags.read_text().splitlines()) == 4
+
+
 def test_render_given_template_and_drawn(gsm_pool, capsys):
     assert main(["pool", "render", str(gsm_pool), "--task", "synth_arith", "--index", "2", "--template", "h0"]) == 0
     out = capsys.readouterr().out
@@ -67,7 +76,14 @@ def test_render_given_template_and_drawn(gsm_pool, capsys):
         (["pool", "stats", "{bad}"], "bad.jsonl:2: not valid JSON"),
         (["pool", "render", "{pool}", "--task", "synth_mc", "--index", "0", "--template", "zz"], "no template with id 'zz'"),
         (["pool", "render", "{pool}", "--task", "piqa", "--data", "./none.jsonl", "--index", "0"], "does not exist"),
-        (["pool", "split", "{pool}", "--heldout-fraction", "2", "--seed", "0", "--out", "x.jsonl"], "between 0 and 1"),
+        (["pool", "split", "{pool}", "--heldout-fraction", "2", "--seed", "0", "--out", "x.jsonl"],
+         "option heldout_fraction must be between 0 and 1 (exclusive), got 2.0"),
+        (["pool", "split", "{pool}", "--heldout-fraction", "0.5", "--sed", "0", "--out", "x.jsonl"],
+         "unknown option '--sed'; did you mean '--seed'?"),
+        (["pool", "split", "{pool}", "--heldout-fraction", "0.5", "--out", "x.jsonl"],
+         "the following arguments are required: --seed"),
+        (["pool", "generate", "--config", "{bad}", "--out", "x.jsonl", "--quite"],
+         "unknown option '--quite'; did you mean '--quiet'?"),
         (["frobnicate"], "unknown command 'frobnicate'"),
     ],
 )

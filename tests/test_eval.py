@@ -149,7 +149,7 @@ def test_pipeline_metrics_match_hand_computed(tmp_path, tiny_model, monkeypatch)
 def test_eval_tiny_models_writes_every_output(tmp_path, tiny_model):
     qwen = make_tiny_model_dir(tiny_model.parent, arch="qwen2")
     pool_path = write_pool(tmp_path / "pool.jsonl")
-    code = cli.main(["eval", "--model", str(tiny_model), "--model", str(qwen), "--task", "synth_mc",
+    code = cli.main(["eval", "--models", str(tiny_model), str(qwen), "--task", "synth_mc",
                      "--templates", str(pool_path), "--limit", "3", "--max-new-tokens", "3", "--out",
                      str(tmp_path / "out"), "--no-progress"])
     assert code == 0
@@ -235,8 +235,8 @@ def run_cli(capsys, *argv):
 def test_bad_input_is_one_line(tmp_path, tiny_model, capsys, case):
     pool_path = write_pool(tmp_path / "pool.jsonl")
     argv = {"task": "no_such_task", "model": str(tiny_model), "templates": str(pool_path), "limit": "2"}
-    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem", "limit": "--limit",
-                "context": "holds 512 tokens", "threads": "--threads"}[case]
+    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem", "limit": "limit must be a positive number",
+                "context": "holds 512 tokens", "threads": "threads must be a positive number"}[case]
     if case == "model":
         argv.update(task="synth_mc", model=str(tmp_path / "missing-model"))
     elif case == "pool":

@@ -182,7 +182,7 @@ def test_target_error_adds_rounds_until_narrow_or_full(tmp_path, tiny_model, mon
     (["--budget", "10"], "fewer than the 34 templates"),
     (["--budget", "300"], "grid has only 204"),
     (["--budget", "half"], "--budget is a fraction"),
-    (["--target-error", "2"], "--target-error"),
+    (["--target-error", "2"], "target_error is an interval width"),
 ])
 def test_bad_budget_is_one_line(tmp_path, tiny_model, capsys, extra, expected):
     code = cli.main(budget_argv(tiny_model, tmp_path / "out", *extra))

@@ -152,7 +152,7 @@ def test_short_labels():
     assert derive_label("runs/paft/checkpoint-60") == "paft/checkpoint-60"
     assert model_labels(["a/seed1/final", "b/seed1/final"]) == ["a/seed1/final", "b/seed1/final"]
     assert model_labels(["x", "y"], ["base", "tuned"]) == ["base", "tuned"]
-    with pytest.raises(UserError, match="one --label per --model"):
+    with pytest.raises(UserError, match="one label per model in --labels"):
         model_labels(["x", "y"], ["base"])
 
 
@@ -174,11 +174,13 @@ def test_label_option_and_its_errors(tmp_path, tiny_model, capsys, monkeypatch, 
     pool.write_text(json.dumps(POOL[0]) + "\n")
     argv = ["eval", "--model", str(tiny_model), "--task", "synth_mc", "--templates", str(pool), "--limit", "2",
             "--out", str(tmp_path / "out"), "--no-progress"]
-    assert cli.main([*argv, "--label", "base"]) == 0
+    assert cli.main([*argv, "--labels", "base"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith("base ")
-    assert cli.main([*argv, "--label", "a", "--label", "b"]) == 2
+    assert cli.main([*argv, "--labels", "a", "b"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "one --label per --model" in err
+    assert len(err.splitlines()) == 1 and "one label per model in --labels (1 models, 2 labels)" in err
+    assert cli.main([*argv, "--label", "a"]) == 2  # the argparse version's spelling is named, not ignored
+    assert capsys.readouterr().err.strip() == "paft-rl eval: error: --label is now --labels A B"
 
 
 def _results(per_template_by_model: dict[str, list[float]], chance=0.25) -> dict:

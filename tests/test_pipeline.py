@@ -56,18 +56,76 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"sft": "missing.yaml"}, "sft recipe 'missing.yaml' does not exist"),
-        ({"colour": 1}, "unknown key 'colour'"),
-        ({"eval": {"task": "synth_mc", "limt": 3}}, "eval: unknown key 'limt'; did you mean 'limit'?"),
-        ({"eval": {"limit": 3}}, "eval needs a task"),
-        ({"eval": {"task": "synth_mc", "models": ["teacher"]}}, "not teacher"),
+        ({"sft": "missing.yaml"}, "p.yaml.sft recipe 'missing.yaml' does not exist"),
+        ({"sft": None, "grpo": None}, "name at least one stage recipe"),
+        ({"colour": 1}, "p.yaml: unknown key 'colour'"),
+        # Before, a typo'd eval key was dropped and the evaluation ran on the whole dataset.
+        ({"eval": {"task": "synth_mc", "limt": 3}}, "p.yaml.eval: unknown key 'limt'; did you mean 'limit'?"),
+        ({"eval": {"limit": 3}}, "p.yaml.eval: set task"),
+        ({"eval": {"task": "synth_mc", "limit": 0}}, "limit must be a positive number"),
+        ({"eval": {"task": "synth_mc", "models": ["teacher"]}}, "p.yaml.eval.models item 'teacher': must be one of"),
+        ({"eval": {"task": "synth_mc", "models": ["sft", "sft"]}}, "p.yaml.eval.models names sft twice"),
+        ({"eval": {"task": "synth_mc", "out": "elsewhere"}}, "p.yaml.eval.out is set by the pipeline"),
+        ({"eval": {"task": "synth_mc", "labels": ["a"]}}, "p.yaml.eval.labels are set by the pipeline"),
+        ({"eval": {"task": "synth_mc", "prompt_format": "chatty"}}, "p.yaml.eval.prompt_format must be one of"),
+        ({"grpo": None, "eval": {"task": "synth_mc", "models": ["grpo"]}}, "names grpo, a stage this pipeline has no"),
+        ({"eval": {"task": "synth_mc", "system_prompt": "Be brief."}},
+         "eval.system_prompt is 'Be brief.' but the grpo recipe"),
+        ({"eval": {"task": "synth_mc", "prompt_format": "plain"}}, "eval.prompt_format is 'plain' but the grpo recipe"),
     ],
 )
-def test_pipeline_bad_config(configs, change, message, capsys):
+def test_pipeline_bad_config_is_refused_before_anything_trains(configs, change, message, capsys):
     tmp_path, pipeline, _ = configs
-    path = write(tmp_path / "p.yaml", {**pipeline, **change})
+    path = write(tmp_path / "p.yaml", {key: value for key, value in {**pipeline, **change}.items() if value is not None})
     assert main(["pipeline", "--config", path]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sft").exists()
+
+
+def test_pipeline_refuses_recipes_trained_on_different_prompts(configs, capsys):
+    """One evaluation judges every model, so the SFT and GRPO recipes must train on the same prompts."""
+    tmp_path, pipeline, grpo_recipe = configs
+    write(tmp_path / "grpo.yaml", {**grpo_recipe, "system_prompt": "Be brief."})
+    assert main(["pipeline", "--config", write(tmp_path / "p.yaml", pipeline)]) == 2
+    err = capsys.readouterr().err
+    assert "trains with system_prompt 'Be brief.' but the sft recipe" in err and "set the same system_prompt" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "sft").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system_prompt", ["You answer with the option text only.", None])
+def test_pipeline_evaluates_with_the_training_prompt(tmp_path, system_prompt):
+    """The evaluation sees the very prompt text the trainer builds with the recipe's settings: with the recipe's
+    system prompt when it has one, without when it has none."""
+    from transformers import AutoTokenizer
+
+    from paft_rl.eval.runner import EvalSettings, build_cells, eval_templates
+    from paft_rl.formatting import build_prompt, prompt_text
+    from paft_rl.tasks import get_task
+
+    model = make_tiny_model_dir(tmp_path / "model")
+    recipe = {**COMMON, "model_name_or_path": str(model), "output_dir": str(tmp_path / "sft"), "max_steps": 1,
+              "per_device_train_batch_size": 4, "save_strategy": "no", "max_length": 512, "prompt_format": "chat"}
+    if system_prompt:
+        recipe["system_prompt"] = system_prompt
+    pipeline = {"sft": write(tmp_path / "sft.yaml", recipe), "output_dir": str(tmp_path / "run"),
+                "eval": {"task": "synth_mc", "limit": 2, "max_new_tokens": 2, "progress": False}}
+    assert main(["pipeline", "--config", write(tmp_path / "p.yaml", pipeline)]) == 0
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "eval" / "generations.jsonl").read_text().splitlines()]
+    task = get_task("synth_mc")
+    cells = build_cells(task, eval_templates(task, "heldout", []),
+                        EvalSettings(task="synth_mc", models=["m"], out="x", limit=2))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "sft"))
+    trainer_text = {(c.template, c.row): prompt_text(tokenizer, build_prompt(c.prompt, True, system_prompt))
+                    for c in cells}
+    assert len(records) == len(cells) == 20 and {r["label"] for r in records} == {"sft"}
+    assert {(r["template"], r["row_id"]): r["prompt"] for r in records} == trainer_text
+    needle = system_prompt or "You answer with the option text only."
+    assert all((needle in r["prompt"]) == bool(system_prompt) for r in records)
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert results["settings"]["system_prompt"] == system_prompt and results["settings"]["prompt_format"] == "chat"
 
 
 @pytest.mark.slow

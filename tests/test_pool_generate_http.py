@@ -262,3 +262,71 @@ def test_paft_rl_pool_generate_command(server, tmp_path, capsys):
     assert len(read_pool(out)) == 2 and (tmp_path / "pool.cache.jsonl").exists()
     assert paft_rl_main(["pool", "generate", "--config", str(tmp_path / "gen.yaml"), "--out", "pool.csv"]) == 2
     assert "ending in .jsonl" in capsys.readouterr().err
+
+
+def write_generate_config(tmp_path, server, **overrides) -> str:
+    config = {"task": TASK, "modes": ["zero_shot"], "per_model_per_mode": 2, "templates_per_request": 2,
+              "generators": [{"name": "alpha", "model": "alpha", "base_url": server.url}], **overrides}
+    (tmp_path / "gen.yaml").write_text(json.dumps(config))
+    return str(tmp_path / "gen.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    (lambda url: {"generators": [{"name": "alpha", "model": "alpha", "base_url": url},
+                                 {"name": "beta", "modle": "beta", "base_url": url}]},
+     "gen.yaml.generators[1]: unknown key 'modle'; did you mean 'model'?"),
+    (lambda url: {"generators": [{"name": "alpha", "model": "alpha", "base_url": url, "backend": "opneai"}]},
+     "gen.yaml.generators[0].backend must be one of openai, transformers, vllm, got 'opneai'"),
+    (lambda url: {"templates_per_request": 0}, "gen.yaml.templates_per_request must be a positive number, got 0"),
+    (lambda url: {"requests": {"timeout": 0}}, "gen.yaml.requests.timeout must be a positive number, got 0"),
+    (lambda url: {"filters": {"ngramm": 2}}, "gen.yaml.filters: unknown key 'ngramm'; did you mean 'ngram'?"),
+])
+def test_bad_config_is_refused_before_any_request(server, tmp_path, capsys, override, message):
+    from paft_rl.cli import main as paft_rl_main
+
+    server.scripts = {"alpha": [ok()], "beta": [ok()]}
+    config = write_generate_config(tmp_path, server, **override(server.url))
+    out = tmp_path / "pool.jsonl"
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"paft-rl pool: error: {message}\n"
+    assert server.calls == {} and not out.exists()
+
+
+def test_generate_flags_are_honoured_in_both_spellings(server, tmp_path, capsys):
+    from paft_rl.cli import main as paft_rl_main
+
+    server.scripts = {"alpha": [ok()]}
+    config = write_generate_config(tmp_path, server)
+    out, report = tmp_path / "pool.jsonl", tmp_path / "elsewhere" / "r.json"
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("1 requests: alpha 1") and server.calls == {} and not out.exists()
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--no_cache", "--quiet",
+                         "--report", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert server.calls == {"alpha": 1} and len(read_pool(out)) == 2 and captured.err == ""
+    assert json.loads(report.read_text())["requests"]["received"] == 1
+    assert not (tmp_path / "pool.cache.jsonl").exists()
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out)]) == 0
+    assert server.calls == {"alpha": 2} and (tmp_path / "pool.cache.jsonl").exists()
+    assert "[pool generate]" in capsys.readouterr().err  # progress lines without --quiet
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--no-cache", "--quiet"]) == 0
+    assert server.calls == {"alpha": 3}  # the cache is there but not read
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "p.jsonl"], "the following arguments are required: --config"),
+    (["--config", "{config}", "--out", "p.csv"], "option out 'p.csv': pools are written as JSONL"),
+    (["--config", "{config}", "--out", "p.jsonl", "--dry_runn"],
+     "command line: unknown option '--dry_runn'; did you mean '--dry_run'?"),
+    (["--config", "{config}", "--out", "p.jsonl", "--no-cache", "--cache", "c.jsonl"],
+     "option cache cannot be given with --no_cache"),
+])
+def test_generate_flag_errors_are_one_line(server, tmp_path, capsys, argv, message):
+    from paft_rl.cli import main as paft_rl_main
+
+    config = write_generate_config(tmp_path, server)
+    argv = [a.format(config=config) for a in argv]
+    assert paft_rl_main(["pool", "generate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"paft-rl pool: error: {message}") and err.count("\n") == 1
+    assert server.calls == {}

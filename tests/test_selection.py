@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from paft_rl.formatting import encode_example
-from paft_rl.selection import pick_template, score_templates, softmax_weights
+from paft_rl.selection import pick_template, score_templates, softmax_scores
 from paft_rl.tasks import get_task, load_rows
 from prompt_pool import PromptPool, Template, UserError
 from tests.tiny import make_tiny_model_dir, make_tiny_tokenizer
@@ -67,12 +67,15 @@ def test_picks_and_weights():
     scores = [TemplateScore(i, loss, 10, 1, [loss], [10]) for i, loss in (("a", 2.0), ("b", 1.0), ("c", 3.0))]
     assert pick_template(scores).template_id == "b"
     assert pick_template(scores, "highest").template_id == "c"
-    assert softmax_weights(scores, 0) == {"a": 0.0, "b": 1.0, "c": 0.0}
-    weights = softmax_weights(scores, 1.0)
+    negative_losses = {s.template_id: -s.loss for s in scores}
+    assert softmax_scores(negative_losses, 0) == {"a": 0.0, "b": 1.0, "c": 0.0}
+    weights = softmax_scores(negative_losses, 1.0)
     assert math.isclose(sum(weights.values()), 1.0)
     assert weights["b"] / weights["a"] == pytest.approx(math.e)
     with pytest.raises(UserError, match="'lowest' or 'highest'"):
         pick_template(scores, "best")
+    with pytest.raises(UserError, match="temperature must be >= 0"):
+        softmax_scores(negative_losses, -0.5)
 
 
 @pytest.mark.parametrize(

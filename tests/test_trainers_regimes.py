@@ -27,14 +27,17 @@ def model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
 
 
-def grpo_trainer(model_dir, output_dir, reward=digit_share, rows=12, callbacks=None, **overrides):
+def grpo_trainer(model_dir, output_dir, reward=digit_share, rows=12, callbacks=None, adaptive=None, **overrides):
+    """A recording PaftGRPOTrainer; ``adaptive``: a function of the chooser's pool giving SAPO's weights."""
     args = PaftGRPOConfig(output_dir=str(output_dir), **{**BASE, **overrides})
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
     trainer_class = recording_grpo_trainer()
     trainer_class.generated = []
-    return trainer_class(str(model_dir), [reward], args, dataset, build_chooser(args, task), conversational=True,
-                         processing_class=make_tiny_tokenizer(), callbacks=callbacks)
+    chooser = build_chooser(args, task)
+    return trainer_class(str(model_dir), [reward], args, dataset, chooser, conversational=True,
+                         processing_class=make_tiny_tokenizer(), callbacks=callbacks,
+                         adaptive=adaptive(chooser.pool) if adaptive else None)
 
 
 # ---------------------------------------------------------------------------- unscorable completions
@@ -73,18 +76,18 @@ def test_sapo_updates_at_first_generation_after_each_multiple_of_sapo_every(mode
     from paft_rl.selection.adaptive import AdaptiveWeights
 
     trainer = grpo_trainer(model_dir, tmp_path / "o", max_steps=7, steps_per_generation=2, template_draw="sapo_reward",
-                           sapo_every=3)
-    trainer.sapo = AdaptiveWeights(trainer.chooser, "sapo_reward", every=3, temperature=0.1)
+                           sapo_every=3, adaptive=lambda pool: AdaptiveWeights(pool, "sapo_reward", every=3,
+                                                                               temperature=0.1))
     updates = []
-    original = trainer.sapo.maybe_update
+    original = trainer.adaptive.maybe_update
 
     def recording_update(model, step):
-        before = trainer.sapo.updated_step
+        before = trainer.adaptive.updated_step
         original(model, step)
-        if trainer.sapo.updated_step != before:
+        if trainer.adaptive.updated_step != before:
             updates.append(step)
 
-    trainer.sapo.maybe_update = recording_update
+    trainer.adaptive.maybe_update = recording_update
     trainer.train()
     assert sorted({step for step, *_ in trainer.generated}) == [0, 2, 4, 6]  # one generation every 2 steps
     assert updates == [0, 4, 6]  # 0; first generation at or after 3; at 6

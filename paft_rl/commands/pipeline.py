@@ -1,193 +1,38 @@
-"""``paft-rl pipeline --config P.yaml``: SFT -> (merge LoRA) -> GRPO -> evaluation on held-out templates.
+"""``paft-rl pipeline --config P.yaml [--fresh]``: SFT -> (merge LoRA) -> GRPO -> evaluation on held-out templates.
 
-The config names two ordinary recipes and the evaluation::
-
-    sft: launch/recipes/arc_sft_qwen2.5-1.5b.yaml
-    grpo: launch/recipes/arc_grpo_qwen2.5-1.5b_from_sft.yaml
-    eval: {task: arc, templates: heldout, limit: 500}     # + optional models: [base, sft, grpo]
-    output_dir: runs/arc_pipeline                         # optional: stage markers, evaluation, summary
-
-The GRPO stage starts from whatever the SFT stage produced: its folder, or, when SFT trained a LoRA adapter,
-that adapter merged into full weights. Each stage is skipped on a rerun once finished, and an interrupted
-training stage resumes from its last checkpoint. Under ``accelerate launch`` every process runs the training
-stages; merging and evaluation run on the main process while the others wait.
+This module only reads the command line and the pipeline file (`paft_rl.workflows.pipeline.PipelineConfig`, every
+key checked, with a did-you-mean for a typo at any depth) and calls `paft_rl.workflows.pipeline.run_pipeline`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from prompt_pool import UserError, atomic_write_text, read_yaml_mapping, unknown_key_error
-
-from ..stages import (
-    MARKER,
-    STARTED,
-    is_adapter,
-    merge_adapter,
-    resume_or_overwrite,
-    run_recipe,
-    run_stage,
-    stage_summary,
-)
-
-EVAL_MODELS = ("base", "sft", "grpo")
+from ..settings import Settings, option, parse_settings, read_settings_file, settings_parser
 
 
-EVAL_KEYS = {"task", "templates", "limit", "data", "split", "batch_size", "max_new_tokens", "backend",
-             "field_aliases", "top_threshold", "threads", "models"}
+@dataclass
+class PipelineFlags(Settings):
+    """``paft-rl pipeline``'s command line; everything else is in the pipeline file."""
+
+    config: str = option(help="pipeline YAML: sft and/or grpo recipe paths, an eval section, output_dir")
+    fresh: bool = option(False, help="start over: delete the run folder and replace the stages' training output")
 
 
-def read_config(path: str) -> dict[str, Any]:
-    config = read_yaml_mapping(path, "pipeline config")
-    for key in config:
-        if key not in {"sft", "grpo", "eval", "output_dir"}:
-            raise unknown_key_error(key, {"sft", "grpo", "eval", "output_dir"}, Path(path).name)
-    for key in config.get("eval") or {}:
-        if key not in EVAL_KEYS:
-            raise unknown_key_error(key, EVAL_KEYS, f"{Path(path).name}: eval")
-    for stage in ("sft", "grpo"):
-        if stage in config and not Path(config[stage]).is_file():
-            raise UserError(f"{Path(path).name}: {stage} recipe {config[stage]!r} does not exist")
-    if "sft" not in config and "grpo" not in config:
-        raise UserError(f"{Path(path).name}: name at least one stage recipe (sft:, grpo:)")
-    evaluation = config.get("eval") or {}
-    if evaluation and not evaluation.get("task"):
-        raise UserError(f"{Path(path).name}: eval needs a task")
-    bad = sorted(set(evaluation.get("models", [])) - set(EVAL_MODELS))
-    if bad:
-        raise UserError(f"{Path(path).name}: eval.models may name {', '.join(EVAL_MODELS)}, not {', '.join(bad)}")
-    config.setdefault("output_dir", str(Path("runs") / Path(path).name.removesuffix(".yaml").removesuffix(".pipeline")))
-    return config
-
-
-def check_stage_recipes(config: dict[str, Any]) -> None:
-    """Parse every stage's recipe before the first stage trains, so a mistake in the last one costs nothing."""
-    import tempfile
-
-    from ..configs import PaftGRPOConfig, PaftSFTConfig
-    from ..trainers.setup import parse_recipe
-
-    for command, config_class in (("sft", PaftSFTConfig), ("grpo", PaftGRPOConfig)):
-        if command in config:
-            recipe = read_yaml_mapping(config[command], f"{command} recipe")
-            with tempfile.TemporaryDirectory() as scratch:
-                checked = Path(scratch) / Path(config[command]).name
-                checked.write_text(yaml.safe_dump({**recipe, "overwrite": False, "resume_from_checkpoint": None}))
-                try:
-                    parse_recipe(config_class, ["--config", str(checked)])
-                except UserError as error:
-                    raise UserError(f"{command} recipe {config[command]}: {error}") from None
-
-
-def stage_recipe(command: str, recipe_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The recipe a stage trains with: the file's options plus what the pipeline sets (the starting model)."""
-    recipe = read_yaml_mapping(recipe_path, f"{command} recipe")
-    recipe.update(overrides)
-    recipe.pop("resume_from_checkpoint", None)
-    recipe.pop("overwrite", None)  # the pipeline decides: resume its own interrupted stage, else start afresh
-    recipe.setdefault("output_dir", f"runs/{command}")
-    return recipe
-
-
-def train_stage(command: str, recipe: dict[str, Any], out: Path, resume: bool, ours: bool) -> dict[str, Any]:
-    """Run ``paft-rl sft|grpo`` on a stage recipe; returns where the model went.
-
-    Checkpoints in the recipe's output_dir are resumed only when this pipeline's own stage was interrupted with the
-    same settings, replaced when an earlier run of this stage (``ours``) or ``--fresh`` wrote them, and refused
-    otherwise: another run's checkpoints are never resumed as this one, nor deleted.
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    output_dir = Path(recipe["output_dir"])
-    if not resume and not ours and output_dir.is_dir() and get_last_checkpoint(str(output_dir)):
-        raise UserError(f"{command} output_dir {output_dir} holds checkpoints of a run this pipeline did not start: "
-                        "move them, set another output_dir in the recipe, or pass --fresh to replace them")
-    written = run_recipe(command, {**recipe, **resume_or_overwrite(output_dir, resume)},
-                         out / "recipes" / f"{command}.yaml")
-    return {"model": recipe["output_dir"], "recipe": written, "base": recipe.get("model_name_or_path")}
+def default_output_dir(config_path: str) -> str:
+    """``runs/<config name>``: ``p.pipeline.yaml`` -> ``runs/p``."""
+    return str(Path("runs") / Path(config_path).name.removesuffix(".yaml").removesuffix(".pipeline"))
 
 
 def main(argv: list[str]) -> int:
-    from accelerate import PartialState
+    from ..workflows.pipeline import PipelineConfig, run_pipeline
 
-    parser = argparse.ArgumentParser(prog="paft-rl pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over: delete the run folder and replace the stages' training output")
-    options = parser.parse_args(argv)
-    config = read_config(options.config)
-    check_stage_recipes(config)
-    state = PartialState()
-    out = Path(config["output_dir"])
-    if options.fresh and state.is_main_process and out.exists():
-        shutil.rmtree(out)
-    state.wait_for_everyone()
-    log = print if state.is_main_process else (lambda *_: None)
-    sync = (state.is_main_process, state.wait_for_everyone)
-    summary: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ SFT
-    if "sft" in config:
-        recipe = stage_recipe("sft", config["sft"], {})
-        summary["sft"] = run_training("sft", recipe, out, {"recipe": recipe}, options.fresh, log, sync)
-    # ------------------------------------------------------------------ merge, when SFT made an adapter
-    start = summary.get("sft", {}).get("model")
-    if start and is_adapter(start):
-        merged = Path(f"{start.rstrip('/')}-merged")
-        if state.is_main_process:
-            summary["merge"] = run_stage("merge LoRA", out / "merge",
-                                         lambda resume: {"model": str(merge_adapter(start, merged, replace=True))},
-                                         {"after": summary["sft"]["fingerprint"], "model": str(merged)}, log)
-        state.wait_for_everyone()
-        summary["merge"] = stage_summary(out / "merge")
-        start = str(merged)
-    # ------------------------------------------------------------------ GRPO
-    if "grpo" in config:
-        recipe = stage_recipe("grpo", config["grpo"], {"model_name_or_path": start} if start else {})
-        after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
-        summary["grpo"] = run_training("grpo", recipe, out, {"recipe": recipe, "after": after}, options.fresh, log,
-                                       sync)
-    # ------------------------------------------------------------------ evaluation
-    if config.get("eval") and state.is_main_process:
-        after = {name: summary[name]["fingerprint"] for name in ("sft", "grpo") if name in summary}
-        summary["eval"] = run_stage("eval", out / "eval",
-                                    lambda resume: evaluate_stage(config["eval"], summary, out),
-                                    {"eval": config["eval"], "after": after}, log)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        log(f"pipeline done: {out / 'summary.json'}")
+    parser = settings_parser(PipelineFlags, "paft-rl pipeline")
+    parser.description = "SFT -> (merge LoRA) -> GRPO -> evaluation, resumable; the stages and eval: are in --config"
+    (flags,) = parse_settings(parser, argv)
+    config = read_settings_file(PipelineConfig, flags.config, "pipeline config")
+    if config.output_dir is None:
+        config = replace(config, output_dir=default_output_dir(flags.config))
+    run_pipeline(config, fresh=flags.fresh)
     return 0
-
-
-def run_training(command: str, recipe: dict[str, Any], out: Path, settings: dict[str, Any], fresh: bool, log,
-                 sync) -> dict:
-    """A training stage; its output_dir is the pipeline's to replace when an earlier run of it (or --fresh) says so."""
-    ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()
-    return run_stage(command, out / command, lambda resume: train_stage(command, recipe, out, resume, ours),
-                     settings, log, sync)
-
-
-def evaluate_stage(options: dict[str, Any], summary: dict[str, Any], out: Path) -> dict[str, Any]:
-    from ..eval.report import format_table, write_outputs
-    from ..eval.runner import EvalSettings, evaluate
-
-    first = summary.get("sft") or summary.get("grpo")
-    candidates = {"base": first.get("base"), "sft": summary.get("sft", {}).get("model"),
-                  "grpo": summary.get("grpo", {}).get("model")}
-    wanted = options.get("models") or [name for name in ("sft", "grpo") if candidates[name]]
-    models = [candidates[name] for name in wanted if candidates.get(name)]
-    settings = EvalSettings(models=models, out=str(out / "eval"),
-                            **{k: v for k, v in options.items() if k in EVAL_KEYS - {"models"}})
-    results, records = evaluate(settings)
-    write_outputs(results, records, out / "eval")
-    print(format_table(results))
-    return {"models": dict(zip(wanted, models)),
-            "results": {name: {k: results["models"][m][k] for k in ("mean", "std", "min", "max")}
-                        for name, m in zip(wanted, models)}}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 from prompt_pool import PoolValidationError, UserError, load_pool
+
+from ..settings import Settings, SettingError, option, parse_settings, settings_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("file")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
 
-    split = actions.add_parser("split", help="reassign train / held-out splits")
-    split.add_argument("file")
-    split.add_argument("--heldout-fraction", type=float, required=True)
-    split.add_argument("--seed", type=int, required=True)
-    split.add_argument("--out", required=True,
-                       help="output pool file; its suffix names the format (.jsonl, .json, .yaml, .csv, .xlsx)")
-    split.add_argument("--force", action="store_true", help="replace --out when it already exists")
+    actions.add_parser("split", help="reassign train / held-out splits (see `paft-rl pool split --help`)",
+                       add_help=False)
 
     render = actions.add_parser("render", help="show the prompt a template makes for one dataset row")
     render.add_argument("file")
@@ -78,9 +76,10 @@ def main(argv: list[str]) -> int:
         from ..construction.cli import main as generate_main
 
         return generate_main(argv[1:])
+    if argv and argv[0] == "split":
+        return run_split(*parse_split_flags(argv[1:]))
     args = build_parser().parse_args(argv)
-    return {"validate": run_validate, "stats": run_stats, "split": run_split, "render": run_render,
-            "export": run_export}[args.action](args)
+    return {"validate": run_validate, "stats": run_stats, "render": run_render, "export": run_export}[args.action](args)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -118,22 +117,45 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_split(args: argparse.Namespace) -> int:
+@dataclass
+class SplitFlags(Settings):
+    """``paft-rl pool split FILE``: the pool's templates reassigned to train and held-out."""
+
+    heldout_fraction: float = option(help="share of the templates held out, between 0 and 1 (exclusive)")
+    seed: int = option(help="split seed: the split is a hash of the seed and each template's id")
+    out: str = option(help="output pool file; its suffix names the format (.jsonl, .json, .yaml, .csv, .xlsx)")
+    force: bool = option(False, help="replace --out when it already exists")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.heldout_fraction < 1:
+            raise SettingError("heldout_fraction", f"must be between 0 and 1 (exclusive), got {self.heldout_fraction}")
+
+
+def parse_split_flags(argv: list[str]) -> tuple[str, SplitFlags]:
+    """The pool named first, and the flags after it."""
+    parser = settings_parser(SplitFlags, "paft-rl pool split")
+    parser.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
+    flags, rest = parse_settings(parser, argv)
+    return rest.file, flags
+
+
+def run_split(file: str, flags: SplitFlags) -> int:
     from pathlib import Path
 
     from prompt_pool.io import pool_format
 
-    out = Path(args.out)
+    out = Path(flags.out)
     pool_format(out)  # refuse an unknown suffix before reading anything
-    if Path(args.file).exists() and out.exists() and out.resolve() == Path(args.file).resolve():
-        raise UserError(f"--out {args.out} is the input pool: write the split pool to another file")
+    if Path(file).exists() and out.exists() and out.resolve() == Path(file).resolve():
+        raise UserError(f"--out {flags.out} is the input pool: write the split pool to another file")
     if out.is_dir():
-        raise UserError(f"--out {args.out} is a folder: name a pool file such as {out / 'pool.jsonl'}")
-    if out.exists() and not args.force:
-        raise UserError(f"--out {args.out} already exists: choose another file or pass --force to replace it")
-    pool = load_pool(args.file).split(args.heldout_fraction, args.seed)
+        raise UserError(f"--out {flags.out} is a folder: name a pool file such as {out / 'pool.jsonl'}")
+    if out.exists() and not flags.force:
+        raise UserError(f"--out {flags.out} already exists: choose another file or pass --force to replace it")
+    pool = load_pool(file).split(flags.heldout_fraction, flags.seed)
     pool.save(out)
-    print(f"wrote {args.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {args.seed})")
+    print(f"wrote {flags.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {flags.seed})")
     return 0
 
 

@@ -7,51 +7,61 @@ still written, and the failures are listed). Bad input raises `UserError` before
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from prompt_pool.errors import UserError
 from prompt_pool.io import atomic_write_text
 
+from ..settings import Settings, SettingError, option, parse_settings, settings_parser
 from .config import load_config
 from .prompts import build_requests
 from .run import default_report_path, generate_pool, report_text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="paft-rl pool generate",
-        description="Generate a pool of instruction templates with an ensemble of LLMs in few-shot and zero-shot "
-                    "modes, filter it, split it into train and held-out, and write it as JSONL.")
-    parser.add_argument("--config", required=True, help="generate config (YAML): task, seed templates, generators")
-    parser.add_argument("--out", required=True, help="pool file to write (JSONL)")
-    parser.add_argument("--report", help="report file (JSON); default: <out stem>.report.json")
-    parser.add_argument("--cache", help="response cache (JSONL); default: the config's 'cache' or <out stem>.cache.jsonl")
-    parser.add_argument("--no-cache", action="store_true", help="neither read nor write a response cache")
-    parser.add_argument("--dry-run", action="store_true", help="print the requests and one meta-prompt per mode; send nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    return parser
+@dataclass
+class GenerateFlags(Settings):
+    """The command line of ``paft-rl pool generate``; the run itself is described by the ``--config`` file."""
+
+    config: str = option(help="generate config (YAML): task, seed templates, generators")
+    out: str = option(help="pool file to write (JSONL)")
+    report: str | None = option(None, help="report file (JSON); default: <out stem>.report.json")
+    cache: str | None = option(None, help="response cache (JSONL); default: the config's 'cache' or "
+                                          "<out stem>.cache.jsonl")
+    no_cache: bool = option(False, help="neither read nor write a response cache")
+    dry_run: bool = option(False, help="print the requests and one meta-prompt per mode; send nothing")
+    quiet: bool = option(False, help="no progress lines")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.out.endswith(".jsonl"):
+            raise SettingError("out", f"{self.out!r}: pools are written as JSONL; give a file name ending in .jsonl")
+        if self.no_cache and self.cache is not None:
+            raise SettingError("cache", "cannot be given with --no_cache: give one of them")
+
+
+def parse_flags(argv: list[str]) -> GenerateFlags:
+    """The flags after ``pool generate``, as one-line errors when wrong."""
+    (flags,) = parse_settings(settings_parser(GenerateFlags, "paft-rl pool generate"), argv)
+    return flags
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["generate"]:
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
-    if not str(args.out).endswith(".jsonl"):
-        raise UserError(f"--out {args.out!r}: pools are written as JSONL; give a file name ending in .jsonl")
-    config = load_config(args.config)
-    if args.dry_run:
+    flags = parse_flags(argv)
+    config = load_config(flags.config)
+    if flags.dry_run:
         return _dry_run(config)
-    cache = "" if args.no_cache else args.cache
-    log = (lambda line: None) if args.quiet else None
-    result = generate_pool(config, args.out, cache_path=cache, log=log)
-    report_path = Path(args.report) if args.report else default_report_path(args.out)
+    cache = "" if flags.no_cache else flags.cache
+    log = (lambda line: None) if flags.quiet else None
+    result = generate_pool(config, flags.out, cache_path=cache, log=log)
+    report_path = Path(flags.report) if flags.report else default_report_path(flags.out)
     atomic_write_text(report_path, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     print(report_text(result.report))
-    print(f"pool: {args.out}\nreport: {report_path}")
+    print(f"pool: {flags.out}\nreport: {report_path}")
     if result.failures:
         print("paft-rl pool generate: some generators failed; the pool holds what the others made "
               "(re-run to retry: received responses are cached):", file=sys.stderr)

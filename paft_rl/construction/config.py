@@ -1,88 +1,117 @@
 """The configuration of one ``pool generate`` run, read from YAML and checked before any request is sent.
 
-Every mistake a user can make in the file (an unknown key, a missing API key variable, a few-shot mode
-without seed templates, a task that does not exist) is reported here, in one line naming the key to change,
-so a run never fails half-way through an expensive generation for a reason visible up front.
+The file is read the way every paft-rl settings file is (`paft_rl.settings`): each section is a dataclass
+with help on every field, so an unknown key at any depth gets a did-you-mean with its dotted path
+(``gen.yaml.generators[1]: unknown key 'modle'``) and each value is checked once against its type, its
+choices and its range. What plain typing cannot say is resolved after that, in `resolve_references`: a task
+named in the registry or written inline, seed templates read from a pool, meta-prompt files and the cache
+relative to the config's folder. `check_config` then raises what would make the run fail or be useless (a
+missing API key variable, few-shot mode without seed templates), so a run never stops half-way through an
+expensive generation for a reason visible up front.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import os
-import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from prompt_pool.errors import UserError, unknown_key_error
+
+from ..settings import Settings, SettingError, option, read_settings_file, settings_from_mapping
+
+Mode = Literal["few_shot", "zero_shot"]
+Backend = Literal["openai", "transformers", "vllm"]
+MODES = typing.get_args(Mode)
+BACKENDS = typing.get_args(Backend)
+METAPROMPT_NAMES = ("system", *MODES)
+# Generator options only one backend reads: set for another backend, they would be ignored without a word.
+BACKEND_OPTIONS = {"base_url": "openai", "api_key_env": "openai", "extra_body": "openai", "concurrency": "openai",
+                   "device": "transformers", "dtype": "transformers", "threads": "transformers",
+                   "batch_size": "transformers", "engine_kwargs": "vllm"}
 
 
-from prompt_pool.errors import UserError
-from prompt_pool.io import read_yaml_mapping
-
-MODES = ("few_shot", "zero_shot")
-BACKENDS = ("openai", "transformers", "vllm")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the generator must know about a task: its fields, which are required, and its answer cue.
-
-    Satisfies `prompt_pool.pool.FieldSpec`, so `PromptPool.problems` validates templates against it.
-
-    Args:
-        name (`str`): task name (a registry name or the user's own).
-        description (`str`): one or two sentences on what the model answering the prompt must do.
-        fields (`tuple[str, ...]`): placeholders a template may use.
-        required_fields (`tuple[str, ...]`): placeholders every template must use.
-        option_sets (`tuple[tuple[str, ...], ...]`): for multiple choice, the ways a template may show options.
-        answer_cue (`str`): text every template must contain (case-insensitive), e.g. ``Answer:``; empty: no check.
-    """
-
-    name: str
-    description: str
-    fields: tuple[str, ...]
-    required_fields: tuple[str, ...] = ()
-    option_sets: tuple[tuple[str, ...], ...] = ()
-    answer_cue: str = ""
+def _check_range(settings, name: str, low: float, high: float | None = None, *,
+                 open_low: bool = False, open_high: bool = False) -> None:
+    """A number setting outside its range, named; ``None`` (not set) passes. `option` knows only ``positive``."""
+    value = getattr(settings, name)
+    if value is None:
+        return
+    below = value <= low if open_low else value < low
+    above = high is not None and (value >= high if open_high else value > high)
+    if below or above:
+        if high is not None:
+            brackets = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
+            raise SettingError(name, f"must be in {brackets}, got {value}")
+        raise SettingError(name, f"must be {'>' if open_low else '>='} {low}, got {value}")
 
 
 @dataclass
-class GeneratorConfig:
-    """One member of the generator ensemble.
+class TaskSpec(Settings):
+    """What the generator must know about a task: its fields, which are required, and its answer cue.
 
-    Args:
-        name (`str`): label used in provenance, the cache key and the report.
-        model (`str`): model name at the endpoint, or a local folder / hub id for local backends.
-        backend (`str`, defaults to `"openai"`): ``openai`` (any OpenAI-compatible chat endpoint),
-            ``transformers`` or ``vllm`` (offline ``vllm.LLM``).
-        base_url (`str`, *optional*): endpoint root such as ``http://127.0.0.1:8000/v1`` (``openai`` only).
-        api_key_env (`str`, *optional*): name of the environment variable holding the API key.
-        max_tokens (`int`, defaults to `1024`): completion budget per request.
-        temperature (`float`, *optional*): overrides the run's temperature for this generator.
-        concurrency (`int`, *optional*): at most this many requests in flight to this endpoint.
-        extra_body (`dict`, *optional*): extra fields merged into each chat request body.
-        device (`str`, defaults to `"cpu"`): ``transformers`` only.
-        dtype (`str`, defaults to `"auto"`): ``transformers`` only (``auto``, ``float32``, ``bfloat16``...).
-        batch_size (`int`, defaults to `4`): prompts per ``generate`` call for local backends.
-        threads (`int`, *optional*): torch CPU threads (``transformers`` only); on a CPU shared with other jobs,
-            ``1`` can be many times faster than competing threads.
-        engine_kwargs (`dict`, *optional*): keyword arguments of ``vllm.LLM`` (``vllm`` only).
+    Satisfies `prompt_pool.pool.FieldSpec`, so `PromptPool.problems` validates templates against it. Written
+    inline in a config as ``task: {name, description, fields, ...}``, or built from a registry task.
     """
 
-    name: str
-    model: str
-    backend: str = "openai"
-    base_url: str | None = None
-    api_key_env: str | None = None
-    max_tokens: int = 1024
-    temperature: float | None = None
-    concurrency: int | None = None
-    extra_body: dict = field(default_factory=dict)
-    device: str = "cpu"
-    dtype: str = "auto"
-    batch_size: int = 4
-    threads: int | None = None
-    engine_kwargs: dict = field(default_factory=dict)
+    name: str = option(help="task name (a registry name or your own)")
+    description: str = option(help="one or two sentences on what the model answering the prompt must do")
+    fields: tuple[str, ...] = option(help="placeholders a template may use")
+    required_fields: tuple[str, ...] = option((), help="placeholders every template must use")
+    option_sets: tuple[tuple[str, ...], ...] = option(
+        (), help="for multiple choice, the ways a template may show the options (each a list of placeholders)")
+    answer_cue: str = option("", help="text every template must contain (case-insensitive), e.g. 'Answer:'; "
+                                      "empty: no check")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fields = tuple(self.fields)  # YAML gives lists; a spec is compared and shown as tuples
+        self.required_fields = tuple(self.required_fields)
+        self.option_sets = tuple(tuple(s) for s in self.option_sets)
+        if not self.fields:
+            raise SettingError("fields", "must list at least one placeholder")
+        unknown = (set(self.required_fields) | {f for s in self.option_sets for f in s}) - set(self.fields)
+        if unknown:
+            raise SettingError("fields", f"must list every field named in required_fields and option_sets; "
+                                         f"missing {sorted(unknown)}")
+
+
+@dataclass
+class GeneratorConfig(Settings):
+    """One member of the generator ensemble."""
+
+    name: str = option(help="label used in provenance, the cache key and the report")
+    model: str = option(help="model name at the endpoint, or a local folder / hub id for local backends")
+    backend: Backend = option("openai", help="openai (any OpenAI-compatible chat endpoint), transformers, or vllm "
+                                             "(offline vllm.LLM)")
+    base_url: str | None = option(None, help="endpoint root such as http://127.0.0.1:8000/v1 (openai only)")
+    api_key_env: str | None = option(None, help="name of the environment variable holding the API key")
+    max_tokens: int = option(1024, help="completion budget per request", positive=True)
+    temperature: float | None = option(None, help="overrides the run's temperature for this generator")
+    concurrency: int | None = option(None, help="at most this many requests in flight to this endpoint",
+                                     positive=True)
+    extra_body: dict = option(help="extra fields merged into each chat request body", default_factory=dict)
+    device: str = option("cpu", help="transformers only: the torch device")
+    dtype: str = option("auto", help="transformers only: auto, float32, bfloat16...")
+    batch_size: int = option(4, help="transformers only: prompts per generate call", positive=True)
+    threads: int | None = option(None, help="torch CPU threads (transformers only); on a CPU shared with other "
+                                            "jobs, 1 can be many times faster than competing threads", positive=True)
+    engine_kwargs: dict = option(help="keyword arguments of vllm.LLM (vllm only)", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range(self, "temperature", 0)
+        if self.backend == "openai" and not self.base_url:
+            raise SettingError("base_url", "is needed with backend openai (e.g. http://127.0.0.1:8000/v1)")
+        defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        for name, backend in BACKEND_OPTIONS.items():
+            if backend != self.backend and getattr(self, name) != defaults[name]:
+                raise SettingError(name, f"is read by backend {backend} only, and this generator's backend is "
+                                         f"{self.backend}: remove it or change the backend")
 
     @property
     def api_key(self) -> str | None:
@@ -95,122 +124,133 @@ class GeneratorConfig:
 
 
 @dataclass
-class RequestConfig:
-    """Network behaviour of the HTTP generators.
+class RequestConfig(Settings):
+    """Network behaviour of the HTTP generators."""
 
-    Args:
-        concurrency (`int`, defaults to `8`): requests in flight at once, over all endpoints.
-        timeout (`float`, defaults to `120`): seconds to wait for one response.
-        retries (`int`, defaults to `4`): further tries after a 429, a 5xx, a malformed body or a connection error.
-        backoff (`float`, defaults to `1.0`): first wait in seconds; doubles each retry (with jitter).
-        backoff_max (`float`, defaults to `30.0`): longest wait, also the cap on a server's ``Retry-After``.
-    """
+    concurrency: int = option(8, help="requests in flight at once, over all endpoints", positive=True)
+    timeout: float = option(120.0, help="seconds to wait for one response", positive=True)
+    retries: int = option(4, help="further tries after a 429, a 5xx, a malformed body or a connection error")
+    backoff: float = option(1.0, help="first wait in seconds; doubles each retry (with jitter)")
+    backoff_max: float = option(30.0, help="longest wait in seconds, also the cap on a server's Retry-After")
 
-    concurrency: int = 8
-    timeout: float = 120.0
-    retries: int = 4
-    backoff: float = 1.0
-    backoff_max: float = 30.0
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("retries", "backoff", "backoff_max"):
+            _check_range(self, name, 0)
 
 
 @dataclass
-class FilterConfig:
-    """Filters applied to parsed candidates, in this order (each step is counted in the report).
+class FilterConfig(Settings):
+    """Filters applied to parsed candidates, in this order (each step is counted in the report)."""
 
-    Args:
-        min_chars (`int`, defaults to `20`): shortest template, counted without its placeholders.
-        max_chars (`int`, defaults to `2000`): longest template.
-        require_answer_cue (`bool`, defaults to `True`): drop templates without the task's answer cue.
-        ngram (`int`, defaults to `3`): word n-gram size of the near-duplicate test and diversity stats.
-        near_duplicate_threshold (`float`, defaults to `0.7`): drop a template whose n-gram Jaccard similarity
-            with an earlier kept one is above this; ``1.0`` turns the test off.
-    """
+    min_chars: int = option(20, help="shortest template, counted without its placeholders")
+    max_chars: int = option(2000, help="longest template", positive=True)
+    require_answer_cue: bool = option(True, help="drop templates without the task's answer cue")
+    ngram: int = option(3, help="word n-gram size of the near-duplicate test and the diversity stats", positive=True)
+    near_duplicate_threshold: float = option(
+        0.7, help="drop a template whose n-gram Jaccard similarity with an earlier kept one is above this; "
+                  "1.0 turns the test off")
 
-    min_chars: int = 20
-    max_chars: int = 2000
-    require_answer_cue: bool = True
-    ngram: int = 3
-    near_duplicate_threshold: float = 0.7
-
-
-@dataclass
-class ScreenConfig:
-    """Optional accuracy screen: drop templates a reference model answers badly with (uses `paft_rl.eval`).
-
-    Args:
-        enabled (`bool`, defaults to `False`): run the screen.
-        model (`str`, *optional*): reference model (local folder or hub id).
-        dev_size (`int`, defaults to `16`): dev questions per template.
-        min_accuracy (`float`, defaults to `0.0`): drop templates scoring below this.
-        data (`str`, *optional*): dev data file; defaults to the registry task's data.
-        split (`str`, *optional*): dev split name.
-        batch_size (`int`, defaults to `16`): prompts per generation batch.
-    """
-
-    enabled: bool = False
-    model: str | None = None
-    dev_size: int = 16
-    min_accuracy: float = 0.0
-    data: str | None = None
-    split: str | None = None
-    batch_size: int = 16
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range(self, "min_chars", 0)
+        _check_range(self, "near_duplicate_threshold", 0, 1)
+        if self.min_chars > self.max_chars:
+            raise SettingError("min_chars", f"must not be above max_chars ({self.max_chars}), got {self.min_chars}")
 
 
 @dataclass
-class SplitConfig:
-    """Train / held-out split of the filtered pool.
+class ScreenConfig(Settings):
+    """Optional accuracy screen: drop templates a reference model answers badly with (uses `paft_rl.eval`)."""
 
-    Args:
-        heldout_fraction (`float`, defaults to `0.2`): share of generated templates held out.
-        seed (`int`, defaults to `0`): split seed (the split is a hash of seed and template id).
-        include_seeds (`bool`, defaults to `True`): put the human-written seed templates in the pool too.
-        seeds_to_heldout (`bool`, defaults to `False`): seeds all go to held-out (as PAFT evaluated on
-            human-written prompts); the fraction then applies to generated templates only.
-    """
+    enabled: bool = option(False, help="run the screen")
+    model: str | None = option(None, help="reference model (local folder or hub id)")
+    dev_size: int = option(16, help="dev questions per template", positive=True)
+    min_accuracy: float = option(0.0, help="drop templates scoring below this")
+    data: str | None = option(None, help="dev data file; defaults to the registry task's data")
+    split: str | None = option(None, help="dev split name; defaults to the task's train split")
+    batch_size: int = option(16, help="prompts per generation batch", positive=True)
 
-    heldout_fraction: float = 0.2
-    seed: int = 0
-    include_seeds: bool = True
-    seeds_to_heldout: bool = False
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.enabled and not self.model:
+            raise SettingError("model", "is needed when the screen is enabled (a reference model folder or hub id)")
 
 
 @dataclass
-class GenerateConfig:
-    """A whole ``pool generate`` run.
+class SplitConfig(Settings):
+    """Train / held-out split of the filtered pool."""
 
-    Args:
-        task (`TaskSpec`): the task templates are written for.
-        generators (`list[GeneratorConfig]`): the ensemble.
-        seed_templates (`list[str]`): human-written examples shown in few-shot mode.
-        modes (`tuple[str, ...]`, defaults to both): ``few_shot`` and/or ``zero_shot``.
-        per_model_per_mode (`int`, defaults to `20`): candidates kept per generator and mode (PAFT: 20).
-        templates_per_request (`int`, defaults to `5`): templates asked for in one request.
-        few_shot_examples (`int`, defaults to `4`): seed templates shown per few-shot request.
-        temperature (`float`, defaults to `0.9`) / top_p (`float`, defaults to `1.0`): sampling.
-        seed (`int`, defaults to `0`): picks the few-shot examples of each request.
-        cache (`str`, *optional*): response cache file; ``None`` means ``<out>.cache.jsonl``, ``""`` disables it.
-        metaprompts (`dict[str, str]`, *optional*): your own meta-prompt files by name (``system``, ``few_shot``,
-            ``zero_shot``), replacing the shipped ones; ``$description``, ``$placeholder_rules``, ``$cue_rule``,
-            ``$count``, ``$first_field`` and (few-shot) ``$examples`` are filled in.
+    heldout_fraction: float = option(0.2, help="share of generated templates held out")
+    seed: int = option(0, help="split seed (the split is a hash of seed and template id)")
+    include_seeds: bool = option(True, help="put the human-written seed templates in the pool too")
+    seeds_to_heldout: bool = option(False, help="seeds all go to held-out (as PAFT evaluated on human-written "
+                                                "prompts); the fraction then applies to generated templates only")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range(self, "heldout_fraction", 0, 1, open_low=True, open_high=True)
+
+
+@dataclass
+class SeedPool(Settings):
+    """Seed templates taken from a pool: ``seed_templates: {pool: ..., split: ...}``."""
+
+    pool: str = option(help="pool file (relative to the config file) or built-in pool name")
+    split: Literal["train", "heldout", "all"] = option("all", help="which of the pool's templates")
+
+
+@dataclass
+class GenerateConfig(Settings):
+    """A whole ``pool generate`` run: the file given to ``paft-rl pool generate --config``.
+
+    ``task`` and ``seed_templates`` hold what the file says until `resolve_references` replaces them with what
+    they name (a `TaskSpec`, a list of template texts); `load_config` and `config_from_dict` do both steps.
     """
 
-    task: TaskSpec
-    generators: list[GeneratorConfig]
-    seed_templates: list[str] = field(default_factory=list)
-    modes: tuple[str, ...] = MODES
-    per_model_per_mode: int = 20
-    templates_per_request: int = 5
-    few_shot_examples: int = 4
-    temperature: float = 0.9
-    top_p: float = 1.0
-    seed: int = 0
-    cache: str | None = None
-    metaprompts: dict[str, str] = field(default_factory=dict)
-    requests: RequestConfig = field(default_factory=RequestConfig)
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    screen: ScreenConfig = field(default_factory=ScreenConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    registry_task: str | None = None
+    task: str | dict | TaskSpec = option(
+        help="the task templates are written for: a registry name (e.g. synth_mc) or a mapping with name, "
+             "description, fields, required_fields, option_sets, answer_cue")
+    generators: list[GeneratorConfig] = option(help="the ensemble: each with name, model, backend...")
+    description: str | None = option(None, help="replaces the task's description in the meta-prompts")
+    seed_templates: list[str | dict] | str | dict = option(
+        help="human-written examples shown in few-shot mode: a list of templates (strings or {text: ...}), a pool "
+             "file or built-in pool name, or {pool: ..., split: train|heldout|all}", default_factory=list)
+    modes: list[Mode] = option(help="few_shot and/or zero_shot (dual prompting: both)",
+                               default_factory=lambda: list(MODES))
+    per_model_per_mode: int = option(20, help="candidates kept per generator and mode (PAFT: 20)", positive=True)
+    templates_per_request: int = option(5, help="templates asked for in one request", positive=True)
+    few_shot_examples: int = option(4, help="seed templates shown per few-shot request", positive=True)
+    temperature: float = option(0.9, help="sampling temperature (a generator may override it)")
+    top_p: float = option(1.0, help="nucleus sampling share, in (0, 1]")
+    seed: int = option(0, help="picks the few-shot examples of each request")
+    cache: str | None = option(None, help="response cache file (relative to the config file); unset: "
+                                          "<out stem>.cache.jsonl; an empty string disables it")
+    metaprompts: dict[str, str] = option(
+        help="your own meta-prompt files by name (system, few_shot, zero_shot), replacing the shipped ones; "
+             "$description, $placeholder_rules, $cue_rule, $count, $first_field and (few-shot) $examples are "
+             "filled in", default_factory=dict)
+    requests: RequestConfig = option(help="network behaviour of the HTTP generators", default_factory=RequestConfig)
+    filters: FilterConfig = option(help="filters applied to parsed candidates", default_factory=FilterConfig)
+    screen: ScreenConfig = option(help="optional accuracy screen with a reference model", default_factory=ScreenConfig)
+    split: SplitConfig = option(help="train / held-out split of the filtered pool", default_factory=SplitConfig)
+    registry_task: str | None = field(default=None, init=False, metadata={
+        "help": "the registry name `task` named, if it named one (set by resolve_references; the screen needs it)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modes, str):  # `modes: zero_shot` means the one mode
+            self.modes = [self.modes]
+        super().__post_init__()
+        if not self.modes:
+            raise SettingError("modes", f"must name at least one of {', '.join(MODES)}")
+        if not self.generators:
+            raise SettingError("generators", "must list at least one generator (name, model, backend)")
+        names = [g.name for g in self.generators]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise SettingError("generators", f"must have unique names; repeated: {', '.join(repeated)}")
+        _check_range(self, "temperature", 0)
+        _check_range(self, "top_p", 0, 1, open_low=True)
 
     @property
     def requests_per_mode(self) -> int:
@@ -221,44 +261,35 @@ class GenerateConfig:
 
 
 # ---------------------------------------------------------------------------- loading
-SECTIONS = {"requests": RequestConfig, "filters": FilterConfig, "screen": ScreenConfig, "split": SplitConfig}
-
-
 def load_config(path: str | Path) -> GenerateConfig:
     """Read and check a generate config file; relative file paths in it are relative to the file."""
     path = Path(path)
-    data = read_yaml_mapping(path, "config file")
-    return config_from_dict(data, base_dir=path.parent, where=path.name)
+    return resolve_references(read_settings_file(GenerateConfig, path, "config file"), path.parent, path.name)
 
 
 def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str = "config") -> GenerateConfig:
     """Build a `GenerateConfig` from a plain mapping (the parsed YAML) and check it."""
-    data = dict(data)
-    if "registry_task" in data:
-        raise UserError(f"{where}: unknown key 'registry_task'; name a registry task with 'task: NAME'")
-    if "task" not in data:
-        raise UserError(f"{where}: missing 'task': a registry name (e.g. synth_mc) or a mapping with fields")
-    if not data.get("generators"):
-        raise UserError(f"{where}: 'generators' must list at least one generator (name, model, backend)")
-    raw_task = data.pop("task")
-    registry = raw_task if isinstance(raw_task, str) else None
-    task = resolve_task(raw_task, data.pop("description", None), where)
-    generators = [_build(GeneratorConfig, g, f"{where}: generators[{i}]") for i, g in enumerate(data.pop("generators"))]
-    seeds = _seed_templates(data.pop("seed_templates", []), Path(base_dir), where)
-    if data.get("cache"):  # like every file in the config, relative to the config file
-        data["cache"] = str(Path(base_dir) / Path(data["cache"]).expanduser())
-    data["metaprompts"] = _metaprompt_files(data.get("metaprompts") or {}, Path(base_dir), where)
-    sections = {key: _build(cls, data.pop(key, None) or {}, f"{where}: {key}") for key, cls in SECTIONS.items()}
-    if "modes" in data:
-        data["modes"] = tuple(data["modes"]) if isinstance(data["modes"], (list, tuple)) else (data["modes"],)
-    config = _build(GenerateConfig, {**data, "task": task, "generators": generators, "seed_templates": seeds,
-                                     "registry_task": registry, **sections}, where)
+    return resolve_references(settings_from_mapping(GenerateConfig, data, where), Path(base_dir), where)
+
+
+def resolve_references(config: GenerateConfig, base_dir: Path, where: str) -> GenerateConfig:
+    """Replace what the file names (registry task, seed pool, meta-prompt files, cache) with what it names; check."""
+    raw_task = config.task
+    config.task = resolve_task(raw_task, config.description, where)
+    if isinstance(raw_task, str):
+        config.registry_task = raw_task
+    config.seed_templates = _seed_templates(config.seed_templates, base_dir, where)
+    if config.cache:  # like every file in the config, relative to the config file
+        config.cache = str(base_dir / Path(config.cache).expanduser())
+    config.metaprompts = _metaprompt_files(config.metaprompts, base_dir, where)
     check_config(config, where)
     return config
 
 
-def resolve_task(raw: Any, description: str | None, where: str) -> TaskSpec:
+def resolve_task(raw: str | dict | TaskSpec, description: str | None, where: str) -> TaskSpec:
     """A `TaskSpec` from a registry name (looked up in `paft_rl.tasks`) or an inline mapping."""
+    if isinstance(raw, TaskSpec):
+        return raw
     if isinstance(raw, str):
         from ..tasks import get_task
 
@@ -266,39 +297,23 @@ def resolve_task(raw: Any, description: str | None, where: str) -> TaskSpec:
         return TaskSpec(name=task.name, description=description or task.description, fields=tuple(task.fields),
                         required_fields=tuple(task.required_fields),
                         option_sets=tuple(tuple(s) for s in task.option_sets), answer_cue=task.answer_cue)
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: 'task' must be a registry name or a mapping, got {type(raw).__name__}")
-    raw = dict(raw)
     if description is not None:
-        raw.setdefault("description", description)
-    for key in ("name", "description", "fields"):
-        if not raw.get(key):
-            raise UserError(f"{where}: task.{key} is required for an inline task")
-    raw["fields"] = tuple(raw["fields"])
-    raw["required_fields"] = tuple(raw.get("required_fields") or ())
-    raw["option_sets"] = tuple(tuple(s) for s in raw.get("option_sets") or ())
-    raw["answer_cue"] = str(raw.get("answer_cue") or "")
-    spec = _build(TaskSpec, raw, f"{where}: task")
-    unknown = (set(spec.required_fields) | {f for s in spec.option_sets for f in s}) - set(spec.fields)
-    if unknown:
-        raise UserError(f"{where}: task fields {sorted(unknown)} are required or in option_sets but not in task.fields")
-    return spec
+        raw = {"description": description, **raw}
+    return settings_from_mapping(TaskSpec, raw, f"{where}.task")
 
 
-def _seed_templates(raw: Any, base_dir: Path, where: str) -> list[str]:
+def _seed_templates(raw: list | str | dict, base_dir: Path, where: str) -> list[str]:
     """Seed templates inline (strings or ``{text: ...}``), or from a pool: a file path or built-in pool name,
     optionally as ``{pool: ..., split: train|heldout|all}``."""
-    if isinstance(raw, dict) and "pool" in raw:
-        return _seed_pool_texts(str(raw["pool"]), str(raw.get("split", "all")), base_dir)
+    if isinstance(raw, dict):
+        seeds = settings_from_mapping(SeedPool, raw, f"{where}.seed_templates")
+        return _seed_pool_texts(seeds.pool, seeds.split, base_dir)
     if isinstance(raw, str):
         return _seed_pool_texts(raw, "all", base_dir)
-    if not isinstance(raw, list):
-        raise UserError(f"{where}: seed_templates must be a list of templates, a pool file or built-in pool name, "
-                        "or {pool: ..., split: ...}")
     texts = [item.get("text") if isinstance(item, dict) else item for item in raw]
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
     if bad:
-        raise UserError(f"{where}: seed_templates[{bad[0]}] is not a non-empty string (or a mapping with 'text')")
+        raise UserError(f"{where}.seed_templates[{bad[0]}] must be a non-empty string (or a mapping with 'text')")
     return texts
 
 
@@ -311,58 +326,32 @@ def _seed_pool_texts(spec: str, split: str, base_dir: Path) -> list[str]:
     return [t.text for t in pool.subset(split).templates]
 
 
-def _metaprompt_files(raw: Any, base_dir: Path, where: str) -> dict[str, str]:
+def _metaprompt_files(raw: dict[str, str], base_dir: Path, where: str) -> dict[str, str]:
     """Resolve user meta-prompt files (relative to the config file) and check that they exist."""
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: metaprompts must map system / few_shot / zero_shot to files")
     resolved = {}
     for name, file in raw.items():
-        if name not in ("system", *MODES):
-            raise UserError(f"{where}: metaprompts.{name}: use system, few_shot or zero_shot")
+        if name not in METAPROMPT_NAMES:
+            raise unknown_key_error(name, METAPROMPT_NAMES, f"{where}.metaprompts")
         path = Path(file).expanduser()
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
-            raise UserError(f"{where}: metaprompts.{name}: file {str(path)!r} does not exist")
+            raise UserError(f"{where}.metaprompts.{name}: file {str(path)!r} does not exist")
         resolved[name] = str(path)
     return resolved
 
 
 def check_config(config: GenerateConfig, where: str = "config") -> None:
-    """Every problem that would make the run fail or be useless, raised before any work starts."""
-    bad_modes = [m for m in config.modes if m not in MODES]
-    if bad_modes or not config.modes:
-        raise UserError(f"{where}: modes must be a non-empty list of {', '.join(MODES)}; got {list(config.modes)}")
+    """What the values alone cannot show (the environment, the seed templates' contents), raised before any work."""
     if "few_shot" in config.modes and not config.seed_templates:
         raise UserError(f"{where}: few_shot mode needs seed_templates (human-written examples); add some or use modes: [zero_shot]")
-    for name in ("per_model_per_mode", "templates_per_request", "few_shot_examples"):
-        if int(getattr(config, name)) < 1:
-            raise UserError(f"{where}: {name} must be at least 1, got {getattr(config, name)}")
-    if not 0 < config.split.heldout_fraction < 1:
-        raise UserError(f"{where}: split.heldout_fraction must be between 0 and 1, got {config.split.heldout_fraction}")
-    if config.requests.concurrency < 1 or config.requests.retries < 0:
-        raise UserError(f"{where}: requests.concurrency must be >= 1 and requests.retries >= 0")
-    if config.screen.enabled and not config.screen.model:
-        raise UserError(f"{where}: screen.enabled needs screen.model (a reference model folder or hub id)")
-    _check_generators(config.generators, where)
+    for i, g in enumerate(config.generators):
+        if g.api_key_env and not os.environ.get(g.api_key_env):
+            raise UserError(f"{where}.generators[{i}]: generator {g.name!r} reads its API key from ${g.api_key_env}, "
+                            f"which is not set; export {g.api_key_env}=... or remove api_key_env")
     _check_seeds(config, where)
     from .screen import check_screen
 
     check_screen(config, where)
-
-
-def _check_generators(generators: list[GeneratorConfig], where: str) -> None:
-    names = [g.name for g in generators]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserError(f"{where}: generator names must be unique; repeated: {', '.join(repeated)}")
-    for g in generators:
-        if g.backend not in BACKENDS:
-            raise UserError(f"{where}: generator {g.name!r} has backend {g.backend!r}; use one of {', '.join(BACKENDS)}")
-        if g.backend == "openai" and not g.base_url:
-            raise UserError(f"{where}: generator {g.name!r} needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if g.api_key_env and not os.environ.get(g.api_key_env):
-            raise UserError(f"{where}: generator {g.name!r} reads its API key from ${g.api_key_env}, which is not set; "
-                            f"export {g.api_key_env}=... or remove api_key_env")
 
 
 def _check_seeds(config: GenerateConfig, where: str) -> None:
@@ -376,42 +365,6 @@ def _check_seeds(config: GenerateConfig, where: str) -> None:
                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
-def _build(cls, values: Any, where: str):
-    """Instantiate dataclass ``cls`` from ``values``, naming any unknown key with a suggestion."""
-    if not isinstance(values, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name for f in fields(cls)}
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
-            raise UserError(f"{where}: unknown key {key!r}{hint}")
-    _check_scalar_types(cls, values, where)
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise UserError(f"{where}: {error}") from None
-
-
-SCALAR_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
-
-
-def _check_scalar_types(cls, values: dict, where: str) -> None:
-    """A scalar setting of the wrong type (``per_model_per_mode: four``) is named with the type it needs."""
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        hint = hints[key]
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        allowed = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
-        if value is None or not allowed or not all(t in SCALAR_NAMES for t in allowed):
-            continue
-        fits = any(isinstance(value, t) and not (t in (int, float) and isinstance(value, bool)) for t in allowed)
-        fits = fits or (float in allowed and isinstance(value, int) and not isinstance(value, bool))
-        if not fits:
-            need = " or ".join(SCALAR_NAMES[t] for t in allowed)
-            raise UserError(f"{where}: {key} must be {need}, got {value!r}")
-
-
 __all__ = ["BACKENDS", "MODES", "FilterConfig", "GenerateConfig", "GeneratorConfig", "RequestConfig",
-           "ScreenConfig", "SplitConfig", "TaskSpec", "check_config", "config_from_dict", "load_config",
-           "resolve_task"]
+           "ScreenConfig", "SeedPool", "SplitConfig", "TaskSpec", "check_config", "config_from_dict", "load_config",
+           "resolve_references", "resolve_task"]

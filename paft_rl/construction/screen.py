@@ -54,11 +54,9 @@ def screen_templates(templates: list[Template], config: GenerateConfig, work_dir
 
 
 def check_screen(config: GenerateConfig, where: str) -> None:
-    """The screen needs a registry task (its data and reward) and the eval package."""
+    """The screen needs a registry task (its data and reward); its own values are checked by `ScreenConfig`."""
     if not config.screen.enabled:
         return
     if config.registry_task is None:
         raise UserError(f"{where}: screen needs a registry task (its data and reward); name one in 'task' "
                         "or turn the screen off")
-    if config.screen.dev_size < 1:
-        raise UserError(f"{where}: screen.dev_size must be at least 1, got {config.screen.dev_size}")

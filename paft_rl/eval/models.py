@@ -85,18 +85,38 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+NO_TOKENIZER_LIMIT = 10**8  # transformers writes int(1e30) as model_max_length when a tokenizer sets none
+
+
 def context_length(source: ModelSource, tokenizer) -> int | None:
-    """The longest sequence the model holds: its position embeddings, or the tokenizer's limit if smaller."""
+    """The longest sequence, prompt plus completion in tokens, that the model holds; `None` when nothing says.
+
+    One rule for training (`paft_rl.trainers.setup`) and evaluation (`paft_rl.eval.runner`), the smaller of:
+
+    - the positions the model's config declares, on its text part (``get_text_config()``: a vision-language
+      config nests it in ``text_config``), under the names transformers' configs use: ``max_position_embeddings``
+      (most decoders; GPT-2 maps it to ``n_positions``), ``n_positions``, ``max_seq_len`` (MPT), ``seq_length``.
+      Positions beyond these have no embedding (or were never trained with RoPE).
+    - the tokenizer's ``model_max_length``, the length the model was published for, but only below
+      ``NO_TOKENIZER_LIMIT``: a tokenizer whose files set no limit reports a huge sentinel (``int(1e30)``),
+      which is no statement about the model.
+
+    Both are statements about what the model was built for, so the stricter one wins: a prompt past either is
+    refused before any weights load rather than generating from positions the model never saw. A config that
+    cannot be read is a `UserError`: the model could not be loaded from it either.
+    """
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source.base)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load the config of model {source.spec!r}: {first_line(error)}") from None
-    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions", "seq_length")]
-    limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 10**8:  # tokenizers without a limit report ~1e30
+    text_config = config.get_text_config()
+    limits = [getattr(text_config, name, None) for name in POSITION_KEYS]
+    limits = [value for value in limits if isinstance(value, int) and value > 0]
+    model_max = tokenizer.model_max_length
+    if isinstance(model_max, int) and 0 < model_max < NO_TOKENIZER_LIMIT:
         limits.append(model_max)
     return min(limits) if limits else None
 
@@ -155,9 +175,9 @@ def model_labels(specs: list[str], labels: list[str] | None = None) -> list[str]
     more of the path where two folders share a name."""
     if labels:
         if len(labels) != len(specs):
-            raise UserError(f"give one --label per --model ({len(specs)} models, {len(labels)} labels)")
+            raise UserError(f"give one label per model in --labels ({len(specs)} models, {len(labels)} labels)")
         if len(set(labels)) != len(labels) or not all(label.strip() for label in labels):
-            raise UserError("--label values must be distinct and not empty")
+            raise UserError("--labels must be distinct and not empty")
         return list(labels)
     derived = [derive_label(spec) for spec in specs]
     for depth in range(2, 6):

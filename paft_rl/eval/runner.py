@@ -11,12 +11,14 @@ import difflib
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from prompt_pool import PromptPool, UserError, builtin_names
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
+from ..settings import SettingError, Settings, option
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
@@ -28,8 +30,13 @@ from .models import ModelSource, context_length, load_tokenizer, model_labels, r
 
 
 @dataclass
-class EvalSettings:
+class EvalSettings(Settings):
     """What to evaluate and how; written verbatim into ``results.json``.
+
+    Read by ``paft-rl eval`` from ``--config eval.yaml`` and ``--key value`` flags (`paft_rl.settings`), or built
+    in code. Each value is checked when the dataclass is built; what needs the models (at least one, labels one
+    per model) is checked by `check_settings` when `evaluate` starts, so workflows can build an evaluation
+    section before they know which models it will judge.
 
     Args:
         task (`str`): task name.
@@ -62,37 +69,65 @@ class EvalSettings:
             from each folder's name, see `models.derive_label`).
         scoring (`str`, defaults to `"generate"`): ``generate`` (greedy answers scored by the task reward) or
             ``loglik`` (multiple choice: the option the model finds likeliest after the prompt, see `loglik`).
-        budget (`int`, `float` or `str`, *optional*): generate only this share of the grid (``0.1``, ``"10%"``) or
+        budget (`float` or `str`, *optional*): generate only this share of the grid (``0.1``, ``"10%"``) or
             this many cells (``500``), chosen by a balanced design seeded by ``seed``, and estimate every
             template's accuracy over all questions with an item-response model (see `paft_rl.eval.budget`).
         target_error (`float`, *optional*): add cells in rounds (each the size of the first) until the 90 %
             intervals of the mean and of the worst template are narrower than this, or the grid is full.
     """
 
-    task: str
-    models: list[str]
-    out: str
-    data: str | None = None
-    split: str | None = None
-    templates: str = "heldout"
-    field_aliases: list[str] = field(default_factory=list)
-    limit: int | None = None
-    backend: str = "hf"
-    max_new_tokens: int | None = None
-    batch_size: int = 64
-    max_batch_tokens: int | None = None
-    top_threshold: float | None = None
-    prompt_format: str = "auto"
-    system_prompt: str | None = None
-    dtype: str = "auto"
-    seed: int = 0
-    threads: int | None = None
-    share_prefix: bool = True
-    progress: bool = True
-    labels: list[str] = field(default_factory=list)
-    scoring: str = "generate"
-    budget: int | float | str | None = None
-    target_error: float | None = None
+    task: str = option(help="task name (gsm8k, piqa, synth_mc, ...)")
+    models: list[str] = option(help="model folders, hub ids or LoRA adapter folders (--models A B)",
+                               aliases=["--model"])
+    out: str = option(help="output folder (run again with it to resume or to add models)")
+    data: str | None = option(None, help="hub id or local file (default: the task's dataset)")
+    split: str | None = option(None, help="dataset split (default: the task's evaluation split)")
+    templates: str = option("heldout", help="heldout, train or all of the task's built-in pool, or a pool file "
+                                            "evaluated whole (default: heldout)")
+    field_aliases: list[str] = option(help="NAME=FIELD pairs: the pool's {NAME} is the task's FIELD",
+                                      default_factory=list)
+    limit: int | None = option(None, help="evaluate the first N questions", positive=True)
+    backend: Literal["hf", "vllm"] = option("hf", help="generation backend")
+    max_new_tokens: int | None = option(None, help="generation budget (default: the task's)", positive=True)
+    batch_size: int = option(64, help="most prompts decoded together, hf backend", positive=True)
+    max_batch_tokens: int | None = option(None, help="most padded prompt tokens per prefill pass, hf backend "
+                                                     "(default: 2048 on CPU, 32768 on GPU)", positive=True)
+    top_threshold: float | None = option(None, help="accuracy a template needs to count in Top, between 0 and 1 "
+                                                    "(default: the task's, PAFT's values)")
+    prompt_format: Literal["auto", "chat", "plain"] = option(
+        "auto", help="chat: each prompt is the user turn of the chat template; plain: raw text; auto: chat when the "
+                     "tokenizer has a chat template. Use the training recipe's value")
+    system_prompt: str | None = option(None, help="system message before each chat prompt (the training recipe's)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="weights' dtype; auto: float32 on CPU, bfloat16 on GPU")
+    seed: int = option(0, help="seed of synthetic task data and of the budget's design")
+    threads: int | None = option(None, help="torch threads on CPU (default: one per core; fewer on a machine busy "
+                                            "with other work)", positive=True)
+    share_prefix: bool = option(True, help="hf backend: reuse the cache of the prefix a template's prompts share "
+                                           "(--no_share_prefix batches all prompts by length instead)")
+    progress: bool = option(True, help="show a progress bar (--no_progress hides it)")
+    labels: list[str] = option(help="short name of each model in tables and plots, in the order of --models "
+                                    "(default: from the folder name)", default_factory=list)
+    scoring: Literal["generate", "loglik"] = option(
+        "generate", help="generate: greedy answers scored by the task reward; loglik: multiple choice by the "
+                         "likeliest option after the prompt, as lm-eval scores PIQA/HellaSwag/ARC")
+    # float before str: transformers' parser reads such a union as text (`--budget 10%`), while a YAML number
+    # stays a number; `budget.budget_cells` reads both.
+    budget: float | str | None = option(
+        None, help="generate only this share of the grid (0.1 or 10%%) or this many cells (500), chosen so every "
+                   "template and question appears, and estimate all accuracies with an item-response model")
+    target_error: float | None = option(
+        None, help="add cells in rounds until the 90%% intervals of the mean and the worst template are narrower "
+                   "than this, or the grid is full (starts from --budget)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.top_threshold is not None and not 0.0 <= self.top_threshold <= 1.0:
+            raise SettingError("top_threshold", f"is an accuracy between 0 and 1, got {self.top_threshold}")
+        if self.target_error is not None and not 0.0 < self.target_error < 1.0:
+            raise SettingError("target_error", f"is an interval width between 0 and 1 (0.05), got {self.target_error}")
+        if self.scoring == "loglik" and self.backend != "hf":
+            raise SettingError("scoring", "loglik runs on the hf backend; set backend hf")
 
 
 @dataclass(frozen=True)
@@ -107,35 +142,12 @@ class Cell:
 
 
 def check_settings(settings: EvalSettings) -> None:
-    """Reject bad numbers and names before anything is loaded."""
+    """What the dataclass cannot check alone: the models (given, none twice, one label each)."""
     if not settings.models:
-        raise UserError("pass at least one --model")
-    if settings.limit is not None and settings.limit <= 0:
-        raise UserError(f"--limit must be a positive number of questions, got {settings.limit}")
-    if settings.max_new_tokens is not None and settings.max_new_tokens <= 0:
-        raise UserError(f"--max-new-tokens must be positive, got {settings.max_new_tokens}")
-    if settings.batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {settings.batch_size}")
-    if settings.max_batch_tokens is not None and settings.max_batch_tokens <= 0:
-        raise UserError(f"--max-batch-tokens must be positive, got {settings.max_batch_tokens}")
-    if settings.top_threshold is not None and not 0.0 <= settings.top_threshold <= 1.0:
-        raise UserError(f"--top-threshold is an accuracy between 0 and 1, got {settings.top_threshold}")
-    if settings.threads is not None and settings.threads <= 0:
-        raise UserError(f"--threads must be a positive number of threads, got {settings.threads}")
-    if settings.backend not in BACKENDS:
-        raise UserError(f"unknown backend {settings.backend!r}; choose from {', '.join(BACKENDS)}")
+        raise UserError("pass at least one model: --models A [B ...]")
     if len(set(settings.models)) != len(settings.models):
-        raise UserError("the same --model is given twice")
-    if settings.scoring not in SCORINGS:
-        raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got {settings.scoring!r}")
-    if settings.scoring == "loglik" and settings.backend != "hf":
-        raise UserError("--scoring loglik runs on the hf backend; drop --backend vllm")
-    if settings.target_error is not None and not 0.0 < settings.target_error < 1.0:
-        raise UserError(f"--target-error is an interval width between 0 and 1 (0.05), got {settings.target_error}")
+        raise UserError("the same model is given twice in --models")
     model_labels(settings.models, settings.labels)
-
-
-SCORINGS = ("generate", "loglik")
 
 
 def eval_templates(task: Task, spec: str, aliases: list[str]) -> PromptPool:

@@ -1,5 +1,6 @@
 """SAPO: choose training templates by their task loss under the current model."""
 
-from .scoring import TemplateScore, pick_template, score_templates, softmax_weights
+from .adaptive import AdaptiveWeights, softmax_scores
+from .scoring import TemplateScore, pick_template, score_templates
 
-__all__ = ["TemplateScore", "pick_template", "score_templates", "softmax_weights"]
+__all__ = ["AdaptiveWeights", "TemplateScore", "pick_template", "score_templates", "softmax_scores"]

@@ -7,9 +7,14 @@ Two signals, both turned into draw weights ``softmax(score / temperature)`` over
 - ``sapo_reward`` (GRPO): the running mean reward of each template's rollout groups, a free by-product of
   training; higher reward, more weight. Templates not yet tried get the best mean so far, so each is tried.
 
-Determinism: weights change only at the first update call at or after each multiple of M, are computed from what every rank shares
-(the same model and probe set; gathered rewards), are broadcast from the main process, and are saved into each
-checkpoint (``sapo_state.json``) so a resumed run draws exactly what the uninterrupted run drew.
+The trainer is given the `AdaptiveWeights` when it is built (``PaftSFTTrainer(..., adaptive=...)``,
+``PaftGRPOTrainer(..., adaptive=...)``): it calls `maybe_update` and `observe_rewards` at the points of its loop where
+the step and the rewards are known, and its `TemplateChooser` holds a reference and draws by ``weights`` as they are
+now, so nothing writes weights into the chooser.
+
+Determinism: weights change only at the first update call at or after each multiple of M, are computed from what
+every rank shares (the same model and probe set; gathered rewards), are broadcast from the main process, and are
+saved into each checkpoint (``sapo_state.json``) so a resumed run draws exactly what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prompt_pool import UserError
+from prompt_pool import PromptPool, UserError
 
 from .scoring import score_templates
 
@@ -30,19 +35,27 @@ MODES = ("sapo", "sapo_reward")
 
 @dataclass
 class AdaptiveWeights:
-    """Keeps a `TemplateChooser`'s draw weights up to date.
+    """SAPO's draw weights over a pool's train templates, kept up to date as the model learns.
 
     Args:
-        chooser: the trainer's `TemplateChooser` (its ``weights`` are set here).
+        pool (`PromptPool`): the pool whose train templates are drawn (the chooser's pool).
         mode (`str`): ``sapo`` (loss on a probe set) or ``sapo_reward`` (running mean reward, GRPO).
         every (`int`): M, optimizer steps between weight updates.
         temperature (`float`): softmax temperature; 0 = argmin loss / argmax reward.
         probe (`list`): task `Example`s scored in ``sapo`` mode.
         tokenizer, conversational, system_prompt: prompt formatting, as in training.
         batch_size (`int`): sequences per scoring forward pass.
+        weights (`dict[str, float]`, *optional*): the current draw weights by template id; `None` (uniform draws)
+            until the first update.
+
+    ```python
+    >>> adaptive = AdaptiveWeights(chooser.pool, "sapo", every=50, temperature=0.1, probe=examples[:64],
+    ...                            tokenizer=tokenizer, conversational=True)
+    >>> trainer = PaftSFTTrainer(model, args, dataset, PaftSFTCollator(tokenizer, chooser, True), adaptive=adaptive)
+    ```
     """
 
-    chooser: Any
+    pool: PromptPool
     mode: str
     every: int
     temperature: float
@@ -55,6 +68,7 @@ class AdaptiveWeights:
     losses: dict[str, float] = field(default_factory=dict)
     reward_sum: dict[str, float] = field(default_factory=dict)
     reward_count: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -63,7 +77,7 @@ class AdaptiveWeights:
             raise UserError(f"sapo_every must be at least 1 step, got {self.every}")
         if self.temperature < 0:
             raise UserError(f"sapo_temperature must be >= 0, got {self.temperature}")
-        if len(self.chooser.pool.train) < 2:
+        if len(self.pool.train) < 2:
             raise UserError("adaptive SAPO draws need at least 2 train templates in the pool")
 
     # ------------------------------------------------------------------ updates
@@ -82,10 +96,10 @@ class AdaptiveWeights:
         if self.mode == "sapo":
             self.losses = _broadcast(self._score(model))
         self.updated_step = step
-        self.chooser.weights = self.weights()
+        self.weights = self.signal_weights()
 
     def _score(self, model) -> dict[str, float]:
-        scores = score_templates(model, self.tokenizer, self.chooser.pool, self.probe, n=None,
+        scores = score_templates(model, self.tokenizer, self.pool, self.probe, n=None,
                                  batch_size=self.batch_size, system_prompt=self.system_prompt,
                                  prompt_format="chat" if self.conversational else "plain")
         return {s.template_id: s.loss for s in scores}
@@ -98,9 +112,9 @@ class AdaptiveWeights:
             self.reward_sum[template_id] = self.reward_sum.get(template_id, 0.0) + float(reward)
             self.reward_count[template_id] = self.reward_count.get(template_id, 0) + 1
 
-    def weights(self) -> dict[str, float]:
-        """Draw weights over the train templates from the current signal."""
-        ids = [t.id for t in self.chooser.pool.train]
+    def signal_weights(self) -> dict[str, float]:
+        """Draw weights over the train templates from the current signal (what the next update sets)."""
+        ids = [t.id for t in self.pool.train]
         if self.mode == "sapo":
             scores = {i: -self.losses[i] for i in ids}
         else:
@@ -113,7 +127,7 @@ class AdaptiveWeights:
     def state_dict(self) -> dict:
         return {"mode": self.mode, "updated_step": self.updated_step, "losses": self.losses,
                 "reward_sum": self.reward_sum, "reward_count": self.reward_count,
-                "weights": self.chooser.weights}
+                "weights": self.weights}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mode") != self.mode:
@@ -122,7 +136,7 @@ class AdaptiveWeights:
         self.losses = state["losses"]
         self.reward_sum = state["reward_sum"]
         self.reward_count = {k: int(v) for k, v in state["reward_count"].items()}
-        self.chooser.weights = state["weights"]
+        self.weights = state["weights"]
 
     def save(self, checkpoint_dir: str | Path) -> None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -135,9 +149,26 @@ class AdaptiveWeights:
         self.load_state_dict(json.loads(path.read_text()))
         return True
 
+    def restore(self, output_dir: str | Path, resume: bool | str | None) -> None:
+        """Before ``train(resume_from_checkpoint=resume)``: the state saved in the checkpoint the run resumes from
+        (``True``: the last one in ``output_dir``), so it draws exactly what the uninterrupted run drew."""
+        if not resume:
+            return
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(output_dir)) if resume is True else resume
+        if checkpoint and not self.load(checkpoint):  # no checkpoint at all: Trainer.train says so
+            raise UserError(f"{checkpoint} holds no SAPO draw state ({STATE_FILE}): resume it with the "
+                            "template_draw it was trained with")
+
 
 def softmax_scores(scores: dict[str, float], temperature: float) -> dict[str, float]:
-    """``softmax(score / temperature)``; temperature 0 gives all weight to the best score (ties: first id)."""
+    """Draw weights ``softmax(score / temperature)`` by template id (higher score, more weight).
+
+    SAPO's loss signal passes ``-loss``; temperature 0 gives all weight to the best score (ties: the first id).
+    """
+    if temperature < 0:
+        raise UserError(f"SAPO temperature must be >= 0, got {temperature}")
     if temperature == 0:
         best = max(scores, key=lambda i: (scores[i], -list(scores).index(i)))
         return {i: float(i == best) for i in scores}

@@ -144,14 +144,3 @@ def pick_template(scores: Sequence[TemplateScore], rule: str = "lowest") -> Temp
     chooser = min if rule == "lowest" else max
     return chooser(scores, key=lambda s: (s.loss, s.template_id))
 
-
-def softmax_weights(scores: Sequence[TemplateScore], temperature: float) -> dict[str, float]:
-    """Draw weights ``softmax(-loss / temperature)``; temperature 0 puts all weight on the argmin."""
-    if temperature < 0:
-        raise UserError(f"SAPO temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        best = pick_template(scores, "lowest")
-        return {s.template_id: float(s.template_id == best.template_id) for s in scores}
-    losses = torch.tensor([s.loss for s in scores], dtype=torch.float64)
-    weights = torch.softmax(-losses / temperature, dim=0).tolist()
-    return {s.template_id: w for s, w in zip(scores, weights)}

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
@@ -25,6 +25,9 @@ from prompt_pool.template import placeholders
 
 from ..formatting import build_prompt, prompt_text
 from ..tasks import Task, get_task, load_rows, load_task_pool
+
+if TYPE_CHECKING:
+    from ..selection.adaptive import AdaptiveWeights
 
 FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
 EVAL_TEMPLATE_COLUMN = "paft_eval_template"  # the template id of an eval row (fixed for the whole run)
@@ -42,8 +45,8 @@ class TemplateChooser:
         every (`int`, defaults to `1`): PAFT's K, in optimizer steps.
         draw (`str`, defaults to `"uniform"`): ``uniform``, ``fixed`` or ``top``.
         fixed (`Template`, *optional*): the single template of the ``fixed`` and ``top`` draws.
-        weights (`dict[str, float]`, *optional*): draw weights by template id (SAPO's adaptive draws); uniform
-            when unset.
+        adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights, read at every draw (they change
+            as the run learns); uniform draws without it. See `following`.
         eval_pool (`PromptPool`, *optional*): the templates of evaluation during training; defaults to the
             pool's held-out templates.
     """
@@ -53,12 +56,27 @@ class TemplateChooser:
     every: int = 1
     draw: str = "uniform"
     fixed: Template | None = None
-    weights: dict[str, float] | None = None
+    adaptive: AdaptiveWeights | None = None
     eval_pool: PromptPool | None = None
 
     def position(self, step: int) -> int:
         """The draw position of optimizer step ``step``: the block of K steps it falls in."""
         return int(step) // self.every
+
+    @property
+    def weights(self) -> dict[str, float] | None:
+        """The draw weights by template id now: the adaptive weights' current ones, or `None` (uniform)."""
+        return self.adaptive.weights if self.adaptive is not None else None
+
+    def following(self, adaptive: AdaptiveWeights) -> TemplateChooser:
+        """This chooser, drawing by ``adaptive``'s weights (a reference: each draw sees the latest update)."""
+        if self.fixed is not None:
+            raise UserError(f"template_draw {self.draw!r} trains one template: adaptive draw weights need a pool "
+                            "draw (template_draw: sapo or sapo_reward)")
+        if [t.id for t in adaptive.pool.train] != [t.id for t in self.pool.train]:
+            raise UserError("the adaptive draw weights are over other train templates than the chooser's: build "
+                            "both from the same pool")
+        return replace(self, adaptive=adaptive)
 
     def choose(self, row_id: Any, step: int) -> Template:
         """The template of row ``row_id`` at optimizer step ``step``."""
@@ -229,23 +247,6 @@ def longest_prompt_tokens(chooser: TemplateChooser, dataset: datasets.Dataset, t
         if tokens > best[0]:
             best = (tokens, widest.id, row.get("row_id", index))
     return best
-
-
-def context_length(model_path: str | None, tokenizer) -> int | None:
-    """The model's context window from its config (``max_position_embeddings``), if it can be read."""
-    if model_path:
-        try:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(model_path)
-            config = getattr(config, "text_config", None) or config
-            value = getattr(config, "max_position_embeddings", None)
-            if value:
-                return int(value)
-        except Exception:  # noqa: BLE001 - unreadable config: fall back to the tokenizer's limit
-            pass
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit and limit < 10**8 else None
 
 
 def existing_checkpoints(output_dir: str) -> list[Path]:

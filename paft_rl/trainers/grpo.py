@@ -22,6 +22,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from ..formatting import build_prompt
+from ..selection.adaptive import AdaptiveWeights, saving_callback
 from .common import (
     TemplateChooser,
     check_resume_point,
@@ -50,13 +51,17 @@ class PaftGRPOTrainer(GRPOTrainer):
         chooser (`TemplateChooser`): which template each group gets.
         conversational (`bool`, defaults to `False`): render the template into a chat's user message.
         system_prompt (`str`, *optional*): system message of chat prompts.
+        adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights (``template_draw: sapo`` or
+            ``sapo_reward``): updated at the first generation of every ``every`` steps (``sapo_reward``: from the
+            rollout rewards), drawn by from the first step, saved into every checkpoint and restored on resume.
         **kwargs: passed to `GRPOTrainer` (``processing_class``, ``peft_config``, ``callbacks``...).
     """
 
     def __init__(self, model, reward_funcs, args, train_dataset, chooser: TemplateChooser,
-                 conversational: bool = False, system_prompt: str | None = None, eval_dataset=None, **kwargs):
-        self.chooser = chooser
-        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
+                 conversational: bool = False, system_prompt: str | None = None, eval_dataset=None,
+                 adaptive: AdaptiveWeights | None = None, **kwargs):
+        self.chooser = chooser if adaptive is None else chooser.following(adaptive)
+        self.adaptive = adaptive
         self.conversational = conversational
         self.system_prompt = system_prompt
         train_dataset = self._with_placeholder_prompt(train_dataset)
@@ -71,6 +76,8 @@ class PaftGRPOTrainer(GRPOTrainer):
             from .vllm_cpu import route_colocate_sync_through_reload
 
             route_colocate_sync_through_reload(self.vllm_generation)  # CPU engines repack weights (see there)
+        if adaptive is not None:
+            self.add_callback(saving_callback(adaptive))
         self._paft_group_template_ids: list[str] = []
         self._paft_template_rewards: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
         self._paft_regenerated_cycle = False  # set while a resumed run regenerates a cycle SAPO already saw
@@ -104,8 +111,8 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
         step = self.generation_step()
-        if self.sapo is not None and self.model.training:
-            self.sapo.maybe_update(self.model, step)
+        if self.adaptive is not None and self.model.training:
+            self.adaptive.maybe_update(self.model, step)
         inputs, template_ids = self.render_inputs(inputs, step)
         self._paft_group_template_ids = template_ids
         self._pending_extra_logs["template_id"].extend(template_ids)
@@ -123,6 +130,8 @@ class PaftGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ resume inside a generation cycle
     def train(self, resume_from_checkpoint=None, **kwargs):
         check_resume_point(self.args, resume_from_checkpoint)
+        if self.adaptive is not None:
+            self.adaptive.restore(self.args.output_dir, resume_from_checkpoint)
         self._buffered_inputs = None  # a new train() call starts a new cycle (and re-reads the step, see below)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
@@ -160,8 +169,8 @@ class PaftGRPOTrainer(GRPOTrainer):
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as TRL: unscorable, not 0
         rewards = rewards.tolist()
         mode = "train" if self.model.training else "eval"
-        if mode == "train" and self.sapo is not None and not self._paft_regenerated_cycle:
-            self.sapo.observe_rewards(template_ids, rewards)
+        if mode == "train" and self.adaptive is not None and not self._paft_regenerated_cycle:
+            self.adaptive.observe_rewards(template_ids, rewards)
         totals = self._paft_template_rewards[mode]
         for template_id, reward in zip(template_ids, rewards, strict=True):
             if not math.isnan(reward):

@@ -13,7 +13,7 @@ import datasets
 
 from prompt_pool import UserError, first_line, unknown_key_error
 
-from ..eval.models import resolve_model
+from ..eval.models import context_length, resolve_model
 from ..formatting import resolve_conversational
 from ..settings import check_options, parsed, settings_parser
 from ..tasks import Task
@@ -24,7 +24,6 @@ from .common import (
     check_output_dir,
     check_resume_point,
     check_sft_data_options,
-    context_length,
     existing_checkpoints,
     load_eval_dataset,
     load_eval_pool,
@@ -147,7 +146,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     """Load and check the pool, the data and the tokenizer; measure the longest prompt."""
     check_output_dir(args.output_dir, resume_value(args), args.overwrite)
     check_resume_point(args, resume_value(args))
-    resolve_model(model_path)  # a path that cannot be a model fails before the data is read
+    source = resolve_model(model_path)  # a path that cannot be a model fails before the data is read
     task = resolve_task(args)
     chooser = build_chooser(args, task)
     dataset = load_training_dataset(args, task)
@@ -164,7 +163,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
     check_sft_data_options(args, conversational)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)
-    return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(model_path, tokenizer),
+    return RunInputs(task, chooser, dataset, tokenizer, conversational, tokens, context_length(source, tokenizer),
                      (template_id, row_id), eval_dataset)
 
 
@@ -201,25 +200,19 @@ def model_init_kwargs(args, model_args) -> None:
     args.model_init_kwargs = kwargs
 
 
-def attach_adaptive_draws(trainer, args, inputs: RunInputs) -> None:
-    """For ``template_draw: sapo`` / ``sapo_reward``, give the trainer SAPO's adaptive draw weights.
-
-    The probe set for ``sapo`` is the first ``sapo_probe_rows`` training rows; the weights' state goes into
-    every checkpoint.
+def adaptive_draws(args, inputs: RunInputs):
+    """SAPO's adaptive draw weights for ``template_draw: sapo`` / ``sapo_reward``, to give the trainer when it is
+    built (`None` for the other draws). The probe set for ``sapo`` is the first ``sapo_probe_rows`` training rows.
     """
-    from ..selection.adaptive import MODES, AdaptiveWeights, saving_callback
+    from ..selection.adaptive import MODES, AdaptiveWeights
 
-    trainer.sapo = None
     if args.template_draw not in MODES:
-        return
-    if args.template_draw == "sapo_reward" and not hasattr(trainer, "reward_funcs"):
-        raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+        return None
     rows = inputs.dataset.select(range(min(args.sapo_probe_rows, len(inputs.dataset))))
-    trainer.sapo = AdaptiveWeights(
-        inputs.chooser, args.template_draw, args.sapo_every, args.sapo_temperature,
+    return AdaptiveWeights(
+        inputs.chooser.pool, args.template_draw, args.sapo_every, args.sapo_temperature,
         probe=[inputs.task.example(row) for row in rows], tokenizer=inputs.tokenizer,
         conversational=inputs.conversational, system_prompt=args.system_prompt)
-    trainer.add_callback(saving_callback(trainer.sapo))
 
 
 def train_and_save(trainer, args):
@@ -233,13 +226,6 @@ def train_and_save(trainer, args):
         for checkpoint in existing_checkpoints(args.output_dir):
             shutil.rmtree(checkpoint)
     trainer.accelerator.wait_for_everyone()
-    if resume and getattr(trainer, "sapo", None) is not None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(args.output_dir) if resume is True else resume
-        if checkpoint and not trainer.sapo.load(checkpoint):
-            raise UserError(f"{checkpoint} holds no SAPO draw state ({'sapo_state.json'}): resume it with the "
-                            "template_draw it was trained with")
     output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     return output

@@ -22,6 +22,7 @@ from trl.trainer.utils import FusedCausalLMOutput
 from prompt_pool import UserError
 
 from ..formatting import build_prompt, completion_text, prompt_text
+from ..selection.adaptive import AdaptiveWeights, saving_callback
 from .common import (
     EVAL_TEMPLATE_COLUMN,
     TemplateChooser,
@@ -173,15 +174,24 @@ class PaftSFTTrainer(SFTTrainer):
         train_dataset (`datasets.Dataset`): rows with ``row_id``, ``paft_fields`` and ``target``
             (see `paft_rl.trainers.common.build_dataset`).
         collator (`PaftSFTCollator`): renders and tokenises the rows of each optimizer step.
+        adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights (``template_draw: sapo``): rescored
+            at the first step and every ``every`` steps after, drawn by from the first step, saved into every
+            checkpoint and restored on resume.
         **kwargs: passed to `SFTTrainer` (``processing_class``, ``peft_config``, ``callbacks``...).
     """
 
-    def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None, **kwargs):
+    def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None,
+                 adaptive: AdaptiveWeights | None = None, **kwargs):
         check_sft_data_options(args, collator.conversational)
+        if adaptive is not None and adaptive.mode == "sapo_reward":
+            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         keep_unused_columns(args)
         collator.apply_options(args)
+        if adaptive is not None:
+            collator.chooser = collator.chooser.following(adaptive)
         self.paft_collator = collator
+        self.adaptive = adaptive
         if args.pad_token is not None:
             set_pad_token(collator.tokenizer, args.pad_token)
         if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
@@ -191,7 +201,6 @@ class PaftSFTTrainer(SFTTrainer):
         if args.shuffle_dataset:  # as TRL's dataset preparation, which skip_prepare_dataset turns off
             train_dataset = train_dataset.shuffle(seed=args.seed)
             eval_dataset = eval_dataset.shuffle(seed=args.seed) if eval_dataset is not None else None
-        self.sapo = None  # SAPO's adaptive weights, attached by `paft_rl.trainers.setup.attach_adaptive_draws`
         init_deepspeed_comm(args)
         # The collator packs, flattens and masks (templates are drawn per step, so TRL cannot pre-pack the data);
         # TRL refuses a custom collator with these set, so it sees them off while it builds itself.
@@ -204,11 +213,18 @@ class PaftSFTTrainer(SFTTrainer):
         finally:
             for name, value in handled.items():
                 setattr(args, name, value)
+        if adaptive is not None:
+            self.add_callback(saving_callback(adaptive))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.adaptive is not None:
+            self.adaptive.restore(self.args.output_dir, resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.
-        if self.sapo is not None:
-            self.sapo.maybe_update(self.model, self.state.global_step)
+        if self.adaptive is not None:
+            self.adaptive.maybe_update(self.model, self.state.global_step)
         batches = []
         for _ in range(num_batches):
             try:
