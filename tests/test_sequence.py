@@ -148,6 +148,9 @@ def test_stage_recipe_prompt_settings_reach_selection_and_evaluation(tmp_path, m
         ({"select": {"pick": "best"}}, "seq.yaml.select.pick must be one of lowest, highest, got 'best'"),
         ({"select": {"rows": 0}}, "seq.yaml.select.rows must be a positive number, got 0"),
         ({"select": {"rows": 20}}, "seq.yaml.select.rows 20 but the recipe trains on its first 8 rows (data_limit)"),
+        ({"sft": {"template_draw": "uniform"}}, "seq.yaml.sft.template_draw is set by the sequence"),
+        ({"tasks": [{"task": "synth_mc", "sft": {"output_dir": "x"}}]},
+         "seq.yaml.tasks[0].sft.output_dir is set by the sequence"),
         ({"sft": {"lerning_rate": 1e-3}}, "seq.yaml.sft: unknown option 'lerning_rate'; did you mean 'learning_rate'?"),
         # Once reported as `--limit`.
         ({"sft": {"data_limit": 0}}, "seq.yaml.sft.data_limit must be a positive number of rows, got 0"),

@@ -32,6 +32,24 @@ from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary
 from .select import SelectOptions, check_rows, recipe_configs, select_template, write_selection
 
 
+# Recipe options each stage's SFT recipe gets from the sequence, refused in an sft section.
+SFT_SET_BY_SEQUENCE = {
+    "model_name_or_path": "the top-level model_name_or_path starts the sequence; each stage trains the one before",
+    "output_dir": "each stage trains into its folder under output_dir",
+    "task": "each stage's task is its entry in tasks:",
+    "template_draw": "SAPO picks each stage's template",
+    "template_id": "SAPO picks each stage's template",
+    "fixed_template": "SAPO picks each stage's template",
+    "overwrite": "a stage that reruns starts afresh",
+}
+
+
+def check_sft_section(section: dict[str, Any]) -> None:
+    for key, reason in SFT_SET_BY_SEQUENCE.items():
+        if key in section:
+            raise SettingError(f"sft.{key}", f"is set by the sequence ({reason}): remove it")
+
+
 @dataclass
 class SequenceTask(Settings):
     """One stage of a sequence.
@@ -51,6 +69,10 @@ class SequenceTask(Settings):
     eval_split: str | None = option(None, help="split of the evaluation data")
     sft: dict[str, Any] = option(help="this stage's SFT recipe options, over the shared sft section",
                                  default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sft_section(self.sft)
 
 
 # What each stage's evaluation gets from the sequence rather than from the eval section, and where to set it.
@@ -120,6 +142,7 @@ class SequenceConfig(Settings):
         from ..tasks import get_task
 
         super().__post_init__()
+        check_sft_section(self.sft)
         if not self.tasks:
             raise SettingError("tasks", "must list at least one task")
         for stage in self.tasks:
