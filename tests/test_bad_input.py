@@ -216,7 +216,7 @@ def select_recipe(model_dir, tmp_path, **extra):
 def test_select_batch_size_zero(model_dir, tmp_path, capsys):
     code, message, _ = run(capsys, "select", "--config", select_recipe(model_dir, tmp_path), "--rows", "4",
                            "--batch-size", "0")
-    assert code == 2 and "--batch-size must be a positive number" in message
+    assert code == 2 and "option batch_size must be a positive number, got 0" in message
 
 
 def test_select_recipe_key_typo(model_dir, tmp_path, capsys):

@@ -130,9 +130,13 @@ def test_select_command_writes_table_and_recipe(tmp_path, capsys):
     "recipe, args, message",
     [
         ({"task": "synth_mc", "pool": "ONE"}, ["--rows", "3"], "SAPO needs at least 2"),
-        ({"task": "synth_mc"}, ["--rows", "0"], "positive number"),
+        ({"task": "synth_mc"}, ["--rows", "0"], "option rows must be a positive number, got 0"),
+        ({"task": "synth_mc"}, ["--pick", "best"], "option pick: invalid choice: 'best'"),
         ({"task": "gsm8k", "data": "DATA"}, ["--rows", "50"], "--rows 50 but the data has only 3 rows"),
-        ({"task": "synth_mc"}, [], "names no model"),
+        ({"task": "synth_mc", "data_limit": 0}, [], "r.yaml.data_limit must be a positive number of rows, got 0"),
+        ({"task": "synth_mc", "prompt_format": "chatty"}, [],
+         "prompt_format must be one of auto, chat, plain, got 'chatty'"),
+        ({"task": "synth_mc", "model_name_or_path": None}, [], "r.yaml names no model"),
     ],
 )
 def test_select_bad_input(tmp_path, recipe, args, message, capsys):
@@ -146,11 +150,54 @@ def test_select_bad_input(tmp_path, recipe, args, message, capsys):
     one.write_text(json.dumps({"id": "a", "text": "{question} {options}"}) + "\n")
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"question": "q", "answer": "#### 1"}) + "\n" for _ in range(3)))
+    recipe = {"model_name_or_path": str(tmp_path / "never-loaded"), **recipe}
     recipe = {k: str(one) if v == "ONE" else str(data) if v == "DATA" else v for k, v in recipe.items()}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["select", "--config", str(path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_select_scores_with_the_recipes_rows_and_prompt_settings(tmp_path):
+    """The recipe is read as `paft-rl sft` reads it: its data_limit, seed, prompt_format and system_prompt are
+    what the templates are scored with (the losses equal a direct scoring with them, and differ without)."""
+    import json
+
+    import yaml
+
+    from paft_rl.cli import main
+    from paft_rl.tasks import load_task_pool
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model_dir), "task": "synth_mc", "data_limit": 3,
+                                      "seed": 7, "prompt_format": "chat", "system_prompt": "You are terse."}))
+    assert main(["select", "--config", str(recipe), "--out", str(tmp_path / "sel")]) == 0
+    summary = json.loads((tmp_path / "sel" / "scores.json").read_text())
+    scored = {score["template_id"]: score["loss"] for score in summary["scores"]}
+    task = get_task("synth_mc")
+    rows = [task.example(row) for row in load_rows(task, limit=3, seed=7)]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+
+    def direct(system_prompt):
+        scores = score_templates(model, make_tiny_tokenizer(), load_task_pool(task), rows, n=3,
+                                 system_prompt=system_prompt, prompt_format="chat")
+        return {score.template_id: score.loss for score in scores}
+
+    assert {score["rows"] for score in summary["scores"]} == {3}
+    assert scored == pytest.approx(direct("You are terse."), abs=1e-5)
+    assert scored != pytest.approx(direct(None), abs=1e-5)
+
+
+def test_select_reads_sft_and_grpo_recipes_with_trls_defaults():
+    from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
+    from paft_rl.workflows.select import recipe_configs
+
+    recipe = {"model_name_or_path": "m", "task": "synth_arith", "bf16": False}
+    sft, _ = recipe_configs(recipe, "r.yaml")
+    grpo, model_args = recipe_configs({**recipe, "num_generations": 4, "per_device_train_batch_size": 4}, "g.yaml")
+    assert type(sft) is PaftSFTConfig and sft.max_length == 1024 and sft.prompt_format == "auto"
+    assert type(grpo) is PaftGRPOConfig and grpo.num_generations == 4 and model_args.model_name_or_path == "m"
 
 
 def test_scoring_sees_exactly_the_tokens_sft_trains_on():

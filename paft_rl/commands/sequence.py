@@ -3,22 +3,27 @@ evaluate every task after every stage, and report the accuracy matrix with AP, B
 
 from __future__ import annotations
 
-import argparse
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..settings import Settings, option
+
+
+@dataclass
+class SequenceFlags(Settings):
+    """``paft-rl sequence``'s own flags; everything else is in the config file."""
+
+    config: str = option(help="sequence config (model_name_or_path, output_dir, tasks, sft, select, eval)")
+    fresh: bool = option(False, help="delete the run folder first and start over")
 
 
 def main(argv: list[str]) -> int:
-    from ..selection.sequence import SequenceConfig, format_report, run_sequence
+    from ..settings import parse_settings, read_settings_file, settings_parser
+    from ..workflows.sequence import SequenceConfig, format_report, run_sequence
 
-    parser = argparse.ArgumentParser(prog="paft-rl sequence", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="sequence config (model, output_dir, tasks, sft, select, eval)")
-    parser.add_argument("--fresh", action="store_true", help="delete the run folder first and start over")
-    args = parser.parse_args(argv)
-    config = SequenceConfig.from_yaml(args.config)
-    if args.fresh and Path(config.output_dir).exists():
-        shutil.rmtree(config.output_dir)
-    report = run_sequence(config)
+    (flags,) = parse_settings(settings_parser(SequenceFlags, "paft-rl sequence"), argv)
+    config = read_settings_file(SequenceConfig, flags.config, "sequence config")
+    report = run_sequence(config, fresh=flags.fresh, where=Path(flags.config).name)
     print(format_report(report))
     print(f"wrote {config.output_dir}/sequence.json")
     return 0

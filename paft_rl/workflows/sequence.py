@@ -1,0 +1,290 @@
+"""Task sequences (SAPO's continual setting): train tasks one after another, choosing each task's template
+with the model as it stands at that task's boundary, and measure forgetting and transfer.
+
+Each stage: score the task's train templates under the current model and pick one (SAPO's rule), LoRA-SFT on
+that template, fold the adapter into the running model, then evaluate every task of the sequence on its
+held-out templates. The accuracy matrix gives AP, BWT and FWT (`paft_rl.selection.continual`).
+
+Every task is scored, trained and evaluated with the same prompt text: its stage recipe's ``prompt_format`` and
+``system_prompt`` (the shared ``sft:`` section under the task's own options) reach the selection, the trainer and
+each evaluation of that task, at the start and after every stage.
+
+``adapter_mode: merge`` keeps a full model per stage. ``stack`` keeps only the base model and one LoRA adapter
+per task on disk; a stage's model (base plus the adapters so far) is assembled in a scratch folder when it is
+needed and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prompt_pool import atomic_write_text
+
+from ..eval.runner import EvalSettings
+from ..selection.continual import sequence_metrics
+from ..settings import SettingError, Settings, option
+from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary
+from .select import SelectOptions, check_rows, recipe_configs, select_template, write_selection
+
+
+# Recipe options each stage's SFT recipe gets from the sequence, refused in an sft section.
+SFT_SET_BY_SEQUENCE = {
+    "model_name_or_path": "the top-level model_name_or_path starts the sequence; each stage trains the one before",
+    "output_dir": "each stage trains into its folder under output_dir",
+    "task": "each stage's task is its entry in tasks:",
+    "template_draw": "SAPO picks each stage's template",
+    "template_id": "SAPO picks each stage's template",
+    "fixed_template": "SAPO picks each stage's template",
+    "overwrite": "a stage that reruns starts afresh",
+}
+
+
+def check_sft_section(section: dict[str, Any]) -> None:
+    for key, reason in SFT_SET_BY_SEQUENCE.items():
+        if key in section:
+            raise SettingError(f"sft.{key}", f"is set by the sequence ({reason}): remove it")
+
+
+@dataclass
+class SequenceTask(Settings):
+    """One stage of a sequence.
+
+    Args:
+        task (`str`): task name.
+        data (`str`, *optional*): training data (file, folder or hub id); default the task's dataset.
+        eval_data (`str`, *optional*): evaluation data; default the task's evaluation split of ``data``
+            (synthetic tasks generate a separate test stream).
+        eval_split (`str`, *optional*): split of the evaluation data.
+        sft (`dict`, *optional*): this stage's SFT recipe options, over the shared ``sft:`` section.
+    """
+
+    task: str = option(help="task name")
+    data: str | None = option(None, help="training data (file, folder or hub id); default: the task's dataset")
+    eval_data: str | None = option(None, help="evaluation data; default: the task's evaluation split of data")
+    eval_split: str | None = option(None, help="split of the evaluation data")
+    sft: dict[str, Any] = option(help="this stage's SFT recipe options, over the shared sft section",
+                                 default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sft_section(self.sft)
+
+
+# What each stage's evaluation gets from the sequence rather than from the eval section, and where to set it.
+SET_BY_SEQUENCE = {
+    "task": "every task of tasks: is evaluated",
+    "models": "each stage's model is evaluated",
+    "out": "each evaluation goes into its stage folder",
+    "labels": "each evaluation has one model, named by its stage",
+    "data": "give a task eval_data in tasks:",
+    "split": "give a task eval_split in tasks:",
+    "prompt_format": "each task is evaluated with its training recipe's; set it in sft: or a task's sft:",
+    "system_prompt": "each task is evaluated with its training recipe's; set it in sft: or a task's sft:",
+}
+
+
+@dataclass
+class SequenceEval(EvalSettings, Settings):
+    """A sequence's ``eval:`` section: `EvalSettings` for every task after every stage, less what the sequence
+    sets itself (`SET_BY_SEQUENCE`: task, models, out, data, prompt settings...), with smaller defaults."""
+
+    task: str | None = option(None, help="set by the sequence")
+    models: list[str] = option(help="set by the sequence", default_factory=list)
+    out: str | None = option(None, help="set by the sequence")
+    labels: list[str] = option(help="set by the sequence", default_factory=list)
+    prompt_format: Literal["auto", "chat", "plain"] | None = option(None, help="set by the sequence")
+    limit: int | None = option(50, help="first N questions of each task", positive=True)
+    batch_size: int = option(32, help="most prompts decoded together", positive=True)
+    progress: bool = option(False, help="show a progress bar")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, reason in SET_BY_SEQUENCE.items():
+            if getattr(self, name) not in (None, []):
+                raise SettingError(name, f"is set by the sequence ({reason}): remove it")
+
+    def for_task(self, **given) -> EvalSettings:
+        """The `EvalSettings` of one evaluation: this section's options plus what the sequence ``given``."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvalSettings) if f.name not in given}
+        return EvalSettings(**shared, **given)
+
+
+@dataclass
+class SequenceConfig(Settings):
+    """A task sequence (``paft-rl sequence --config S.yaml``).
+
+    Args:
+        model_name_or_path (`str`): the starting model.
+        output_dir (`str`): run folder.
+        tasks (`list[SequenceTask]`): the stages, in order.
+        sft (`dict`): SFT recipe options shared by every stage (learning rate, steps, LoRA, prompt format...).
+        select (`SelectOptions`): SAPO's ``rows`` (N), ``pick`` (``lowest`` / ``highest``), ``batch_size``.
+        eval (`SequenceEval`): evaluation options (``limit``, ``templates``, ``batch_size``...).
+        adapter_mode (`str`, defaults to `"merge"`): ``merge`` or ``stack``.
+    """
+
+    model_name_or_path: str = option(help="the starting model")
+    output_dir: str = option(help="run folder")
+    tasks: list[SequenceTask] = option(help="the stages, in order: task, data, eval_data, eval_split, sft")
+    sft: dict[str, Any] = option(help="SFT recipe options shared by every stage", default_factory=dict)
+    select: SelectOptions = option(help="SAPO selection: rows, pick, batch_size", default_factory=SelectOptions)
+    eval: SequenceEval = option(help="evaluation options (limit, templates, batch_size...)",
+                                default_factory=SequenceEval)
+    adapter_mode: Literal["merge", "stack"] = option("merge", help="merge: a full model per stage; stack: the "
+                                                                  "base model and one LoRA adapter per task")
+
+    def __post_init__(self) -> None:
+        from ..tasks import get_task
+
+        super().__post_init__()
+        check_sft_section(self.sft)
+        if not self.tasks:
+            raise SettingError("tasks", "must list at least one task")
+        for stage in self.tasks:
+            get_task(stage.task)  # unknown names fail now, not after the first stage trained
+
+
+def stage_recipe(config: SequenceConfig, index: int, model: str, folder: Path) -> dict[str, Any]:
+    """The SFT recipe of stage ``index`` (from 0): LoRA defaults, the shared section, the task's own options."""
+    stage = config.tasks[index]
+    own = {"task": stage.task, **({"data": stage.data} if stage.data is not None else {}), **stage.sft}
+    recipe = {**LORA, "report_to": "none", "save_strategy": "no", **config.sft, **own}
+    recipe.update({"model_name_or_path": model, "output_dir": str(folder / "adapter"), "overwrite": True})
+    return recipe
+
+
+def check_recipes(config: SequenceConfig, where: str) -> list:
+    """Every stage's recipe parsed as ``paft-rl sft`` parses it, before anything runs; returns their configs.
+
+    The shared section is checked on its own first, so a bad key is named where it was written
+    (``sequence.yaml.sft`` or ``sequence.yaml.tasks[1].sft``).
+    """
+    out = Path(config.output_dir)
+    shared = {**LORA, "task": config.tasks[0].task, **config.sft, "model_name_or_path": config.model_name_or_path,
+              "output_dir": str(out)}
+    recipe_configs(shared, f"{where}.sft", "sft")
+    recipes = []
+    for i in range(len(config.tasks)):
+        recipe = stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}")
+        args, _ = recipe_configs(recipe, f"{where}.tasks[{i}].sft", "sft")
+        check_rows(config.select, args, f"{where}.select.rows")
+        recipes.append(args)
+    return recipes
+
+
+def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -> float:
+    """Mean accuracy of ``model`` over the held-out templates of task ``index``, prompted as that task trains.
+
+    A task may name its evaluation data (``eval_data``, ``eval_split``); by default the task's evaluation split
+    of the data it trains on.
+    """
+    from ..eval.report import write_outputs
+    from ..eval.runner import evaluate
+
+    stage = config.tasks[index]
+    settings = config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
+                                    data=stage.eval_data or args.data, split=stage.eval_split,
+                                    prompt_format=args.prompt_format, system_prompt=args.system_prompt)
+    results, records = evaluate(settings)
+    write_outputs(results, records, out)
+    return float(results["models"][model]["mean"])
+
+
+def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequence", log=print) -> dict:
+    """Run every stage (skipping finished ones) and return the matrix and metrics.
+
+    Args:
+        config (`SequenceConfig`): the sequence.
+        fresh (`bool`): delete the run folder first (after every check passed) and start over.
+        where (`str`): the config's name in messages (its file name).
+    """
+    recipes = check_recipes(config, where)
+    out = Path(config.output_dir)
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    names = [stage.task for stage in config.tasks]
+    # Every stage's settings hold the whole sequence's evaluation (all tasks, in order, with their prompt
+    # settings) and the stage before it, so reordering the tasks or changing an earlier stage reruns what follows.
+    shared = {"tasks": [dataclasses.asdict(t) for t in config.tasks], "eval": dataclasses.asdict(config.eval),
+              "select": dataclasses.asdict(config.select), "adapter_mode": config.adapter_mode,
+              "prompts": [{"prompt_format": a.prompt_format, "system_prompt": a.system_prompt} for a in recipes]}
+
+    def evaluate_all(model: str, folder: Path) -> list[float]:
+        return [_evaluate(config, model, i, recipes[i], folder / name) for i, name in enumerate(names)]
+
+    start = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
+                      lambda resume: {"accuracy": evaluate_all(config.model_name_or_path, out / "stage_0")},
+                      {**shared, "model": config.model_name_or_path}, log)
+    baseline, previous = start["accuracy"], start["fingerprint"]
+    current = config.model_name_or_path
+    adapters: list[str] = []
+    matrix = []
+    for index, name in enumerate(names, start=1):
+        folder = out / f"stage_{index}"
+        recipe = stage_recipe(config, index - 1, current, folder)
+
+        def work(resume, index=index, folder=folder, recipe=recipe, model=current):
+            # The recipe as checked, but scored under the model as it stands at this boundary.
+            choice = select_template(recipes[index - 1], model, config.select)
+            write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
+            trained = {**recipe, "template_draw": "top", "template_id": choice.chosen.template_id}
+            run_recipe("sft", trained, folder / "recipe.yaml")
+            model = str(merge_adapter(folder / "adapter", folder / "model"))
+            return {"task": names[index - 1], "template": choice.chosen.template_id,
+                    "accuracy": evaluate_all(model, folder / "eval")}
+
+        summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work,
+                            {**shared, "stage": index, "recipe": recipe, "after": previous}, log)
+        previous = summary["fingerprint"]
+        matrix.append(summary["accuracy"])
+        adapters.append(str(folder / "adapter"))
+        if config.adapter_mode == "stack" and index > 1:
+            # The previous full model was only needed to train this stage; its adapter stays on disk.
+            shutil.rmtree(out / f"stage_{index - 1}" / "model", ignore_errors=True)
+        current = _stage_model(folder, config, adapters)
+    metrics = sequence_metrics(matrix, baseline)
+    report = {"tasks": names, "baseline": baseline, "matrix": matrix, "metrics": metrics,
+              "templates": [stage_summary(out / f"stage_{i}")["template"] for i in range(1, len(names) + 1)],
+              "adapter_mode": config.adapter_mode}
+    atomic_write_text(out / "sequence.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _stage_model(folder: Path, config: SequenceConfig, adapters: list[str]) -> str:
+    """The full model after a stage: kept on disk, or (stack mode) rebuilt from the base and the adapters so far."""
+    if (folder / "model" / "config.json").is_file():
+        return str(folder / "model")
+    return str(assemble_stack(config.model_name_or_path, adapters, folder / "model"))
+
+
+def assemble_stack(base: str, adapters: list[str], out_dir: Path) -> Path:
+    """Apply LoRA adapters one after another to ``base`` (each was trained on the model before it) and save."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def format_report(report: dict) -> str:
+    names = report["tasks"]
+    width = max(12, *(len(n) for n in names))
+    lines = ["accuracy on held-out templates (rows: after stage; columns: task)",
+             " " * 14 + "".join(f"{n:>{width + 2}}" for n in names),
+             f"{'start':<14}" + "".join(f"{a:>{width + 2}.3f}" for a in report["baseline"])]
+    for index, row in enumerate(report["matrix"], start=1):
+        lines.append(f"{'after ' + names[index - 1]:<14}"[:14] + "".join(f"{a:>{width + 2}.3f}" for a in row))
+    metrics = report["metrics"]
+    lines.append("  ".join(f"{k} {v:+.3f}" if v is not None else f"{k} n/a" for k, v in metrics.items()))
+    lines.append("templates chosen: " + ", ".join(report["templates"]))
+    return "\n".join(lines)
