@@ -52,7 +52,7 @@ def command_and_config(argv: list[str]) -> tuple[str, Path]:
 
 def sbatch_plan(argv: list[str]) -> str:
     """The SLURM script's dry-run plan for an ``sbatch --nodes N SCRIPT RECIPE [ARGS]`` launch line."""
-    from test_launch_slurm import SCRIPT, dry_run
+    from helpers import SCRIPT, dry_run
 
     script = next(word for word in argv if word.endswith(".slurm"))
     assert ROOT / script == SCRIPT

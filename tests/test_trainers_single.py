@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
+from helpers import ARITH_TEMPLATES, RecordLogs, chooser, digit_share, write_pool
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import get_task, load_rows
-from paft_rl.trainers import TemplateChooser, build_dataset
+from paft_rl.trainers import build_dataset
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
 from paft_rl.trainers.sft import PaftSFTCollator
-from prompt_pool import PromptPool, Template
+from prompt_pool import Template
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
-
-ARITH_TEMPLATES = [
-    ("a1", "Question: {question}\nAnswer:"), ("a2", "Solve this: {question} The answer is"),
-    ("a3", "{question}\nThink briefly, then give the number."), ("a4", "Problem -> {question} ->"),
-    ("a5", "Work it out. {question}"), ("a6", "Q: {question} A:"),
-]
-
-
-def write_pool(path: Path, templates=ARITH_TEMPLATES, heldout=("Held out: {question}",)) -> Path:
-    lines = [{"id": tid, "text": text, "split": "train"} for tid, text in templates]
-    lines += [{"id": f"h{i}", "text": text, "split": "heldout"} for i, text in enumerate(heldout)]
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +65,6 @@ def test_grpo_cli_runs_with_registry_rewards_and_lora(model_dir, arith_pool, tmp
     assert (output_dir / "adapter_model.safetensors").exists()
 
 
-class RecordLogs(TrainerCallback):
-    def __init__(self, into: list):
-        self.into = into
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.into.append(dict(logs or {}))
-
-
-def digit_share(prompts, completions, **kwargs):
-    """A reward that varies between random completions, so the tiny model gets a gradient."""
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) + 0.01 * len(text) for text in texts]
-
-
 def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, conversational=True, **overrides):
     from paft_rl.trainers.common import build_chooser, resolve_task
     from paft_rl.trainers.grpo import PaftGRPOTrainer
@@ -132,11 +104,6 @@ def test_grpo_updates_weights_and_logs_templates(lora, chat, model_dir, arith_po
 
 
 # ---------------------------------------------------------------------------- templates and collator
-def chooser(draw="uniform", every=1, fixed=None) -> TemplateChooser:
-    pool = PromptPool([Template(tid, text) for tid, text in ARITH_TEMPLATES], name="t")
-    return TemplateChooser(pool, seed=0, every=every, draw=draw, fixed=fixed)
-
-
 def test_template_is_pure_function_of_seed_row_and_block_of_k_steps():
     k3 = chooser(every=3)
     assert [k3.choose(7, step).id for step in range(3)] == [k3.choose(7, 0).id] * 3

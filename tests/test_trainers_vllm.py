@@ -285,11 +285,11 @@ def recording_trainer_class():
 
 def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) -> None:
     """Train with colocated vLLM, or with ``server_url``: against that server, weights frozen (see below)."""
+    from helpers import digit_share, weights_digest
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
-    from test_trainers_multiprocess import digit_share, weights_digest
     from tiny import make_tiny_tokenizer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
