@@ -1,5 +1,6 @@
 """Helpers several test modules share: a template pool and chooser, a reward that gives a tiny model a gradient,
-trainers and collators that record what they drew, weight digests, and the SLURM script's dry run. Test modules
+trainers and collators that record what they drew, weight digests, LoRA adapter checks and the SLURM script's
+dry run. Test modules
 import them from here (as they import ``tiny``), never from one another, so a test file can be renamed or run
 alone; the torchrun and accelerate workers find this module on their ``PYTHONPATH`` too."""
 
@@ -13,6 +14,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from paft_rl.trainers import PaftSFTCollator, TemplateChooser
@@ -116,6 +118,28 @@ def assert_groups_share_one_prompt(records: list[dict], steps: int = 2) -> None:
     on_rank = [{tuple(x[:2]) for x in rank_records["generated"]} for rank_records in records]
     assert on_rank[0] & on_rank[1], "expected a group whose completions are generated on both ranks"
 
+
+# ---------------------------------------------------------------------------- LoRA
+def assert_adapter_trained(model_dir: Path, adapter_dir: Path) -> dict[str, torch.Tensor]:
+    """The adapter saved in ``adapter_dir`` moved away from PEFT's initial state, and merged into the base model in
+    ``model_dir`` it changes exactly the weights of its target modules and nothing else. Returns the merged weights.
+
+    PEFT starts every ``lora_B`` at zero, so an untrained adapter is the identity: its file exists, nothing moved."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    lora_b = {name: t for name, t in load_file(adapter_dir / "adapter_model.safetensors").items() if "lora_B" in name}
+    assert lora_b, f"{adapter_dir} holds no lora_B weights"
+    assert all(t.any() for t in lora_b.values()), f"lora_B still at its initial zeros: {sorted(lora_b)}"
+    targets = set(json.loads((adapter_dir / "adapter_config.json").read_text())["target_modules"])
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    expected = {f"{name}.weight" for name, _ in base.named_modules() if name.rsplit(".", 1)[-1] in targets}
+    before = {name: t.clone() for name, t in base.state_dict().items()}
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().state_dict()
+    assert merged.keys() == before.keys()
+    assert {name for name in before if not torch.equal(before[name], merged[name])} == expected
+    return merged
 
 # ---------------------------------------------------------------------------- the SLURM script, without a cluster
 SCRIPT = ROOT / "launch" / "slurm" / "paft_grpo_multinode.slurm"
