@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,7 +10,8 @@ from helpers import ARITH_TEMPLATES, RecordLogs, assert_adapter_trained, chooser
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import get_task, load_rows
-from paft_rl.trainers import build_dataset
+from paft_rl.trainers import TemplateChooser, build_chooser, build_dataset
+from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
 from paft_rl.trainers.sft import PaftSFTCollator
 from prompt_pool import Template
@@ -123,10 +123,24 @@ def test_template_is_pure_function_of_seed_row_and_block_of_k_steps():
     assert chooser(every=3).choose(11, 4) == k3.choose(11, 4)  # no hidden state
 
 
-def test_fixed_and_top_use_one_template():
-    only = Template("user", "Compute: {question}")
-    fixed = chooser(draw="fixed", fixed=only)
-    assert {fixed.choose(row, step).id for row in range(10) for step in range(5)} == {"user"}
+def drawn_ids(template_chooser: TemplateChooser) -> set[str]:
+    return {template_chooser.choose(row, step).id for row in range(10) for step in range(5)}
+
+
+def test_fixed_and_top_use_one_template(arith_pool):
+    assert len(drawn_ids(chooser())) > 1  # the same rows and steps draw several templates uniformly
+    fixed = chooser(draw="fixed", fixed=Template("user", "Compute: {question}"))
+    assert drawn_ids(fixed) == {"user"}
+    # `top` as a recipe names it (SAPO's selection writes these two keys): only that pool template, its text rendered.
+    args = PaftSFTConfig(output_dir="unused", task="synth_arith", pool=str(arith_pool), template_draw="top",
+                         template_id="a4", use_cpu=True, bf16=False)
+    task = resolve_task(args)
+    top = build_chooser(args, task)
+    assert drawn_ids(top) == {"a4"}
+    rows = build_dataset(task, load_rows(task, limit=4, seed=0)).to_list()
+    prompts, _, template_ids = PaftSFTCollator(make_tiny_tokenizer(), top).texts(rows, step=3)
+    assert template_ids == ["a4"] * 4
+    assert prompts == [f"Problem -> {task.example(row).fields['question']} ->" for row in rows]
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["plain", "chat"])
