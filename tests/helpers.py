@@ -119,6 +119,16 @@ def assert_groups_share_one_prompt(records: list[dict], steps: int = 2) -> None:
     assert on_rank[0] & on_rank[1], "expected a group whose completions are generated on both ranks"
 
 
+# ---------------------------------------------------------------------------- trained weights
+def assert_weights_trained(model_dir: Path, output_dir: Path) -> None:
+    """The full model saved in ``output_dir`` has the base model's tensors and dtypes, and training moved some."""
+    from safetensors.torch import load_file
+
+    before, after = load_file(model_dir / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    assert {n: t.dtype for n, t in after.items()} == {n: t.dtype for n, t in before.items()}
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
 # ---------------------------------------------------------------------------- LoRA
 def assert_adapter_trained(model_dir: Path, adapter_dir: Path) -> dict[str, torch.Tensor]:
     """The adapter saved in ``adapter_dir`` moved away from PEFT's initial state, and merged into the base model in

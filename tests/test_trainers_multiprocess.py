@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GROUP, assert_groups_share_one_prompt, digit_share, recording_grpo_trainer, weights_digest
+from helpers import (GROUP, assert_groups_share_one_prompt, assert_weights_trained, digit_share,
+                     recording_grpo_trainer, weights_digest)
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +57,7 @@ def test_deepspeed_zero_on_cpu(stage, tmp_path):
     assert_groups_share_one_prompt(read_records(tmp_path / "grpo"))
     result = torchrun([__file__, "sft", str(model_dir), str(tmp_path / "sft"), str(stage)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "sft" / "model.safetensors").exists()
+    assert_weights_trained(model_dir, tmp_path / "sft")  # under ZeRO-3 gathered from the ranks' shards to be saved
 
 
 # ---------------------------------------------------------------------------- worker (run by torchrun)
