@@ -57,7 +57,8 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
     grpo_used = yaml.safe_load((tmp_path / "run" / "recipes" / "grpo.yaml").read_text())
     assert grpo_used["model_name_or_path"] == summary["merge"]["model"]
     assert set(summary["eval"]["results"]) == {"base", "sft", "grpo"}
-    assert (tmp_path / "run" / "eval" / "results.json").exists()
+    written = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert len(written["models"]) == 3 and written["settings"]["n_questions"] == 2  # base, sft, grpo on eval.limit
 
 
 @pytest.mark.parametrize(
