@@ -1,8 +1,8 @@
 """Helpers several test modules share: a template pool and chooser, a reward that gives a tiny model a gradient,
-trainers and collators that record what they drew, weight digests, LoRA adapter checks and the SLURM script's
-dry run. Test modules
-import them from here (as they import ``tiny``), never from one another, so a test file can be renamed or run
-alone; the torchrun and accelerate workers find this module on their ``PYTHONPATH`` too."""
+trainers and collators that record what they drew, weight digests, checks that full and LoRA trainings moved their
+weights, and the SLURM script's dry run. Test modules import them from here (as they import ``tiny``), never from
+one another, so a test file can be renamed or run alone; the torchrun and accelerate workers find this module on
+their ``PYTHONPATH`` too."""
 
 from __future__ import annotations
 
