@@ -16,9 +16,6 @@ from prompt_pool import load_pool
 from prompt_pool.io import BUILTIN_DIR, builtin_names
 from prompt_pool.template import normalise_whitespace
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PAFT_POOLS = SHARED_DATA / "paft_prompts" / "train"
-
 EXPECTED_POOLS = {"gsm8k", "math", "hellaswag", "piqa", "winogrande", "race", "arc", "bfcl",
                   "synth_arith", "synth_mc", "synth_tool"}
 MIN_TRAIN, MIN_HELDOUT = 24, 10
@@ -103,11 +100,9 @@ def test_synthetic_mc_pool_never_asks_for_a_bare_letter():
 
 
 # ---------------------------------------------------------------------------- originality
-def _paft_texts() -> dict[str, list[str]]:
-    if not PAFT_POOLS.is_dir():
-        pytest.skip("PAFT's published pools are not in shared/data")
+def _paft_texts(shared_file) -> dict[str, list[str]]:
     texts = {}
-    for path in sorted(PAFT_POOLS.glob("*.jsonl")):
+    for path in sorted(shared_file("paft_prompts/train").glob("*.jsonl")):
         with path.open(encoding="utf-8") as handle:
             texts[path.stem] = [json.loads(line)["text"] for line in handle if line.strip()]
     return texts
@@ -119,8 +114,8 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
 
 
-def test_no_template_copies_paft_published_pools():
-    published = [text for texts in _paft_texts().values() for text in texts]
+def test_no_template_copies_paft_published_pools(shared_file):
+    published = [text for texts in _paft_texts(shared_file).values() for text in texts]
     exact = {normalise_whitespace(text) for text in published}
     published_grams = [grams for grams in map(_trigrams, published) if len(grams) >= 4]
     for pool_name in sorted(EXPECTED_POOLS):
@@ -142,13 +137,11 @@ def _head_copy(source: Path, target: Path, lines: int) -> None:
     target.write_text("".join(head), encoding="utf-8")
 
 
-def _real_rows(task, tmp_path: Path):
+def _real_rows(task, tmp_path: Path, shared_file):
     """A few real rows of ``task``: generated for synthetic tasks, else the first rows of a shared data file."""
     if task.generate is not None:
         return load_rows(task, limit=ROWS_PER_TASK, split="test")
-    source = SHARED_DATA / HUB_FILES[task.name]
-    if not source.is_file():
-        pytest.skip(f"{source.name} is not in shared/data")
+    source = shared_file(HUB_FILES[task.name])
     # Copy the first rows (and, for BFCL, their answers) so that loading stays fast.
     local = tmp_path / source.name
     _head_copy(source, local, ROWS_PER_TASK)
@@ -159,10 +152,10 @@ def _real_rows(task, tmp_path: Path):
 
 
 @pytest.mark.parametrize("task_name", sorted(TASKS))
-def test_every_template_renders_a_real_row(task_name, tmp_path):
+def test_every_template_renders_a_real_row(task_name, tmp_path, shared_file):
     task = TASKS[task_name]
     pool = load_pool(task.builtin_pool)
-    rows = _real_rows(task, tmp_path)
+    rows = _real_rows(task, tmp_path, shared_file)
     assert len(rows) == ROWS_PER_TASK
     for row in rows:
         example = task.example(row)

@@ -48,7 +48,7 @@ def wait_for_listener(port: int, process: subprocess.Popen, timeout: float = 120
 @pytest.mark.slow
 def test_two_machines_share_group_prompts_and_weights(tmp_path):
     pytest.importorskip("deepspeed", reason="the multi-node config uses DeepSpeed: pip install paft-rl[deepspeed]")
-    from test_trainers_multiprocess import assert_groups_share_one_prompt
+    from helpers import assert_groups_share_one_prompt
     from tiny import make_tiny_model_dir
 
     model_dir = make_tiny_model_dir(tmp_path)
@@ -82,7 +82,7 @@ def gathered_weights_digest(model) -> str:
     """Digest of the full weights; under ZeRO-3 each rank holds a shard, so gather them first."""
     import deepspeed
 
-    from test_trainers_multiprocess import weights_digest
+    from helpers import weights_digest
 
     with deepspeed.zero.GatheredParameters(list(model.parameters())):
         return weights_digest(model)
@@ -91,11 +91,11 @@ def gathered_weights_digest(model) -> str:
 def machine_worker(model_dir: str, output_dir: str) -> None:
     import torch.distributed
 
+    from helpers import GROUP, digit_share, recording_grpo_trainer
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
-    from test_trainers_multiprocess import GROUP, digit_share, recording_grpo_trainer
     from tiny import make_tiny_tokenizer
 
     args = PaftGRPOConfig(output_dir=output_dir, task="synth_arith", max_steps=2, per_device_train_batch_size=6,

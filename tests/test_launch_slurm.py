@@ -4,44 +4,13 @@ against the command TRL builds for server mode, its bad-input messages, and one 
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "launch" / "slurm" / "paft_grpo_multinode.slurm"
+from helpers import dry_run, run_slurm_script
+
 RECIPE = "launch/recipes/gsm8k_grpo_qwen2.5-7b_multinode.yaml"
-
-SCONTROL = '#!/bin/bash\n[ "$1 $2" = "show hostnames" ] || exit 1\ntr "," "\\n" <<< "$3"\n'
-
-
-def write_tool(folder: Path, name: str, body: str) -> None:
-    path = folder / name
-    path.write_text("#!/bin/bash\n" + body)
-    path.chmod(0o755)
-
-
-def run_slurm_script(nodes: int, args: list[str], tools: dict[str, str] | None = None, timeout: int = 60,
-                     **env) -> subprocess.CompletedProcess:
-    """Run the script with fake SLURM variables (nodes node01..nodeNN) and an ``scontrol`` (plus ``tools``) on PATH."""
-    with tempfile.TemporaryDirectory() as shim:
-        for name, body in {"scontrol": SCONTROL[len("#!/bin/bash\n"):], **(tools or {})}.items():
-            write_tool(Path(shim), name, body)
-        hosts = ",".join(f"node{i:02d}" for i in range(1, nodes + 1))
-        environment = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": hosts,
-                       "SLURM_NNODES": str(nodes), **env}
-        return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=environment, capture_output=True,
-                              text=True, timeout=timeout)
-
-
-def dry_run(nodes: int, args: list[str], **env) -> str:
-    result = run_slurm_script(nodes, args, DRY_RUN="1", **env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def plan_commands(plan: str, prefix: str) -> list[tuple[str, list[str], list[str]]]:

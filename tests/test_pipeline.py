@@ -3,8 +3,11 @@
 import json
 
 import pytest
+import torch
 import yaml
+from transformers import AutoModelForCausalLM
 
+from helpers import assert_adapter_trained
 from paft_rl.cli import main
 from tests.tiny import make_tiny_model_dir
 
@@ -47,10 +50,15 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
     assert "sft: already done" in out and "merge LoRA: already done" in out and "grpo: already done" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["merge"]["model"] == str(tmp_path / "sft") + "-merged"
+    # The merged model is the base plus the trained adapter, nothing else.
+    merged = assert_adapter_trained(make_tiny_model_dir(tmp_path / "model"), tmp_path / "sft")
+    saved = AutoModelForCausalLM.from_pretrained(summary["merge"]["model"]).state_dict()
+    assert saved.keys() == merged.keys() and all(torch.allclose(saved[n], merged[n]) for n in merged)
     grpo_used = yaml.safe_load((tmp_path / "run" / "recipes" / "grpo.yaml").read_text())
     assert grpo_used["model_name_or_path"] == summary["merge"]["model"]
     assert set(summary["eval"]["results"]) == {"base", "sft", "grpo"}
-    assert (tmp_path / "run" / "eval" / "results.json").exists()
+    written = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert len(written["models"]) == 3 and written["settings"]["n_questions"] == 2  # base, sft, grpo on eval.limit
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,12 @@ def server():
                 status, payload, headers, delay = scripted.next_reply(body["model"])
                 if delay:
                     time.sleep(delay)
+            finally:
+                # Before the reply goes out: once the client has it, its next request may arrive at once (counted
+                # after the reply, a busy machine showed 3 in flight for a limit of 2).
+                with scripted.lock:
+                    scripted.in_flight -= 1
+            try:
                 data = payload.encode()
                 self.send_response(status)
                 for key, value in {"Content-Type": "application/json", **headers}.items():
@@ -94,9 +100,6 @@ def server():
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client timed out and hung up, as scripted
-            finally:
-                with scripted.lock:
-                    scripted.in_flight -= 1
 
         def log_message(self, *args):
             pass

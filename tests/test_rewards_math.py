@@ -83,7 +83,7 @@ CASES = [
 @pytest.mark.parametrize("completion,gold,expected", CASES)
 def test_math_accuracy_table(completion, gold, expected):
     assert rewards.math_accuracy(["q"], [completion], [gold]) == [expected]
-    assert rmath.score_math(completion, gold) == (expected or 0.0)
+    assert rmath.score_math(completion, gold) == (0.0 if expected is None else expected)  # no gold: no credit
 
 
 @pytest.mark.parametrize(
@@ -219,9 +219,8 @@ def test_no_worker_leaks_on_exit(tmp_path, ending):
     result = subprocess.run([sys.executable, str(script), ending], capture_output=True, text=True, timeout=120)
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
-    time.sleep(0.5)
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    # The reward's exit handler kills and reaps its workers before the interpreter ends: no process, no zombie.
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
 
 
 def test_pool_survives_forked_child_owner_check():

@@ -2,7 +2,6 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -97,17 +96,14 @@ def test_parse_tool_calls_shapes():
 
 
 # ------------------------------------------------------------------------------------------------------------
-# BFCL: completions written from possible_answer must agree with it (skipped when the data is absent)
+# BFCL: completions written from possible_answer must agree with it (shared data: see conftest.shared_path)
 # ------------------------------------------------------------------------------------------------------------
 
-BFCL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfcl"
 CATEGORIES = ["simple_python", "multiple", "parallel", "parallel_multiple", "live_simple"]
 
 
-def _answers(category: str) -> list[dict]:
-    path = BFCL / "possible_answer" / f"BFCL_v4_{category}.json"
-    if not path.is_file():
-        pytest.skip(f"BFCL data not found at {path}")
+def _answers(category: str, shared_file) -> list[dict]:
+    path = shared_file(f"bfcl/possible_answer/BFCL_v4_{category}.json")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -148,9 +144,9 @@ def _corrupt(truth: list[dict], rng: random.Random) -> list[dict] | None:
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_bfcl_possible_answers_agree(category):
+def test_bfcl_possible_answers_agree(category, shared_file):
     rng = random.Random(0)
-    rows = _answers(category)
+    rows = _answers(category, shared_file)
     for i, row in enumerate(rows):
         truth = row["ground_truth"]
         style = ["python", "tags", "json"][i % 3]
@@ -162,10 +158,8 @@ def test_bfcl_possible_answers_agree(category):
             assert not tools.score_tool_calls(wrong, truth).exact, (row["id"], wrong)
 
 
-def test_bfcl_irrelevance_rows():
-    path = BFCL / "BFCL_v4_irrelevance.json"
-    if not path.is_file():
-        pytest.skip(f"BFCL data not found at {path}")
+def test_bfcl_irrelevance_rows(shared_file):
+    path = shared_file("bfcl/BFCL_v4_irrelevance.json")
     rows = [json.loads(line) for line in path.read_text().splitlines()[:50] if line.strip()]
     for row in rows:
         fn = row["function"][0]["name"]

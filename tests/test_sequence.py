@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import assert_adapter_trained
 from paft_rl.cli import main
 from paft_rl.selection.continual import sequence_metrics
 from tests.tiny import make_tiny_model_dir
@@ -51,7 +52,7 @@ def test_three_task_sequence(tmp_path, model_dir, capsys):
     assert "AP" in capsys.readouterr().out
     if mode == "stack":
         assert not (tmp_path / "seq" / "stage_1" / "model").exists()
-        assert (tmp_path / "seq" / "stage_1" / "adapter" / "adapter_config.json").exists()
+        assert_adapter_trained(make_tiny_model_dir(tmp_path / "model"), tmp_path / "seq" / "stage_1" / "adapter")
     # A rerun finds every stage finished and only rebuilds the report.
     assert main(["sequence", "--config", str(path)]) == 0
     assert "already done" in capsys.readouterr().out

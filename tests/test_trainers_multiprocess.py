@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from helpers import (GROUP, assert_groups_share_one_prompt, assert_weights_trained, digit_share,
+                     recording_grpo_trainer, weights_digest)
+
 HERE = Path(__file__).resolve().parent
-GROUP = 4  # num_generations; 6 completions per rank -> 3 groups of 4, the middle one split across the ranks
 
 
 def torchrun(script_args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -27,21 +28,6 @@ def torchrun(script_args: list[str], tmp_path: Path, timeout: int = 600) -> subp
 
 def read_records(output_dir: Path) -> list[dict]:
     return [json.loads((output_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-
-
-def assert_groups_share_one_prompt(records: list[dict], steps: int = 2) -> None:
-    """Every (step, row) group has GROUP completions across both ranks, all with one template and prompt."""
-    prompts_by_group = defaultdict(list)
-    for rank_records in records:
-        for step, row_id, template_id, prompt in rank_records["generated"]:
-            prompts_by_group[(step, row_id)].append((template_id, json.dumps(prompt)))
-    assert len(prompts_by_group) == steps * 3  # 3 groups per step
-    for group, members in prompts_by_group.items():
-        assert len(members) == GROUP, group
-        assert len(set(members)) == 1, f"group {group} saw different prompts: {members}"
-    assert len({members[0][0] for members in prompts_by_group.values()}) > 1  # groups draw different templates
-    on_rank = [{tuple(x[:2]) for x in rank_records["generated"]} for rank_records in records]
-    assert on_rank[0] & on_rank[1], "expected a group whose completions are generated on both ranks"
 
 
 @pytest.mark.multiprocess
@@ -71,7 +57,7 @@ def test_deepspeed_zero_on_cpu(stage, tmp_path):
     assert_groups_share_one_prompt(read_records(tmp_path / "grpo"))
     result = torchrun([__file__, "sft", str(model_dir), str(tmp_path / "sft"), str(stage)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "sft" / "model.safetensors").exists()
+    assert_weights_trained(model_dir, tmp_path / "sft")  # under ZeRO-3 gathered from the ranks' shards to be saved
 
 
 # ---------------------------------------------------------------------------- worker (run by torchrun)
@@ -81,41 +67,6 @@ def deepspeed_config(stage: int) -> dict:
     return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
             "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
             "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
-
-def weights_digest(model) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(param.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def digit_share(prompts, completions, **kwargs):
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) + 0.01 * len(text) for text in texts]
-
-
-def recording_grpo_trainer():
-    """A PaftGRPOTrainer that records every prompt as it reaches TRL's generation dispatch."""
-    from paft_rl.trainers.grpo import PaftGRPOTrainer
-
-    class Recording(PaftGRPOTrainer):
-        generated: list = []
-
-        def _generate(self, prompts):
-            ids = self._paft_group_template_ids
-            rows = self._paft_rows
-            self.generated.extend([self.state.global_step, r, t, p] for r, t, p in zip(rows, ids, prompts))
-            return super()._generate(prompts)
-
-        def _generate_and_score_completions(self, inputs):
-            self._paft_rows = [row["row_id"] for row in inputs]
-            return super()._generate_and_score_completions(inputs)
-
-    return Recording
-
 
 def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
     from paft_rl.configs import PaftGRPOConfig

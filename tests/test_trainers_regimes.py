@@ -8,13 +8,12 @@ from collections import defaultdict
 
 import pytest
 
+from helpers import ARITH_TEMPLATES, RecordLogs, digit_share, recording_grpo_trainer, write_pool
 from paft_rl.configs import PaftGRPOConfig
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
-from test_trainers_multiprocess import digit_share, recording_grpo_trainer
-from test_trainers_single import ARITH_TEMPLATES, RecordLogs, write_pool
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 BASE = dict(task="synth_arith", per_device_train_batch_size=4, num_generations=2, max_completion_length=4,

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from transformers import TrainerCallback
 
+from helpers import RecordingCollator, StopAfter, digit_share, recording_grpo_trainer
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import load_rows
-from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
+from paft_rl.trainers import PaftSFTTrainer, build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
-from test_trainers_multiprocess import digit_share, recording_grpo_trainer
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 COMMON = dict(task="synth_arith", max_steps=4, save_strategy="steps", save_steps=2, report_to="none", use_cpu=True,
               bf16=False, seed=2, logging_steps=1, learning_rate=0.01)
-
-
-class StopAfter(TrainerCallback):
-    """Interrupts training after ``step`` (the checkpoint of that step is still written)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +87,6 @@ def test_cli_refuses_an_unrestorable_checkpoint_before_loading_the_model(tmp_pat
     message = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "a multiple of 2 steps" in message[-1] and "save_steps" in message[-1], message
     assert not any("Traceback" in line for line in message)
-
-
-class RecordingCollator(PaftSFTCollator):
-    def __call__(self, rows, step):
-        self.seen.append((step, [row["row_id"] for row in rows], self.texts(rows, step)[2]))
-        return super().__call__(rows, step)
 
 
 def sft_run(model_dir, output_dir, stop_at=None, resume=None) -> list:

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import TrainerCallback
 
+from helpers import (ARITH_TEMPLATES, RecordLogs, assert_adapter_trained, assert_weights_trained, chooser,
+                     digit_share, write_pool)
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import get_task, load_rows
-from paft_rl.trainers import TemplateChooser, build_dataset
+from paft_rl.trainers import TemplateChooser, build_chooser, build_dataset
+from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
 from paft_rl.trainers.sft import PaftSFTCollator
-from prompt_pool import PromptPool, Template
+from prompt_pool import Template
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
-
-ARITH_TEMPLATES = [
-    ("a1", "Question: {question}\nAnswer:"), ("a2", "Solve this: {question} The answer is"),
-    ("a3", "{question}\nThink briefly, then give the number."), ("a4", "Problem -> {question} ->"),
-    ("a5", "Work it out. {question}"), ("a6", "Q: {question} A:"),
-]
-
-
-def write_pool(path: Path, templates=ARITH_TEMPLATES, heldout=("Held out: {question}",)) -> Path:
-    lines = [{"id": tid, "text": text, "split": "train"} for tid, text in templates]
-    lines += [{"id": f"h{i}", "text": text, "split": "heldout"} for i, text in enumerate(heldout)]
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,41 +41,31 @@ def run_args(command, model_dir, pool, output_dir, *extra):
     return [command, *common, *specific, *extra]
 
 
-def weights_changed(model_dir: Path, output_dir: Path, lora: bool) -> bool:
-    if lora:
-        return (output_dir / "adapter_model.safetensors").exists()
-    before, after = load_file(model_dir / "model.safetensors"), load_file(output_dir / "model.safetensors")
-    return any(not torch.equal(before[name], after[name]) for name in before)
-
-
 LORA = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_sft_cli_trains_and_saves(lora, model_dir, arith_pool, tmp_path):
+def test_sft_cli_trains_and_saves(model_dir, arith_pool, tmp_path):
     output_dir = tmp_path / "out"
-    assert cli(run_args("sft", model_dir, arith_pool, output_dir, *(LORA if lora else []))) == 0
-    assert weights_changed(model_dir, output_dir, lora)
+    assert cli(run_args("sft", model_dir, arith_pool, output_dir)) == 0
+    assert_weights_trained(model_dir, output_dir)
 
 
-def test_grpo_cli_runs_with_registry_rewards_and_lora(model_dir, arith_pool, tmp_path):
+def test_sft_cli_trains_a_lora_adapter(model_dir, arith_pool, tmp_path):
     output_dir = tmp_path / "out"
-    assert cli(run_args("grpo", model_dir, arith_pool, output_dir, *LORA)) == 0
-    assert (output_dir / "adapter_model.safetensors").exists()
+    assert cli(run_args("sft", model_dir, arith_pool, output_dir, *LORA)) == 0
+    assert_adapter_trained(model_dir, output_dir)
 
 
-class RecordLogs(TrainerCallback):
-    def __init__(self, into: list):
-        self.into = into
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.into.append(dict(logs or {}))
-
-
-def digit_share(prompts, completions, **kwargs):
-    """A reward that varies between random completions, so the tiny model gets a gradient."""
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) + 0.01 * len(text) for text in texts]
+def test_grpo_cli_trains_lora_with_registry_and_dotted_path_rewards(model_dir, arith_pool, tmp_path, capsys):
+    # The registry's rewards are 0 for every completion of a random model (no advantage, no gradient); the reward
+    # named by its import path varies, so the adapter trains.
+    output_dir = tmp_path / "out"
+    rewards = ["--rewards", "answer_cue", "length_penalty", "helpers.digit_share"]
+    assert cli(run_args("grpo", model_dir, arith_pool, output_dir, *LORA, *rewards)) == 0
+    assert_adapter_trained(model_dir, output_dir)
+    logged = capsys.readouterr()
+    for name in ("answer_cue", "length_penalty", "digit_share"):
+        assert f"'rewards/{name}/mean'" in logged.out + logged.err, name
 
 
 def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, conversational=True, **overrides):
@@ -115,12 +90,17 @@ def test_grpo_updates_weights_and_logs_templates(lora, chat, model_dir, arith_po
     peft_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"]) if lora else None
     trainer = make_grpo_trainer(model_dir, arith_pool, tmp_path / "o", peft_config=peft_config,
                                 conversational=chat)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     logged = []
     trainer.add_callback(RecordLogs(logged))
     trainer.train()
     after = dict(trainer.model.named_parameters())
-    assert any(not torch.equal(before[n], after[n]) for n in before)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    if lora:  # every lora_B left PEFT's initial zeros; the base weights stayed frozen
+        assert changed >= {n for n in before if "lora_B" in n} and all("lora_" in n for n in changed), changed
+        assert all(not before[n].any() and after[n].any() for n in before if "lora_B" in n)
+    else:
+        assert changed
     table = list(trainer._logs["extra"]["template_id"])
     assert len(table) == 8 and set(table) <= {tid for tid, _ in ARITH_TEMPLATES}
     assert len(set(table[0::2])) > 1 and table[0::2] == table[1::2]  # groups of 2 share a template, groups differ
@@ -132,11 +112,6 @@ def test_grpo_updates_weights_and_logs_templates(lora, chat, model_dir, arith_po
 
 
 # ---------------------------------------------------------------------------- templates and collator
-def chooser(draw="uniform", every=1, fixed=None) -> TemplateChooser:
-    pool = PromptPool([Template(tid, text) for tid, text in ARITH_TEMPLATES], name="t")
-    return TemplateChooser(pool, seed=0, every=every, draw=draw, fixed=fixed)
-
-
 def test_template_is_pure_function_of_seed_row_and_block_of_k_steps():
     k3 = chooser(every=3)
     assert [k3.choose(7, step).id for step in range(3)] == [k3.choose(7, 0).id] * 3
@@ -147,10 +122,24 @@ def test_template_is_pure_function_of_seed_row_and_block_of_k_steps():
     assert chooser(every=3).choose(11, 4) == k3.choose(11, 4)  # no hidden state
 
 
-def test_fixed_and_top_use_one_template():
-    only = Template("user", "Compute: {question}")
-    fixed = chooser(draw="fixed", fixed=only)
-    assert {fixed.choose(row, step).id for row in range(10) for step in range(5)} == {"user"}
+def drawn_ids(template_chooser: TemplateChooser) -> set[str]:
+    return {template_chooser.choose(row, step).id for row in range(10) for step in range(5)}
+
+
+def test_fixed_and_top_use_one_template(arith_pool):
+    assert len(drawn_ids(chooser())) > 1  # the same rows and steps draw several templates uniformly
+    fixed = chooser(draw="fixed", fixed=Template("user", "Compute: {question}"))
+    assert drawn_ids(fixed) == {"user"}
+    # `top` as a recipe names it (SAPO's selection writes these two keys): only that pool template, its text rendered.
+    args = PaftSFTConfig(output_dir="unused", task="synth_arith", pool=str(arith_pool), template_draw="top",
+                         template_id="a4", use_cpu=True, bf16=False)
+    task = resolve_task(args)
+    top = build_chooser(args, task)
+    assert drawn_ids(top) == {"a4"}
+    rows = build_dataset(task, load_rows(task, limit=4, seed=0)).to_list()
+    prompts, _, template_ids = PaftSFTCollator(make_tiny_tokenizer(), top).texts(rows, step=3)
+    assert template_ids == ["a4"] * 4
+    assert prompts == [f"Problem -> {task.example(row).fields['question']} ->" for row in rows]
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["plain", "chat"])

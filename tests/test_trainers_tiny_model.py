@@ -22,6 +22,7 @@ def test_tiny_model_dir_loads_and_generates(tmp_path):
     assert 50_000 < model.num_parameters() < 1_000_000
     assert model.config.vocab_size == len(tokenizer)
     batch = tokenizer(["hello"], return_tensors="pt")
-    output = model.generate(**batch, max_new_tokens=4, do_sample=False)
-    assert output.shape[1] == batch["input_ids"].shape[1] + 4 or tokenizer.eos_token_id in output[0].tolist()
+    output = model.generate(**batch, min_new_tokens=4, max_new_tokens=4, do_sample=False)
+    prompt = batch["input_ids"][0].tolist()
+    assert output.shape == (1, len(prompt) + 4) and output[0, :len(prompt)].tolist() == prompt
     assert make_tiny_model_dir(tmp_path) == folder  # reused, not rebuilt
