@@ -8,16 +8,19 @@ parsed from YAML recipes and ``--key value`` overrides by `trl.TrlParser`, toget
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
 from .precision import announce, choose_precision, trains_on_cpu
+from .settings import check_values, option
 
-TEMPLATE_DRAWS = ("uniform", "fixed", "top", "sapo", "sapo_reward")
-PROMPT_FORMATS = ("auto", "chat", "plain")
+TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
+PromptFormat = Literal["auto", "chat", "plain"]
+TEMPLATE_DRAWS = get_args(TemplateDraw)
 
 
 @dataclass
@@ -85,74 +88,61 @@ class PaftArguments:
             Keep the first N eval rows (each is evaluated with every eval template).
     """
 
-    task: str | None = field(default=None, metadata={"help": "Task name (gsm8k, hellaswag, synth_arith, ...)."})
-    data: str | None = field(
-        default=None, metadata={"help": "Local data file/folder or hub dataset id. Default: the task's dataset."})
-    data_split: str | None = field(default=None, metadata={"help": "Dataset split. Default: the task's train split."})
-    data_limit: int | None = field(default=None, metadata={"help": "Keep only the first N rows of the dataset."})
-    pool: str | None = field(
-        default=None, metadata={"help": "Template pool file or built-in pool name. Default: the task's pool."})
-    field_aliases: list[str] | None = field(
-        default=None, metadata={"help": "NAME=FIELD pairs mapping pool placeholders to task fields."})
-    drop_duplicate_templates: bool = field(
-        default=False, metadata={"help": "Drop templates whose text repeats another of the same split."})
-    template_draw: str = field(
-        default="uniform",
-        metadata={"help": "uniform (PAFT: draw a train template per example / per GRPO group), fixed (one "
-                          "user-written template, see fixed_template), top (one pool template, see template_id), "
-                          "sapo (draw weights from each template's current task loss, SAPO) or sapo_reward (GRPO: "
-                          "from each template's running mean reward).",
-                  "choices": list(TEMPLATE_DRAWS)})
-    template_every: int = field(
-        default=1, metadata={"help": "PAFT's K: an example keeps its drawn template for blocks of K optimizer steps."})
-    template_seed: int | None = field(default=None, metadata={"help": "Seed of the template draws. Default: seed."})
-    fixed_template: str | None = field(
-        default=None, metadata={"help": "Template text used for every example when template_draw is 'fixed'."})
-    template_id: str | None = field(
-        default=None, metadata={"help": "Pool template id used for every example when template_draw is 'top'."})
-    sapo_every: int = field(
-        default=50, metadata={"help": "sapo / sapo_reward draws: optimizer steps between weight updates (M)."})
-    sapo_temperature: float = field(
-        default=0.1, metadata={"help": "sapo draws: softmax temperature over -loss (or mean reward); 0 = argmin."})
-    sapo_probe_rows: int = field(
-        default=64, metadata={"help": "sapo draws: score templates on the first N training rows."})
-    prompt_format: str = field(
-        default="auto",
-        metadata={"help": "chat (template rendered into the user message), plain (raw text) or auto (chat when "
-                          "the tokenizer has a chat template).", "choices": list(PROMPT_FORMATS)})
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for chat prompts."})
-    mc_answer_style: str | None = field(
-        default=None, metadata={"help": "Multiple choice reference completion: option 'text' or 'letter'. "
-                                        "Default: the task's own (what its built-in pool asks for).",
-                                "choices": ["text", "letter"]})
-    rewards: list[str] | None = field(
-        default=None, metadata={"help": "Reward function names (registry). Default: the task's reward."})
-    overwrite: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that already holds checkpoints."})
-    eval_templates: str = field(
-        default="heldout",
-        metadata={"help": "Evaluation during training: heldout (the pool's unseen templates), train, all, or a pool "
-                          "file; every eval row is evaluated with each of them, the same pairs at every evaluation."})
-    eval_data: str | None = field(
-        default=None, metadata={"help": "Eval rows: file/folder or hub id. Default: data (a single file needs this)."})
-    eval_data_split: str | None = field(
-        default=None, metadata={"help": "Split of the eval rows. Default: the task's eval split."})
-    eval_data_limit: int | None = field(
-        default=32, metadata={"help": "Keep the first N eval rows (each evaluated with every eval template)."})
+    task: str | None = option(None, help="Task name (gsm8k, hellaswag, synth_arith, ...).")
+    data: str | None = option(None, help="Local data file/folder or hub dataset id. Default: the task's dataset.")
+    data_split: str | None = option(None, help="Dataset split. Default: the task's train split.")
+    data_limit: int | None = option(None, help="Keep only the first N rows of the dataset.", positive=True)
+    pool: str | None = option(None, help="Template pool file or built-in pool name. Default: the task's pool.")
+    field_aliases: list[str] | None = option(None, help="NAME=FIELD pairs mapping pool placeholders to task fields.")
+    drop_duplicate_templates: bool = option(
+        False, help="Drop templates whose text repeats another of the same split.")
+    template_draw: TemplateDraw = option(
+        "uniform",
+        help="uniform (PAFT: draw a train template per example / per GRPO group), fixed (one user-written "
+             "template, see fixed_template), top (one pool template, see template_id), sapo (draw weights from "
+             "each template's current task loss, SAPO) or sapo_reward (GRPO: from each template's running mean "
+             "reward).")
+    template_every: int = option(
+        1, help="PAFT's K: an example keeps its drawn template for blocks of K optimizer steps.", positive=True)
+    template_seed: int | None = option(None, help="Seed of the template draws. Default: seed.")
+    fixed_template: str | None = option(
+        None, help="Template text used for every example when template_draw is 'fixed'.")
+    template_id: str | None = option(
+        None, help="Pool template id used for every example when template_draw is 'top'.")
+    sapo_every: int = option(
+        50, help="sapo / sapo_reward draws: optimizer steps between weight updates (M).", positive=True)
+    sapo_temperature: float = option(
+        0.1, help="sapo draws: softmax temperature over -loss (or mean reward); 0 = argmin.",
+        interval=("[", 0, None, ")"))
+    sapo_probe_rows: int = option(
+        64, help="sapo draws: score templates on the first N training rows.", positive=True)
+    prompt_format: PromptFormat = option(
+        "auto", help="chat (template rendered into the user message), plain (raw text) or auto (chat when the "
+                     "tokenizer has a chat template).")
+    system_prompt: str | None = option(None, help="Optional system message for chat prompts.")
+    mc_answer_style: Literal["text", "letter"] | None = option(
+        None, help="Multiple choice reference completion: option 'text' or 'letter'. Default: the task's own "
+                   "(what its built-in pool asks for).")
+    rewards: list[str] | None = option(None, help="Reward function names (registry). Default: the task's reward.")
+    overwrite: bool = option(False, help="Allow writing into an output_dir that already holds checkpoints.")
+    eval_templates: str = option(
+        "heldout", help="Evaluation during training: heldout (the pool's unseen templates), train, all, or a pool "
+                        "file; every eval row is evaluated with each of them, the same pairs at every evaluation.")
+    eval_data: str | None = option(
+        None, help="Eval rows: file/folder or hub id. Default: data (a single file needs this).")
+    eval_data_split: str | None = option(None, help="Split of the eval rows. Default: the task's eval split.")
+    eval_data_limit: int | None = option(
+        32, help="Keep the first N eval rows (each evaluated with every eval template).", positive=True)
 
     def check_paft_arguments(self) -> None:
         """Raise `UserError` naming the option to change when the pool options do not fit together."""
+        check_values(self, PaftArguments)
         if not self.task:
             raise UserError("no task given: set `task:` in the recipe or pass --task NAME")
-        if self.template_draw not in TEMPLATE_DRAWS:
-            raise UserError(f"template_draw must be one of {', '.join(TEMPLATE_DRAWS)}, got {self.template_draw!r}")
         if self.template_draw == "fixed" and not self.fixed_template:
             raise UserError("template_draw 'fixed' needs the template text: set fixed_template")
         if self.template_draw == "top" and not self.template_id:
             raise UserError("template_draw 'top' needs a pool template id: set template_id")
-        if self.template_draw in ("sapo", "sapo_reward") and (self.sapo_every < 1 or self.sapo_temperature < 0
-                                                               or self.sapo_probe_rows < 1):
-            raise UserError("sapo draws need sapo_every >= 1, sapo_temperature >= 0 and sapo_probe_rows >= 1")
         if self.fixed_template and self.template_draw != "fixed":
             raise UserError(f"fixed_template is set but template_draw is {self.template_draw!r}, which ignores it: set "
                             "template_draw: fixed, or remove fixed_template")
@@ -166,10 +156,6 @@ class PaftArguments:
         if self.overwrite and self.resume_from_checkpoint not in (None, False, "", "false", "False", "no", "0"):
             raise UserError("resume_from_checkpoint and overwrite conflict (resume continues the run in output_dir, "
                             "overwrite starts it afresh): keep one of them")
-        if self.template_every < 1:
-            raise UserError(f"template_every (K) must be at least 1, got {self.template_every}")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise UserError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
 
 
 @dataclass
@@ -205,7 +191,8 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
     def __post_init__(self):
         self.check_paft_arguments()
         if self.template_draw == "sapo_reward":
-            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, "
+                            "or use 'sapo'")
         announce(choose_precision(self))
         try:
             super().__post_init__()

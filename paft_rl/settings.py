@@ -76,10 +76,13 @@ class Settings:
         check_values(self)
 
 
-def check_values(settings) -> None:
-    """Each field's value against its type (``Literal`` choices included) and its range (``positive``)."""
-    hints = typing.get_type_hints(type(settings))
-    for field in dataclasses.fields(settings):
+def check_values(settings, declared_by: type | None = None) -> None:
+    """Each field's value against its type (``Literal`` choices included) and its range (``positive``).
+
+    ``declared_by``: only the fields that class declares (paft-rl's options mixed into TRL's configs).
+    """
+    hints = typing.get_type_hints(declared_by or type(settings))
+    for field in dataclasses.fields(declared_by or settings):
         value = getattr(settings, field.name)
         problem = _type_problem(value, hints[field.name])
         if problem is None and CHECKS in field.metadata and _is_number(value):
@@ -124,7 +127,8 @@ def _type_problem(value: Any, annotation: Any) -> str | None:
     if annotation is float:
         return None if _is_number(value) else f"must be a number, got {value!r}"
     if annotation is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"must be a whole number, got {value!r}"
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return None if whole else f"must be a whole number, got {value!r}"
     if annotation is bool:
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     if annotation is str:

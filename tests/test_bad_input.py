@@ -146,8 +146,13 @@ def test_command_line_typo_has_a_did_you_mean(model_dir, tmp_path, capsys):
     assert code == 2 and "unknown option '--num_generation'; did you mean '--num_generations'?" in message
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [("max_steps", "two", "option max_steps: invalid int value: 'two'"),
-                                                       ("temperature", "hot", "option temperature: invalid float value: 'hot'")])
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("max_steps", "two", "option max_steps: invalid int value: 'two'"),
+    ("temperature", "hot", "option temperature: invalid float value: 'hot'"),
+    ("data_limit", 0, "option data_limit must be a positive number, got 0"),  # was named --limit
+    ("template_every", 0, "option template_every must be a positive number, got 0"),
+    ("template_draw", "best", "option template_draw must be one of uniform, fixed, top, sapo, sapo_reward, got 'best'"),
+])
 def test_wrong_type_is_one_line_without_usage(model_dir, tmp_path, capsys, key, value, expected):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model_dir), "task": "synth_arith",

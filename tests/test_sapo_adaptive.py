@@ -73,7 +73,7 @@ def test_bad_settings():
         AdaptiveWeights(chooser.pool, "sapo", every=0, temperature=0.1)
     with pytest.raises(UserError, match="one of sapo, sapo_reward"):
         AdaptiveWeights(chooser.pool, "best", every=1, temperature=0.1)
-    with pytest.raises(UserError, match="sapo draws need"):
+    with pytest.raises(UserError, match=r"^sapo_temperature must be >= 0, got -1.0$"):
         PaftSFTConfig(**{"output_dir": "unused", **COMMON, "sapo_temperature": -1.0})
     _, _, fixed = chooser_for(template_draw="fixed", fixed_template="{question}")
     with pytest.raises(UserError, match="need a pool draw"):
