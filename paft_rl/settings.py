@@ -262,12 +262,14 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str]) -> tuple:
     return parsed(lambda: parser.parse_args_and_config(argv))
 
 
-def parsed(parse):
-    """``parse()``, its failures turned into one-line errors naming the option."""
+def parsed(parse, where: str | None = None):
+    """``parse()``, its failures turned into one-line errors naming the option (as ``where.name`` for values
+    written in a section of a file)."""
     try:
         return parse()
     except SettingError as error:
-        raise UserError(f"option {error.name} {error.problem}") from None
+        raise UserError(f"{where}.{error.name} {error.problem}" if where else
+                        f"option {error.name} {error.problem}") from None
     except FileNotFoundError as error:
         raise UserError(f"file not found: {error.filename}") from None
     except UserError:

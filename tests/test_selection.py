@@ -133,7 +133,7 @@ def test_select_command_writes_table_and_recipe(tmp_path, capsys):
         ({"task": "synth_mc"}, ["--rows", "0"], "option rows must be a positive number, got 0"),
         ({"task": "synth_mc"}, ["--pick", "best"], "option pick: invalid choice: 'best'"),
         ({"task": "gsm8k", "data": "DATA"}, ["--rows", "50"], "--rows 50 but the data has only 3 rows"),
-        ({"task": "synth_mc", "data_limit": 0}, [], "r.yaml.data_limit must be a positive number of rows, got 0"),
+        ({"task": "synth_mc", "data_limit": 0}, [], "r.yaml.data_limit must be a positive number, got 0"),
         ({"task": "synth_mc", "prompt_format": "chatty"}, [],
          "prompt_format must be one of auto, chat, plain, got 'chatty'"),
         ({"task": "synth_mc", "model_name_or_path": None}, [], "r.yaml names no model"),

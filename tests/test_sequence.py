@@ -154,9 +154,9 @@ def test_stage_recipe_prompt_settings_reach_selection_and_evaluation(tmp_path, m
          "seq.yaml.tasks[0].sft.output_dir is set by the sequence"),
         ({"sft": {"lerning_rate": 1e-3}}, "seq.yaml.sft: unknown option 'lerning_rate'; did you mean 'learning_rate'?"),
         # Once reported as `--limit`.
-        ({"sft": {"data_limit": 0}}, "seq.yaml.sft.data_limit must be a positive number of rows, got 0"),
+        ({"sft": {"data_limit": 0}}, "seq.yaml.sft.data_limit must be a positive number, got 0"),
         ({"tasks": [{"task": "synth_mc"}, {"task": "synth_arith", "sft": {"data_limit": 0}}]},
-         "seq.yaml.tasks[1].sft.data_limit must be a positive number of rows, got 0"),
+         "seq.yaml.tasks[1].sft.data_limit must be a positive number, got 0"),
         ({"tasks": [{"task": "synth_mc", "sft": {"max_stesp": 2}}]},
          "seq.yaml.tasks[0].sft: unknown option 'max_stesp'; did you mean 'max_steps'?"),
     ],

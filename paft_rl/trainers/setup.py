@@ -86,11 +86,11 @@ def parse_recipe_mapping(config_class, recipe: dict[str, Any], where: str = "rec
         parser.set_defaults_with_config(**recipe)
         return parser.parse_args_into_dataclasses(args=[])
 
-    return _checked_configs(parse)
+    return _checked_configs(parse, where)
 
 
-def _checked_configs(parse):
-    args, model_args = parsed(parse)
+def _checked_configs(parse, where: str | None = None):
+    args, model_args = parsed(parse, where)
     if not model_args.model_name_or_path:
         raise UserError("no model given: set model_name_or_path in the recipe or pass --model_name_or_path PATH")
     return args, model_args

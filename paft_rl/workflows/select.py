@@ -95,15 +95,7 @@ def recipe_configs(recipe: dict[str, Any], where: str, command: str | None = Non
         grpo_only = set(PaftGRPOConfig.__dataclass_fields__) - set(PaftSFTConfig.__dataclass_fields__)
         command = "grpo" if grpo_only & set(recipe) else "sft"
     config_class = {"sft": PaftSFTConfig, "grpo": PaftGRPOConfig}[command]
-    args, model_args = parse_recipe_mapping(config_class, recipe, where)
-    check_data_limit(args.data_limit, f"{where}.data_limit")
-    return args, model_args
-
-
-def check_data_limit(data_limit: int | None, name: str) -> None:
-    """A recipe's ``data_limit`` must be a positive count (0 would reach the data loader as an empty limit)."""
-    if data_limit is not None and data_limit <= 0:
-        raise UserError(f"{name} must be a positive number of rows, got {data_limit}")
+    return parse_recipe_mapping(config_class, recipe, where)
 
 
 def check_rows(options: SelectOptions, args, name: str = "--rows") -> None:
