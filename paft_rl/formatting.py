@@ -10,17 +10,23 @@ from __future__ import annotations
 from prompt_pool import UserError
 
 
-def resolve_conversational(prompt_format: str, tokenizer) -> bool:
-    """Whether prompts are chats: ``chat``/``plain`` as asked, ``auto`` when the tokenizer has a chat template."""
-    if prompt_format == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError("prompt_format is 'chat' but the tokenizer has no chat template: use prompt_format plain")
-        return True
-    if prompt_format == "plain":
-        return False
-    if prompt_format != "auto":
+def resolve_conversational(prompt_format: str, tokenizer, system_prompt: str | None = None) -> bool:
+    """Whether prompts are chats: ``chat``/``plain`` as asked, ``auto`` when the tokenizer has a chat template.
+
+    A system prompt needs a chat: plain text has no system turn, and dropping it would train or evaluate on
+    another prompt than the recipe says.
+    """
+    if prompt_format not in ("auto", "chat", "plain"):
         raise UserError(f"prompt_format must be auto, chat or plain, got {prompt_format!r}")
-    return bool(getattr(tokenizer, "chat_template", None))
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_template:
+        raise UserError("prompt_format is 'chat' but the tokenizer has no chat template: use prompt_format plain")
+    conversational = prompt_format == "chat" or (prompt_format == "auto" and has_template)
+    if system_prompt and not conversational:
+        why = "prompt_format is plain" if prompt_format == "plain" else "the tokenizer has no chat template"
+        raise UserError(f"system_prompt is set but prompts are plain text ({why}), which has no system turn: "
+                        "remove system_prompt, or use a model whose tokenizer has a chat template")
+    return conversational
 
 
 def build_prompt(text: str, conversational: bool, system_prompt: str | None = None) -> str | list[dict]:
@@ -54,15 +60,19 @@ def completion_text(tokenizer, prompt: str | list[dict], target: str) -> str:
     return target + (tokenizer.eos_token or "")
 
 
+def encode_texts(tokenizer, prompt_texts: list[str], completion_texts: list[str],
+                 conversational: bool) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) of each pair, tokenised apart so the boundary is exact: loss is taken on
+    the completion tokens only, and the prompt's ids are those generation and evaluation start from."""
+    prompt_ids = tokenize_prompt_texts(tokenizer, prompt_texts, conversational)
+    completion_ids = tokenizer(completion_texts, add_special_tokens=False)["input_ids"]
+    return list(zip(prompt_ids, completion_ids, strict=True))
+
+
 def encode_example(tokenizer, rendered: str, target: str, conversational: bool,
                    system_prompt: str | None = None) -> tuple[list[int], int]:
-    """Token ids of prompt + reference completion, and how many of them are the prompt.
-
-    Prompt and completion are tokenised separately so the boundary is exact: loss is taken on the
-    completion tokens only. Chat templates write their own special tokens; plain prompts get the
-    tokenizer's usual ones.
-    """
+    """Token ids of prompt + reference completion, and how many of them are the prompt (as the SFT collator)."""
     prompt = build_prompt(rendered, conversational, system_prompt)
-    (prompt_ids,) = tokenize_prompt_texts(tokenizer, [prompt_text(tokenizer, prompt)], conversational)
-    completion_ids = tokenizer(completion_text(tokenizer, prompt, target), add_special_tokens=False)["input_ids"]
+    ((prompt_ids, completion_ids),) = encode_texts(tokenizer, [prompt_text(tokenizer, prompt)],
+                                                   [completion_text(tokenizer, prompt, target)], conversational)
     return prompt_ids + completion_ids, len(prompt_ids)

@@ -307,3 +307,12 @@ def test_vllm_sleep_mode_on_cpu_is_refused_before_the_model_loads(model_dir, tmp
                                                            "--use_vllm", "true", "--vllm_enable_sleep_mode", "true"))
     assert code == 2 and "no sleep mode on CPU" in message
     assert_nothing_written(tmp_path)
+
+
+def test_system_prompt_on_plain_prompts_is_refused_not_dropped(model_dir, tmp_path, capsys):
+    code, message, _ = run(capsys, "sft", *training_args(model_dir, tmp_path, "--prompt_format", "plain",
+                                                         "--system_prompt", "Be brief."))
+    assert code == 2
+    assert message.endswith("system_prompt is set but prompts are plain text (prompt_format is plain), which has no "
+                            "system turn: remove system_prompt, or use a model whose tokenizer has a chat template")
+    assert_nothing_written(tmp_path)

@@ -26,6 +26,7 @@ def cpu(monkeypatch):
         monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
         monkeypatch.setattr(precision, "cpu_capability", lambda: capability)
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.setattr(precision, "_ANNOUNCED", set())  # each test sees its note printed
 
     return use
 
@@ -80,3 +81,10 @@ def test_recipe_reaches_the_trl_config(cpu, tmp_path, kind, yaml_line, bf16):
         args, _ = parse_recipe(config_class, ["--config", str(recipe)])
         assert args.bf16 is bf16
         assert args.fp16 is False
+
+
+def test_the_note_is_printed_once_for_a_workflow_of_many_recipes(cpu, capsys, tmp_path):
+    cpu(AVX2_ONLY)
+    for _ in range(3):
+        PaftSFTConfig(output_dir=str(tmp_path), task="synth_arith", use_cpu=True, report_to="none")
+    assert capsys.readouterr().err.count("training in fp32") == 1

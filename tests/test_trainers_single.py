@@ -38,6 +38,8 @@ def run_args(command, model_dir, pool, output_dir, *extra):
         "grpo": ["--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "6",
                  "--learning_rate", "1e-2", "--rewards", "answer_cue", "length_penalty"],
     }[command]
+    if "--rewards" in extra:  # the test's own rewards replace the default ones (a list option is given once)
+        specific = specific[:specific.index("--rewards")]
     return [command, *common, *specific, *extra]
 
 

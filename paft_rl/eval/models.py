@@ -112,6 +112,11 @@ def context_length(source: ModelSource, tokenizer) -> int | None:
         config = AutoConfig.from_pretrained(source.base)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load the config of model {source.spec!r}: {first_line(error)}") from None
+    return config_context_length(config, tokenizer)
+
+
+def config_context_length(config, tokenizer) -> int | None:
+    """`context_length` of a loaded model's config (SAPO scores a model already in memory)."""
     text_config = config.get_text_config()
     limits = [getattr(text_config, name, None) for name in POSITION_KEYS]
     limits = [value for value in limits if isinstance(value, int) and value > 0]

@@ -227,7 +227,7 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
     """Tokenise every prompt and check the context holds the longest one, before any weights are loaded."""
     source = resolve_model(spec)
     tokenizer = load_tokenizer(source)
-    chat = resolve_conversational(settings.prompt_format, tokenizer)
+    chat = resolve_conversational(settings.prompt_format, tokenizer, settings.system_prompt)
     prompts = model_prompts(tokenizer, cells, chat, settings.system_prompt)
     prompt_ids = tokenize_prompts(tokenizer, prompts, chat)
     longest_key = max(prompt_ids, key=lambda k: len(prompt_ids[k]))

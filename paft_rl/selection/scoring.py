@@ -15,6 +15,7 @@ import torch
 
 from prompt_pool import PromptPool, Template, UserError
 
+from ..eval.models import config_context_length
 from ..formatting import encode_example, resolve_conversational
 from ..tasks import Example
 
@@ -56,16 +57,17 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
     """
     templates = list(pool.train if templates is None else templates)
     examples = _check_inputs(templates, examples, n)
-    limit = max_length or getattr(model.config, "max_position_embeddings", None)
-    conversational = resolve_conversational(prompt_format, tokenizer)
+    limit = max_length or config_context_length(model.config, tokenizer)
+    holder = "max_length" if max_length else "the model's context"
+    conversational = resolve_conversational(prompt_format, tokenizer, system_prompt)
     sequences = []  # (length, template index, row index, ids, prompt length)
     for t, template in enumerate(templates):
         for r, example in enumerate(examples):
             rendered = pool.render(template, example.fields)
             ids, n_prompt = encode_example(tokenizer, rendered, example.target, conversational, system_prompt)
             if limit and len(ids) > limit:
-                raise UserError(f"template {template.id!r} with row {r} makes {len(ids)} tokens, more than the "
-                                f"model's {limit}; shorten the template or lower n")
+                raise UserError(f"template {template.id!r} with row {r} makes {len(ids)} tokens, more than "
+                                f"{holder} ({limit}); shorten the template or lower n")
             sequences.append((len(ids), t, r, ids, n_prompt))
     sums, counts = _completion_losses(model, tokenizer, sequences, batch_size, len(templates), len(examples))
     scores = []

@@ -159,7 +159,7 @@ def prepare_inputs(args, model_path: str, tokenizer=None) -> RunInputs:
         tokenizer = _load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    conversational = resolve_conversational(args.prompt_format, tokenizer)
+    conversational = resolve_conversational(args.prompt_format, tokenizer, args.system_prompt)
     check_sft_data_options(args, conversational)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, conversational,
                                                         args.system_prompt)

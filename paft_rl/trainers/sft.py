@@ -21,7 +21,7 @@ from trl.trainer.utils import FusedCausalLMOutput
 
 from prompt_pool import UserError
 
-from ..formatting import build_prompt, completion_text, prompt_text
+from ..formatting import build_prompt, completion_text, encode_texts, prompt_text
 from ..selection.adaptive import AdaptiveWeights, saving_callback
 from .common import (
     EVAL_TEMPLATE_COLUMN,
@@ -121,15 +121,12 @@ class PaftSFTCollator:
                  ) -> list[dict[str, list[int]]]:
         """Token ids and labels (-100 where no loss is taken) of each row, truncated unless packed."""
         prompts, completions, _ = self.texts(rows, step, evaluation)
-        # Chat templates write their own special tokens; plain prompts get the tokenizer's usual ones.
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=not self.conversational)["input_ids"]
-        completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
         masked = self.completion_only_loss or self.assistant_only_loss
         cut = slice(None)
         if self.max_length is not None and not packing:
             cut = slice(-self.max_length, None) if self.truncation_mode == "keep_end" else slice(self.max_length)
         examples = []
-        for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
+        for prompt, completion in encode_texts(self.tokenizer, prompts, completions, self.conversational):
             labels = ([-100] * len(prompt) if masked else list(prompt)) + completion
             examples.append({"input_ids": (prompt + completion)[cut], "labels": labels[cut]})
         return examples
