@@ -230,8 +230,13 @@ def test_paft_pool_field_aliases_in_comments_validate(shared_data):
     assert checked == 4  # hellaswag, piqa, winogrande, race
 
 
-def test_pipeline_config_chains_sft_into_grpo():
+def test_pipeline_config_chains_sft_into_grpo(monkeypatch):
+    from paft_rl.settings import read_settings_file
+    from paft_rl.workflows.pipeline import PipelineConfig
+
+    monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
     for pipeline in PIPELINES:
+        read_settings_file(PipelineConfig, pipeline, "pipeline config")  # the reader paft-rl pipeline uses
         config = yaml.safe_load(pipeline.read_text())
         assert set(config) == {"sft", "grpo", "eval"}
         sft = yaml.safe_load((ROOT / config["sft"]).read_text())
