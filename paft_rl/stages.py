@@ -134,6 +134,13 @@ def training_prompt_settings(args) -> dict[str, str | None]:
     return {"prompt_format": args.prompt_format, "system_prompt": args.system_prompt}
 
 
+def trained_precision(args) -> str:
+    """``bf16``, ``fp16`` or ``fp32``: how a parsed training config trains (paft-rl picks by hardware when the
+    recipe does not say). Part of a training stage's settings, so a run folder taken to a CPU of another kind
+    (or run with its kernels restricted) trains there rather than reusing models trained in another precision."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
 def shared_prompt_settings(stages: dict[str, dict[str, str | None]]) -> dict[str, str | None]:
     """The one set of prompt settings several training stages (name -> `training_prompt_settings`) share.
 

@@ -97,13 +97,20 @@ def _result(trainer, args) -> TrainResult:
     return TrainResult(args.output_dir, int(output.global_step), dict(output.metrics))
 
 
-def recipe_configs(command: str, recipe: dict[str, Any]):
-    """(config, ModelConfig) for ``sft`` or ``grpo`` from a recipe mapping, checked as a recipe file is."""
+def recipe_configs(command: str | None, recipe: dict[str, Any], where: str | None = None):
+    """(config, ModelConfig) for ``sft`` or ``grpo`` from a recipe mapping, checked as a recipe file is.
+
+    ``command`` ``None``: a recipe with a key only GRPO knows (``num_generations``...) is a GRPO recipe, any
+    other an SFT recipe (so an unknown key gets SFT's did-you-mean). ``where`` names the recipe in messages.
+    """
     from .configs import PaftGRPOConfig, PaftSFTConfig
     from .trainers.setup import parse_recipe_mapping
 
+    if command is None:
+        grpo_only = set(PaftGRPOConfig.__dataclass_fields__) - set(PaftSFTConfig.__dataclass_fields__)
+        command = "grpo" if grpo_only & set(recipe) else "sft"
     config_class = {"sft": PaftSFTConfig, "grpo": PaftGRPOConfig}[command]
-    return parse_recipe_mapping(config_class, dict(recipe), f"{command} recipe")
+    return parse_recipe_mapping(config_class, dict(recipe), where or f"{command} recipe")
 
 
 def train_recipe(command: str, recipe: dict[str, Any]) -> TrainResult:

@@ -58,3 +58,25 @@ def test_demo_evaluates_with_its_recipes_prompts_and_reruns_changed_stages(tmp_p
     assert printed.count("settings changed (recipe.max_steps: 1 -> 2") == 2 and "already done" not in printed
     state = json.loads((out / "paft_sft" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == state["max_steps"] == 2
+
+
+@pytest.mark.slow
+def test_a_run_folder_taken_to_a_cpu_without_native_bf16_trains_again(tmp_path, monkeypatch, capsys):
+    """The recipes are the same, but paft-rl picks bf16 on one CPU and fp32 on the other: models are not reused."""
+    from paft_rl import precision
+
+    def on_cpu(native_bf16: bool):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
+        monkeypatch.setattr(precision, "_ANNOUNCED", set())
+
+    model, out = make_tiny_model_dir(tmp_path / "model"), tmp_path / "demo"
+    argv = [a for a in demo_argv(model, out, "--grpo_steps", "0") if a not in ("--bf16", "false")] + ["--bf16", "auto"]
+    on_cpu(True)
+    assert main(argv) == 0
+    assert "training in bf16" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("already done") == 3  # two SFT stages and the evaluation
+    on_cpu(False)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("settings changed (precision: bf16 -> fp32") == 2 and "already done" not in printed

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from helpers import assert_adapter_trained
 from paft_rl.cli import main
+from prompt_pool import UserError
 from tests.tiny import make_tiny_model_dir
 
 COMMON = {"task": "synth_mc", "report_to": "none", "bf16": False, "logging_steps": 1, "data_limit": 16, "seed": 0}
@@ -69,7 +70,6 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
         ({"colour": 1}, "p.yaml: unknown key 'colour'"),
         # Before, a typo'd eval key was dropped and the evaluation ran on the whole dataset.
         ({"eval": {"task": "synth_mc", "limt": 3}}, "p.yaml.eval: unknown key 'limt'; did you mean 'limit'?"),
-        ({"eval": {"limit": 3}}, "p.yaml.eval: set task"),
         ({"eval": {"task": "synth_mc", "limit": 0}}, "limit must be a positive number"),
         ({"eval": {"task": "synth_mc", "models": ["teacher"]}}, "p.yaml.eval.models item 'teacher': must be one of"),
         ({"eval": {"task": "synth_mc", "models": ["sft", "sft"]}}, "p.yaml.eval.models names sft twice"),
@@ -156,3 +156,18 @@ def test_pipeline_reruns_a_changed_eval_and_refuses_foreign_checkpoints(configs,
     out = capsys.readouterr().out
     assert "sft: already done" in out and "eval: settings changed (eval.limit: 1 -> 2)" in out
     assert json.loads((tmp_path / "run" / "eval" / "results.json").read_text())["settings"]["n_questions"] == 2
+
+
+def test_eval_task_defaults_to_the_task_the_stages_train(configs):
+    from paft_rl.settings import read_settings_file
+    from paft_rl.workflows.pipeline import PipelineConfig, check_stage_recipes, evaluation_settings
+
+    tmp_path, pipeline, grpo_recipe = configs
+    path = write(tmp_path / "p.yaml", {**pipeline, "eval": {"limit": 2}})
+    config = read_settings_file(PipelineConfig, path, "pipeline config")
+    _, settings = evaluation_settings(config, check_stage_recipes(config))
+    assert settings.task == "synth_mc" and settings.limit == 2
+    write(tmp_path / "grpo.yaml", {**grpo_recipe, "task": "synth_arith"})
+    with pytest.raises(UserError, match=r"^the stages train on different tasks \(sft: synth_mc, grpo: synth_arith\): "
+                                        r"set eval.task$"):
+        evaluation_settings(config, check_stage_recipes(config))

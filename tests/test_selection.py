@@ -191,11 +191,11 @@ def test_select_scores_with_the_recipes_rows_and_prompt_settings(tmp_path):
 
 def test_select_reads_sft_and_grpo_recipes_with_trls_defaults():
     from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
-    from paft_rl.workflows.select import recipe_configs
+    from paft_rl.training import recipe_configs
 
     recipe = {"model_name_or_path": "m", "task": "synth_arith", "bf16": False}
-    sft, _ = recipe_configs(recipe, "r.yaml")
-    grpo, model_args = recipe_configs({**recipe, "num_generations": 4, "per_device_train_batch_size": 4}, "g.yaml")
+    sft, _ = recipe_configs(None, recipe, "r.yaml")
+    grpo, model_args = recipe_configs(None, {**recipe, "num_generations": 4, "per_device_train_batch_size": 4}, "g.yaml")
     assert type(sft) is PaftSFTConfig and sft.max_length == 1024 and sft.prompt_format == "auto"
     assert type(grpo) is PaftGRPOConfig and grpo.num_generations == 4 and model_args.model_name_or_path == "m"
 

@@ -74,3 +74,4 @@ def test_folder_the_workflow_did_not_write_is_refused(tmp_path):
     with pytest.raises(UserError, match="did not write"):
         run_stage("sft", folder, Work(), {"max_steps": 1}, lambda _: None)
     assert (folder / "my_notes.txt").read_text() == "keep"
+

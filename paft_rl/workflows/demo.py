@@ -30,8 +30,10 @@ from ..stages import (
     run_recipe,
     run_stage,
     shared_prompt_settings,
+    trained_precision,
     training_prompt_settings,
 )
+from ..training import recipe_configs
 
 # A terse, unusual wording a user might well write; the model fine-tuned on it alone is the baseline.
 FIXED_TEMPLATE = "{A} | {B} | {C} | {D} >> {question} >>"
@@ -128,8 +130,6 @@ def merged_model(out: Path) -> Path:
 def eval_prompt_settings(recipes: dict[str, tuple[str, dict]]) -> dict[str, str | None]:
     """The prompt settings every demo recipe trains with (parsed as the trainers parse them, defaults applied):
     the one source of the evaluation's ``prompt_format`` and ``system_prompt``."""
-    from ..training import recipe_configs
-
     return shared_prompt_settings({f"{name} recipe": training_prompt_settings(recipe_configs(command, recipe)[0])
                                    for name, (command, recipe) in recipes.items()})
 
@@ -143,7 +143,8 @@ def train(command: str, recipe: dict, out: Path, name: str, resume: bool) -> dic
 
 def training_stage(title: str, command: str, recipe: dict, out: Path, name: str, after: dict | None = None) -> dict:
     """A training stage whose settings are its recipe (and what it starts from), so a change reruns it."""
-    settings = {"recipe": recipe, "after": (after or {}).get("fingerprint")}
+    settings = {"recipe": recipe, "precision": trained_precision(recipe_configs(command, recipe)[0]),
+                "after": (after or {}).get("fingerprint")}
     return run_stage(title, out / name, lambda resume: train(command, recipe, out, name, resume), settings)
 
 

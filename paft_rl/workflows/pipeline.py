@@ -4,7 +4,7 @@ The config names two ordinary recipes and the evaluation::
 
     sft: launch/recipes/arc_sft_qwen2.5-1.5b.yaml
     grpo: launch/recipes/arc_grpo_qwen2.5-1.5b_from_sft.yaml
-    eval: {task: arc, templates: heldout, limit: 500}     # + optional models: [base, sft, grpo]
+    eval: {templates: heldout, limit: 500}     # + optional task (default: the recipes'), models: [base, sft, grpo]
     output_dir: runs/arc_pipeline                         # optional: stage markers, evaluation, summary
 
 The GRPO stage starts from whatever the SFT stage produced: its folder, or, when SFT trained a LoRA adapter,
@@ -37,6 +37,7 @@ from ..stages import (
     run_stage,
     shared_prompt_settings,
     stage_summary,
+    trained_precision,
     training_prompt_settings,
 )
 
@@ -57,6 +58,7 @@ class PipelineEval(EvalSettings, Settings):
         system_prompt (`str`, *optional*): defaults to the training recipe's; another value is refused.
     """
 
+    task: str | None = option(None, help="task name; default: the training recipes' task")
     models: list[Literal["base", "sft", "grpo"]] = option(
         default_factory=list, help="roles to evaluate (base, sft, grpo); default: the stages the pipeline trains")
     out: str = option("", help="set by the pipeline (its output_dir/eval)")
@@ -177,7 +179,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ SFT
     if config.sft:
         recipe = stage_recipe("sft", config.sft, {})
-        summary["sft"] = run_training("sft", recipe, out, {"recipe": recipe}, fresh, log, sync)
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"])}
+        summary["sft"] = run_training("sft", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ merge, when GRPO starts from an adapter
     start = summary.get("sft", {}).get("model")
     if config.grpo and start and is_adapter(start):
@@ -193,7 +196,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     if config.grpo:
         recipe = stage_recipe("grpo", config.grpo, {"model_name_or_path": start} if start else {})
         after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
-        summary["grpo"] = run_training("grpo", recipe, out, {"recipe": recipe, "after": after}, fresh, log, sync)
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after}
+        summary["grpo"] = run_training("grpo", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ evaluation
     if evaluation is not None and state.is_main_process:
         section, settings = evaluation
@@ -233,12 +237,21 @@ def run_training(command: str, recipe: dict[str, Any], out: Path, settings: dict
                      settings, log, sync)
 
 
+def eval_task(parsed: dict[str, Any]) -> str:
+    """The task the stages train on, the evaluation's default; stages on different tasks need ``eval.task``."""
+    tasks = {stage: args.task for stage, args in parsed.items()}
+    if len(set(tasks.values())) > 1:
+        raise UserError(f"the stages train on different tasks ({', '.join(f'{k}: {v}' for k, v in tasks.items())}): "
+                        "set eval.task")
+    return next(iter(tasks.values()))
+
+
 def evaluation_settings(config: PipelineConfig, parsed: dict[str, Any]) -> tuple[PipelineEval, EvalSettings]:
     """The eval section with the training prompt settings filled in, and the `EvalSettings` it runs with, checked
     before the first stage trains: models by role (where each stage will save its model), labelled by role."""
     from ..eval.runner import check_settings
 
-    section = replace(config.eval, **eval_prompt_settings(config, parsed))
+    section = replace(config.eval, **eval_prompt_settings(config, parsed), task=config.eval.task or eval_task(parsed))
     recipes = {stage: stage_recipe(stage, path, {}) for stage, path in config.recipes().items()}
     where = {"base": next(iter(recipes.values()))["model_name_or_path"],
              **{stage: recipe["output_dir"] for stage, recipe in recipes.items()}}

@@ -23,6 +23,7 @@ from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 from ..selection.scoring import TemplateScore, pick_template, score_templates
 from ..settings import Settings, option
 from ..tasks import load_rows, load_task_pool
+from ..training import recipe_configs
 
 SAPO_ROWS = 250  # SAPO scores each template on the first 250 training rows
 
@@ -79,23 +80,6 @@ def read_recipe(path: str, model: str | None = None) -> dict[str, Any]:
     if not recipe.get("model_name_or_path"):
         raise UserError(f"{Path(path).name} names no model: set model_name_or_path or pass --model")
     return recipe
-
-
-def recipe_configs(recipe: dict[str, Any], where: str, command: str | None = None):
-    """(config, ModelConfig) of an SFT or GRPO recipe held as a mapping, checked as ``paft-rl sft|grpo`` check it.
-
-    ``command`` (``sft`` or ``grpo``) says which; by default a recipe with a key only GRPO knows
-    (``num_generations``...) is a GRPO recipe and any other an SFT recipe, so an unknown key gets SFT's
-    did-you-mean. ``where`` names the recipe in messages.
-    """
-    from ..configs import PaftGRPOConfig, PaftSFTConfig
-    from ..trainers.setup import parse_recipe_mapping
-
-    if command is None:
-        grpo_only = set(PaftGRPOConfig.__dataclass_fields__) - set(PaftSFTConfig.__dataclass_fields__)
-        command = "grpo" if grpo_only & set(recipe) else "sft"
-    config_class = {"sft": PaftSFTConfig, "grpo": PaftGRPOConfig}[command]
-    return parse_recipe_mapping(config_class, recipe, where)
 
 
 def check_rows(options: SelectOptions, args, name: str = "--rows") -> None:
@@ -186,7 +170,7 @@ def write_selection(selection: Selection, recipe: dict[str, Any], recipe_path: s
 def run_select(settings: SelectSettings, log=print) -> tuple[Selection, dict[str, Path]]:
     """``paft-rl select``: read and check the recipe, score, pick, write; returns the selection and its files."""
     recipe = read_recipe(settings.config, settings.model)
-    args, model_args = recipe_configs(recipe, Path(settings.config).name)
+    args, model_args = recipe_configs(None, recipe, Path(settings.config).name)
     out_dir = Path(settings.out or Path(recipe.get("output_dir") or ".") / "sapo_selection")
     selection = select_template(args, model_args.model_name_or_path, settings)
     paths = write_selection(selection, recipe, settings.config, out_dir)

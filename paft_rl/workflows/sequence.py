@@ -28,8 +28,9 @@ from prompt_pool import atomic_write_text
 from ..eval.runner import EvalSettings
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
-from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary
-from .select import SelectOptions, check_rows, recipe_configs, select_template, write_selection
+from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary, trained_precision
+from ..training import recipe_configs
+from .select import SelectOptions, check_rows, select_template, write_selection
 
 
 # Recipe options each stage's SFT recipe gets from the sequence, refused in an sft section.
@@ -167,11 +168,11 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
     out = Path(config.output_dir)
     shared = {**LORA, "task": config.tasks[0].task, **config.sft, "model_name_or_path": config.model_name_or_path,
               "output_dir": str(out)}
-    recipe_configs(shared, f"{where}.sft", "sft")
+    recipe_configs("sft", shared, f"{where}.sft")
     recipes = []
     for i in range(len(config.tasks)):
         recipe = stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}")
-        args, _ = recipe_configs(recipe, f"{where}.tasks[{i}].sft", "sft")
+        args, _ = recipe_configs("sft", recipe, f"{where}.tasks[{i}].sft")
         check_rows(config.select, args, f"{where}.select.rows")
         recipes.append(args)
     return recipes
@@ -239,7 +240,8 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
                     "accuracy": evaluate_all(model, folder / "eval")}
 
         summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work,
-                            {**shared, "stage": index, "recipe": recipe, "after": previous}, log)
+                            {**shared, "stage": index, "recipe": recipe, "after": previous,
+                             "precision": trained_precision(recipes[index - 1])}, log)
         previous = summary["fingerprint"]
         matrix.append(summary["accuracy"])
         adapters.append(str(folder / "adapter"))
