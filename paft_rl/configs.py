@@ -8,14 +8,14 @@ parsed from YAML recipes and ``--key value`` overrides by `trl.TrlParser`, toget
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from trl import GRPOConfig, SFTConfig
 
 from prompt_pool import UserError
 
-from .precision import announce, choose_precision, trains_on_cpu
+from .precision import choose_precision, trains_on_cpu
 from .settings import check_values, option
 
 TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
@@ -133,6 +133,9 @@ class PaftArguments:
     eval_data_split: str | None = option(None, help="Split of the eval rows. Default: the task's eval split.")
     eval_data_limit: int | None = option(
         32, help="Keep the first N eval rows (each evaluated with every eval template).", positive=True)
+    # What paft-rl chose for an unset precision, said when training starts (`paft_rl.training`), not when a recipe
+    # is parsed: workflows and `select` parse recipes they do not train.
+    precision_note: str | None = field(default=None, init=False, repr=False)
 
     def check_paft_arguments(self) -> None:
         """Raise `UserError` naming the option to change when the pool options do not fit together."""
@@ -164,7 +167,7 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
-        announce(choose_precision(self))
+        self.precision_note = choose_precision(self)
         try:
             super().__post_init__()
         except ValueError as error:
@@ -193,7 +196,7 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
         if self.template_draw == "sapo_reward":
             raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, "
                             "or use 'sapo'")
-        announce(choose_precision(self))
+        self.precision_note = choose_precision(self)
         try:
             super().__post_init__()
         except ValueError as error:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .precision import announce
+
 
 @dataclass
 class TrainResult:
@@ -46,6 +48,7 @@ def train_sft(args, model_args) -> TrainResult:
     from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
     from .trainers.sft import PaftSFTCollator, PaftSFTTrainer
 
+    announce(args.precision_note)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
     # At least one completion token must survive truncation, and the prompt must fit the model.
     check_prompt_fits(inputs, 1, args.max_length, "completion token", "raise max_length")
@@ -74,6 +77,8 @@ def train_grpo(args, model_args) -> TrainResult:
     from .trainers.common import reward_functions
     from .trainers.grpo import PaftGRPOTrainer
     from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
+
+    announce(args.precision_note)
 
     check_vllm_on_this_machine(args)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
