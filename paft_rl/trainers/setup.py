@@ -189,12 +189,13 @@ def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what
 
 
 def model_init_kwargs(args, model_args) -> None:
-    """Pass ModelConfig's loading options to TRL, which loads the model from its path (ZeRO-3 aware)."""
+    """Pass ModelConfig's loading options to TRL, which loads the model from its path (ZeRO-3 aware).
+
+    TRL 1.16's ModelConfig has no ``trust_remote_code``; a recipe sets it in ``model_init_kwargs``.
+    """
     kwargs = dict(args.model_init_kwargs or {})
     kwargs.setdefault("dtype", model_args.dtype or "auto")
     kwargs.setdefault("revision", model_args.model_revision)
-    if getattr(model_args, "trust_remote_code", False):
-        kwargs.setdefault("trust_remote_code", True)
     if model_args.attn_implementation:
         kwargs.setdefault("attn_implementation", model_args.attn_implementation)
     args.model_init_kwargs = kwargs
