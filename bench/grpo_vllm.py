@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from paft_rl.configs import PaftGRPOConfig  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402
+from paft_rl import precision  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
 from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset  # noqa: E402
 from paft_rl.trainers.common import reward_functions  # noqa: E402
@@ -49,10 +49,7 @@ from paft_rl.trainers.common import reward_functions  # noqa: E402
 sys.path.append(str(HERE))
 from overhead import StepClock, iqr  # noqa: E402
 
-
-def bf16_is_fast() -> bool:
-    """bf16 autocast pays off on CPUs with AVX512-BF16 or AMX; elsewhere it is emulated and about 30x slower."""
-    return torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+WANTED_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
 def trainer(model_path: str, tokenizer, workdir: Path, steps: int, seed: int, use_vllm: bool, clock) -> PaftGRPOTrainer:
@@ -62,22 +59,13 @@ def trainer(model_path: str, tokenizer, workdir: Path, steps: int, seed: int, us
         output_dir=str(workdir / ("vllm" if use_vllm else "hf")), task="synth_arith", max_steps=steps + 1, seed=seed,
         per_device_train_batch_size=8, num_generations=4, max_completion_length=length, learning_rate=1e-4,
         report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), bf16=bf16_is_fast(), generation_kwargs=fixed_length,
+        use_cpu=not torch.cuda.is_available(), generation_kwargs=fixed_length,  # precision as paft-rl picks it
         use_vllm=use_vllm, vllm_mode="colocate")
     task = get_task("synth_arith")
     dataset = build_dataset(task, load_rows(task, limit=64, seed=seed))
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     return PaftGRPOTrainer(model_path, reward_functions(None, task), args, dataset, build_chooser(args, task),
                            conversational=True, processing_class=tokenizer, peft_config=lora, callbacks=[clock])
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/amx"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     model_path = str(smollm2_dir())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    print(f"model {model_path}; {os.cpu_count()} CPUs ({cpu_flags()}); load average {os.getloadavg()[0]:.1f}; "
-          f"bf16 {bf16_is_fast()}; {options.steps} timed steps x {options.repeats} runs per side")
+    flags = " ".join(sorted(precision.cpu_flags() & WANTED_FLAGS)) or "none of avx2/avx512/amx"
+    print(f"model {model_path}; {os.cpu_count()} CPUs ({flags}); load average {os.getloadavg()[0]:.1f}; "
+          f"native bf16 {precision.cpu_has_native_bf16()}; {options.steps} timed steps x {options.repeats} runs per side")
     clocks = {"hf": StepClock("wall"), "vllm": StepClock("wall")}
     with tempfile.TemporaryDirectory() as workdir:
         trainers = {name: trainer(model_path, tokenizer, Path(workdir), options.steps, options.seed, name == "vllm",

@@ -9,7 +9,7 @@ parsed from YAML recipes and ``--key value`` overrides by `trl.TrlParser`, toget
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from trl import GRPOConfig, SFTConfig
 
@@ -20,7 +20,6 @@ from .settings import check_values, option
 
 TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
 PromptFormat = Literal["auto", "chat", "plain"]
-TEMPLATE_DRAWS = get_args(TemplateDraw)
 
 
 @dataclass

@@ -81,7 +81,7 @@ _ANNOUNCED: set[str] = set()
 
 def announce(note: str | None) -> None:
     """Print the precision note once per machine (local rank 0), not once per process, and once per run:
-    a workflow parses each stage's recipe, and the note is the same for all of them."""
+    a workflow trains several stages, and the note is the same for all of them."""
     if note and os.environ.get("LOCAL_RANK", "0") == "0" and note not in _ANNOUNCED:
         _ANNOUNCED.add(note)
         print(f"paft-rl: {note}", file=sys.stderr, flush=True)

@@ -262,11 +262,28 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str]) -> tuple:
     return parsed(lambda: parser.parse_args_and_config(argv))
 
 
+def check_declared_choices(settings) -> None:
+    """Fields whose metadata lists ``choices`` (TRL's configs declare them so) hold one of them.
+
+    argparse checks choices only on the command line; a value from a recipe file reaches the dataclass as a
+    default, unchecked.
+    """
+    for field in dataclasses.fields(settings):
+        choices = field.metadata.get("choices")
+        value = getattr(settings, field.name)
+        if choices is not None and value is not None and value not in choices:
+            raise SettingError(field.name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 def parsed(parse, where: str | None = None):
     """``parse()``, its failures turned into one-line errors naming the option (as ``where.name`` for values
     written in a section of a file)."""
     try:
-        return parse()
+        results = parse()
+        for settings in results:
+            if dataclasses.is_dataclass(settings):
+                check_declared_choices(settings)
+        return results
     except SettingError as error:
         raise UserError(f"{where}.{error.name} {error.problem}" if where else
                         f"option {error.name} {error.problem}") from None

@@ -10,7 +10,6 @@ folder with files but no marker was not written by the workflow and is refused, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,21 +20,17 @@ from typing import Any
 
 from prompt_pool import UserError, atomic_write_text, short_value
 
+from .eval.cache import fingerprint
+
 MARKER = "stage.json"
 # The LoRA settings workflow stages train with unless a recipe says otherwise (rank 16 on the attention projections).
 LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 STARTED = "stage.started.json"
 
 
-def fingerprint(settings: Any) -> str:
-    """A short stable hash of a stage's settings."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-
-
 def stage_summary(folder: str | Path) -> dict | None:
     """The summary a finished stage left in ``folder``, or ``None`` when it has not finished."""
-    marker = Path(folder) / MARKER
-    return json.loads(marker.read_text()) if marker.is_file() else None
+    return _read(Path(folder) / MARKER)
 
 
 def changed_settings(before: dict, now: dict, prefix: str = "") -> list[str]:

@@ -149,17 +149,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 # Each reader yields (row, record) pairs; `row` is the 0-based data row, used for default ids.
 
 
-def _jsonl_records(path: Path) -> Iterable[tuple[int, Any]]:
+def read_jsonl(path: str | Path, errors: str = "strict") -> list[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSON Lines file; a line that is not JSON is a one-line
+    `UserError` naming it. ``errors``: how undecodable bytes are handled (`open`'s argument)."""
+    path = Path(path)
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors=errors) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                records.append((len(records), json.loads(line)))
+                records.append((line_number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise UserError(f"{path.name}:{line_number}: not valid JSON ({error.msg}); fix or remove that line") from None
     return records
+
+
+def _jsonl_records(path: Path) -> Iterable[tuple[int, Any]]:
+    return [(index, record) for index, (_, record) in enumerate(read_jsonl(path))]
 
 
 def _json_records(path: Path) -> Iterable[tuple[int, Any]]:

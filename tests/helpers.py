@@ -180,3 +180,27 @@ def dry_run(nodes: int, args: list[str], **env) -> str:
     result = run_slurm_script(nodes, args, DRY_RUN="1", **env)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+class ScriptedBackend:
+    """An eval backend answering each (template, row) cell with a scripted text, so the evaluation's numbers can be
+    checked against hand-computed ones: a load of 0.5 s and 2 tokens in 0.25 s per answer."""
+
+    name = "scripted"
+    answers: dict = {}
+
+    def __init__(self, source, tokenizer, max_new_tokens, **_):
+        self.load_seconds = 0.5
+
+    def generate(self, requests, on_batch, progress=None):
+        from paft_rl.eval.backends import Generation
+
+        on_batch([(r.key, Generation(self.answers[r.key], 2, 0.25)) for r in requests])
+
+
+def use_scripted_backend(monkeypatch, answers: dict) -> None:
+    """Evaluate with `ScriptedBackend` as the hf backend, answering ``answers[(template, row)]``."""
+    from paft_rl.eval import backends
+
+    monkeypatch.setattr(ScriptedBackend, "answers", answers)
+    monkeypatch.setitem(backends.BACKENDS, "hf", ScriptedBackend)

@@ -316,3 +316,15 @@ def test_system_prompt_on_plain_prompts_is_refused_not_dropped(model_dir, tmp_pa
     assert message.endswith("system_prompt is set but prompts are plain text (prompt_format is plain), which has no "
                             "system turn: remove system_prompt, or use a model whose tokenizer has a chat template")
     assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(("command", "key", "value"), [("sft", "truncation_mode", "middle"),
+                                                       ("sft", "packing_strategy", "tight"), ("sft", "loss_type", "bogus")])
+def test_a_recipe_value_outside_trls_declared_choices_is_refused(model_dir, tmp_path, capsys, command, key, value):
+    # argparse checks choices on the command line only; from a recipe file the value used to pass unchecked.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model_dir), "task": "synth_arith",
+                                      "output_dir": str(tmp_path / "out"), key: value}))
+    code, message, _ = run(capsys, command, "--config", recipe)
+    assert code == 2 and f"option {key} must be one of " in message and message.endswith(f"got {value!r}")
+    assert_nothing_written(tmp_path)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from helpers import use_scripted_backend
 from paft_rl import cli
 from paft_rl.eval import EvalSettings, evaluate, prompt_sensitivity, summarize, write_outputs
 from paft_rl.eval import backends as eval_backends
@@ -106,20 +107,6 @@ def test_prefix_sharing_gives_the_same_generations(tmp_path, tiny_model):
 
 
 # ------------------------------------------------------------------------ scoring through the task reward
-class ScriptedBackend:
-    """Answers by template: `right` always gives the gold option's text, `wrong` a wrong letter, `half`
-    the gold on even rows only. Lets the whole pipeline be checked against hand-computed numbers."""
-
-    name = "scripted"
-    answers: dict = {}
-
-    def __init__(self, source, tokenizer, max_new_tokens, **_):
-        self.load_seconds = 0.5
-
-    def generate(self, requests, on_batch, progress=None):
-        on_batch([(r.key, Generation(self.answers[r.key], 2, 0.25)) for r in requests])
-
-
 def test_pipeline_metrics_match_hand_computed(tmp_path, tiny_model, monkeypatch):
     from paft_rl.tasks import get_task, load_rows
 
@@ -131,8 +118,7 @@ def test_pipeline_metrics_match_hand_computed(tmp_path, tiny_model, monkeypatch)
         answers[("plain", str(row))] = example.options[gold]
         answers[("letters", str(row))] = LETTERS[(gold + 1) % 4]
         answers[("json", str(row))] = example.gold if row % 2 == 0 else "no idea"
-    monkeypatch.setattr(ScriptedBackend, "answers", answers)
-    monkeypatch.setitem(eval_backends.BACKENDS, "hf", ScriptedBackend)
+    use_scripted_backend(monkeypatch, answers)
     results, records = evaluate(settings(tmp_path, tiny_model, write_pool(tmp_path / "pool.jsonl")))
     metrics = results["models"][str(tiny_model)]
     assert metrics["per_template"] == {"plain": 1.0, "letters": 0.0, "json": 0.5}

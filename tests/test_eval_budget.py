@@ -162,8 +162,19 @@ def with_known_outcomes(monkeypatch, grid: np.ndarray):
 def test_target_error_adds_rounds_until_narrow_or_full(tmp_path, tiny_model, monkeypatch):
     with_known_outcomes(monkeypatch, synthetic_grid(34, 6, seed=2))
     common = dict(task="synth_mc", models=[str(tiny_model)], templates="all", limit=6, max_new_tokens=2, progress=False)
+    from paft_rl.eval import backends
+
+    loads = []
+    original_init = backends.HFBackend.__init__
+
+    def counting_init(self, *args, **kwargs):
+        loads.append(args[0])
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(backends.HFBackend, "__init__", counting_init)
     results, _ = evaluate(EvalSettings(out=str(tmp_path / "a"), budget=34, target_error=0.25, **common))
     metrics = results["models"][str(tiny_model)]
+    assert len(loads) == 1  # every round generates with the weights loaded for the first
     estimated = metrics["estimated"]
     widths = {name: estimated["intervals"][name][1] - estimated["intervals"][name][0] for name in ("mean", "min")}
     assert estimated["rounds"] > 1 and estimated["cells"] == 34 * estimated["rounds"]

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import use_scripted_backend
 from paft_rl import cli
 from paft_rl.eval import EvalSettings, evaluate, format_table, write_outputs
-from paft_rl.eval import backends as eval_backends
 from paft_rl.eval.answers import balanced_accuracy, option_bias
-from paft_rl.eval.backends import Generation
 from paft_rl.eval.models import derive_label, model_labels
 from paft_rl.eval.plots import distribution_figure
 from paft_rl.tasks import get_task, load_rows
@@ -43,27 +42,13 @@ def examples():
     return [task.example(row) for row in load_rows(task, split="test", limit=ROWS)]
 
 
-class ScriptedBackend:
-    """`plain`: always "A" except unreadable text on rows 0-1; `letters`: always the gold's letter."""
-
-    name = "scripted"
-    answers: dict = {}
-
-    def __init__(self, source, tokenizer, max_new_tokens, **_):
-        self.load_seconds = 0.0
-
-    def generate(self, requests, on_batch, progress=None):
-        on_batch([(r.key, Generation(self.answers[r.key], 2, 0.1)) for r in requests])
-
-
 @pytest.fixture
 def scripted_run(tmp_path, tiny_model, examples, monkeypatch):
     answers = {}
     for row, example in enumerate(examples):
         answers[("plain", str(row))] = "hmm, hard to say" if row < 2 else "A"
         answers[("letters", str(row))] = example.gold
-    monkeypatch.setattr(ScriptedBackend, "answers", answers)
-    monkeypatch.setitem(eval_backends.BACKENDS, "hf", ScriptedBackend)
+    use_scripted_backend(monkeypatch, answers)
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(t) + "\n" for t in POOL))
     settings = EvalSettings(task="synth_mc", models=[str(tiny_model)], out=str(tmp_path / "out"), templates=str(pool),
@@ -103,8 +88,7 @@ def test_plain_prompt_record_shows_the_bos_the_tokenizer_added(tmp_path, tiny_mo
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)])
     tokenizer.save_pretrained(bos_model)
-    monkeypatch.setattr(ScriptedBackend, "answers", {("plain", str(i)): "A" for i in range(2)})
-    monkeypatch.setitem(eval_backends.BACKENDS, "hf", ScriptedBackend)
+    use_scripted_backend(monkeypatch, {("plain", str(i)): "A" for i in range(2)})
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps(POOL[0]) + "\n")
     _, records = evaluate(EvalSettings(task="synth_mc", models=[str(bos_model)], out=str(tmp_path / "o"),
@@ -168,8 +152,7 @@ def test_labels_in_results_table_and_csv(scripted_run, tiny_model):
 
 
 def test_label_option_and_its_errors(tmp_path, tiny_model, capsys, monkeypatch, examples):
-    monkeypatch.setattr(ScriptedBackend, "answers", {("plain", str(i)): "A" for i in range(2)})
-    monkeypatch.setitem(eval_backends.BACKENDS, "hf", ScriptedBackend)
+    use_scripted_backend(monkeypatch, {("plain", str(i)): "A" for i in range(2)})
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps(POOL[0]) + "\n")
     argv = ["eval", "--model", str(tiny_model), "--task", "synth_mc", "--templates", str(pool), "--limit", "2",

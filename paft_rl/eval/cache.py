@@ -16,9 +16,9 @@ from pathlib import Path
 from .backends import Generation
 
 
-def fingerprint(settings: dict) -> str:
-    """A short stable hash of the settings that change what a model generates."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+def fingerprint(settings) -> str:
+    """A short stable hash of settings (those that change what a model generates; a workflow stage's)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
 def prompt_hash(text: str) -> str:

@@ -13,10 +13,19 @@ from pathlib import Path
 
 from prompt_pool import UserError, short_value
 
+# How fast and how visibly a run went: the same evaluation with other values gives the same results.
+SPEED_ONLY = {"batch_size", "max_batch_tokens", "threads", "share_prefix", "progress"}
 # How a run was carried out, not what it measured: these may differ between runs that share a folder. A budget
 # only says how much of the same grid was generated; each model's metrics record their own cells (`estimated`).
-RUN_ONLY = {"models", "labels", "out", "batch_size", "max_batch_tokens", "threads", "share_prefix", "progress",
-            "budget", "target_error"}
+RUN_ONLY = SPEED_ONLY | {"models", "labels", "out", "budget", "target_error"}
+
+
+def result_settings(settings) -> dict:
+    """An `EvalSettings`' fields that decide its results (not `SPEED_ONLY`): what a workflow's eval stage
+    fingerprints, so a rerun with more threads or another batch size does not evaluate again."""
+    from dataclasses import asdict
+
+    return {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY}
 
 
 def previous_results(out_dir: str | Path) -> dict | None:

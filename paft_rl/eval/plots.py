@@ -145,8 +145,6 @@ def draw_estimate_intervals(axis, results: dict, specs: list[str], positions: li
                           color=color, capsize=3, zorder=5,
                           label=None if labelled else f"{name if name == 'mean' else 'worst'} (90 % interval)")
         labelled = True
-    if labelled:
-        axis.legend(loc="upper right", fontsize=8)
 
 
 def plot_estimates(results: dict, path: Path) -> Path:
@@ -157,6 +155,7 @@ def plot_estimates(results: dict, path: Path) -> Path:
     template_ids = results["settings"]["template_ids"]
     figure, axes = plt.subplots(len(specs), 1, figsize=(max(5.0, 0.18 * len(template_ids) + 2), 3.2 * len(specs)),
                                 squeeze=False)
+    names = dict(zip(results["models"], model_names(results)))
     for axis, spec in zip(axes[:, 0], specs):
         metrics = results["models"][spec]
         estimated = metrics["estimated"]
@@ -174,7 +173,7 @@ def plot_estimates(results: dict, path: Path) -> Path:
         axis.set_xticks(range(len(order)), order, rotation=90, fontsize=6)
         axis.set_ylim(-0.02, 1.02)
         axis.set_ylabel("accuracy")
-        axis.set_title(f"{short_names([spec])[0]}: estimated from {estimated['cells']} of {estimated['grid_cells']} cells",
+        axis.set_title(f"{names[spec]}: estimated from {estimated['cells']} of {estimated['grid_cells']} cells",
                        fontsize=9)
         axis.legend(loc="upper left", fontsize=7)
     try:

@@ -265,24 +265,34 @@ def _model_identity(source: ModelSource) -> list[str | None]:
     return [str(Path(p).resolve()) if p and Path(p).exists() else p for p in (source.base, source.adapter)]
 
 
+def load_backend(prepared: PreparedModel, settings: EvalSettings, max_new_tokens: int):
+    """The model's weights in the backend that generates (or, for loglik scoring, scores the options of) its cells;
+    sized for its longest prompt, so a budgeted run's later rounds reuse it."""
+    if prepared.choices is not None:
+        from .backends import HFBackend
+
+        backend = HFBackend(prepared.source, prepared.tokenizer, 1, batch_size=settings.batch_size,
+                            dtype=settings.dtype, max_batch_tokens=settings.max_batch_tokens)
+    else:
+        longest = max(len(ids) for ids in prepared.prompt_ids.values()) + max_new_tokens
+        backend = BACKENDS[settings.backend](
+            prepared.source, prepared.tokenizer, max_new_tokens, batch_size=settings.batch_size, dtype=settings.dtype,
+            max_model_len=longest, share_prefix=settings.share_prefix, max_batch_tokens=settings.max_batch_tokens)
+    prepared.log.record_load(backend.load_seconds)
+    return backend
+
+
 def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_tokens: int,
-                     keys: list[tuple[str, str]] | None = None) -> int:
+                     keys: list[tuple[str, str]] | None = None, backend=None) -> tuple[int, object]:
     """Generate (or, for loglik scoring, score the options of) the cells (all, or those in ``keys``) the resume
-    log lacks; returns how many."""
+    log lacks, logged batch by batch so an interrupted run resumes. Returns how many, and the backend (``backend``,
+    or one loaded now when there was work; ``None`` when nothing was missing and nothing was given)."""
     wanted = prepared.prompts if keys is None else keys
     missing = [key for key in wanted if prepared.log.get(key, prepared.prompts[key]) is None]
     if not missing:
-        return 0
-    if prepared.choices is not None:
-        return score_missing_options(prepared, settings, missing)
-    longest = max(len(prepared.prompt_ids[k]) for k in missing) + max_new_tokens
-    backend_class = BACKENDS[settings.backend]
-    backend = backend_class(prepared.source, prepared.tokenizer, max_new_tokens, batch_size=settings.batch_size,
-                            dtype=settings.dtype, max_model_len=longest, share_prefix=settings.share_prefix,
-                            max_batch_tokens=settings.max_batch_tokens)
-    prepared.log.record_load(backend.load_seconds)
-    requests = [Request(key, prepared.prompt_ids[key]) for key in missing]
-    progress = _progress_bar(len(requests), model_label(prepared.source.spec), settings.progress)
+        return 0, backend
+    backend = backend or load_backend(prepared, settings, max_new_tokens)
+    progress = _progress_bar(len(missing), model_label(prepared.source.spec), settings.progress)
     saved = [0]
 
     def record(results) -> None:
@@ -290,32 +300,18 @@ def generate_missing(prepared: PreparedModel, settings: EvalSettings, max_new_to
         saved[0] += len(results)
 
     try:
-        backend.generate(requests, record, progress)
+        if prepared.choices is not None:
+            backend.score_options([prepared.choices[key] for key in missing], record, progress)
+        else:
+            backend.generate([Request(key, prepared.prompt_ids[key]) for key in missing], record, progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {saved[0]} of {len(requests)} prompts of {model_label(prepared.source.spec)} are saved "
+        print(f"\ninterrupted: {saved[0]} of {len(missing)} prompts of {model_label(prepared.source.spec)} are saved "
               f"in {prepared.log.path.parent}; run the same command again to continue", file=sys.stderr)
         raise
     finally:
         if progress is not None:
             progress.close()
-    return len(missing)
-
-
-def score_missing_options(prepared: PreparedModel, settings: EvalSettings, missing: list[tuple[str, str]]) -> int:
-    """Loglik scoring of the missing cells, logged batch by batch like generations (so it resumes too)."""
-    from .backends import HFBackend
-
-    backend = HFBackend(prepared.source, prepared.tokenizer, 1, batch_size=settings.batch_size, dtype=settings.dtype,
-                        max_batch_tokens=settings.max_batch_tokens)
-    prepared.log.record_load(backend.load_seconds)
-    progress = _progress_bar(len(missing), model_label(prepared.source.spec), settings.progress)
-    try:
-        backend.score_options([prepared.choices[key] for key in missing],
-                              lambda results: prepared.log.record(results, prepared.prompts), progress)
-    finally:
-        if progress is not None:
-            progress.close()
-    return len(missing)
+    return len(missing), backend
 
 
 def seen_prompts(prepared: PreparedModel) -> dict[tuple[str, str], str]:
@@ -341,7 +337,7 @@ def _progress_bar(total: int, label: str, enabled: bool):
 def evaluate_model(spec: str, prepared: PreparedModel, cells: list[Cell], task: Task, top_threshold: float,
                    max_new_tokens: int, settings: EvalSettings) -> tuple[dict, list[dict]]:
     """Generate what is missing, score every cell with the task reward; returns metrics and generation records."""
-    generated = generate_missing(prepared, settings, max_new_tokens)
+    generated, _ = generate_missing(prepared, settings, max_new_tokens)
     records, generations = score_generated(prepared, cells, task)
     grid: dict[str, dict[str, float | None]] = {}
     for record in records:
@@ -426,11 +422,13 @@ def evaluate_budgeted(spec: str, prepared: PreparedModel, plan: BudgetPlan, task
     """Generate and score the design's first cells, estimate the whole grid; with a target error, add a round of
     cells while the intervals of the mean and the worst template are wider than it."""
     cells_used = plan.first_cells
-    generated, rounds = 0, 0
+    generated, rounds, backend = 0, 0, None
     while True:
         rounds += 1
         chosen = plan.cells[:cells_used]
-        generated += generate_missing(prepared, settings, max_new_tokens, [(c.template, c.row) for c in chosen])
+        count, backend = generate_missing(prepared, settings, max_new_tokens, [(c.template, c.row) for c in chosen],
+                                          backend)
+        generated += count
         records, generations = score_generated(prepared, chosen, task)
         metrics = estimated_metrics(plan, records, top_threshold, settings.seed)
         if settings.target_error is None or cells_used == len(plan.cells) or plan.narrow_enough(metrics, settings.target_error):

@@ -3,12 +3,11 @@ or a hub id, with one clear error when none of them works."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
 
-from prompt_pool import UserError, first_line
+from prompt_pool import UserError, first_line, read_jsonl
 
 from .base import Task
 
@@ -61,19 +60,11 @@ def check_jsonl_lines(path: Path) -> None:
     if path.suffix.lower() not in (".jsonl", ".json"):
         return
     with path.open(encoding="utf-8", errors="replace") as handle:
-        first = handle.read(1)
-        handle.seek(0)
-        if path.suffix.lower() == ".json" and first == "[":
+        if path.suffix.lower() == ".json" and handle.read(1) == "[":
             return  # one JSON document, not lines
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path.name}:{number}: not valid JSON ({error.msg}); fix or remove that line") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path.name}:{number}: a row must be a JSON object, got {type(record).__name__}")
+    for number, record in read_jsonl(path, errors="replace"):
+        if not isinstance(record, dict):
+            raise UserError(f"{path.name}:{number}: a row must be a JSON object, got {type(record).__name__}")
 
 
 def _load(task: Task, source: str, split: str) -> datasets.Dataset:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prompt_pool import UserError
+from prompt_pool import read_jsonl
 
 from .base import Example, Task, choice_example
 
@@ -69,21 +69,12 @@ def read_bfcl_file(path: Path):
     """
     import datasets
 
-    answers = {}
     answer_path = path.parent / "possible_answer" / path.name
+    answers = {}
     if answer_path.exists():
-        for line in answer_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                answers[record["id"]] = record["ground_truth"]
+        answers = {record["id"]: record["ground_truth"] for _, record in read_jsonl(answer_path)}
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path.name}:{number}: not valid JSON ({error.msg})") from None
+    for number, record in read_jsonl(path):
         truth = record.get("ground_truth", answers.get(record.get("id"), []))
         rows.append({
             "id": str(record.get("id", number - 1)),

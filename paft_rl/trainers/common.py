@@ -334,8 +334,6 @@ def check_resume_point(args, resume: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- SFT data options
-TRUNCATION_MODES = ("keep_start", "keep_end")
-PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")
 
 
 def check_sft_data_options(args, conversational: bool) -> None:
@@ -351,13 +349,7 @@ def check_sft_data_options(args, conversational: bool) -> None:
     if args.assistant_only_loss and not conversational:
         raise UserError("assistant_only_loss needs chat prompts (an assistant turn to train on): set prompt_format: "
                         "chat with a tokenizer that has a chat template, or use completion_only_loss (the default)")
-    if args.truncation_mode not in TRUNCATION_MODES:
-        raise UserError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {args.truncation_mode!r}")
-    packs = args.packing or args.eval_packing
-    if packs and args.packing_strategy not in PACKING_STRATEGIES:
-        raise UserError(f"packing_strategy must be one of {', '.join(PACKING_STRATEGIES)}, "
-                        f"got {args.packing_strategy!r}")
-    if packs and args.max_length is None:
+    if (args.packing or args.eval_packing) and args.max_length is None:
         raise UserError("packing packs examples into rows of max_length tokens: set max_length")
 
 

@@ -151,10 +151,9 @@ def training_stage(title: str, command: str, recipe: dict, out: Path, name: str,
 def run_demo(settings: DemoSettings) -> dict:
     """Train and evaluate the demo's models; returns each model's mean / std / min / max held-out accuracy (also
     written to ``out/summary.json``)."""
-    from dataclasses import asdict
-
     from ..eval.models import resolve_model
     from ..eval.report import format_table, write_outputs
+    from ..eval.folder import result_settings
     from ..eval.runner import EvalSettings, check_settings, evaluate
     from ..smollm import smollm2_dir
 
@@ -198,8 +197,7 @@ def run_demo(settings: DemoSettings) -> dict:
         results, records = evaluate(evaluation)
         return {"paths": {k: str(v) for k, v in write_outputs(results, records, out / "eval").items()}}
 
-    stage_settings = {"eval": {k: v for k, v in asdict(evaluation).items() if k != "threads"},  # speed, not results
-                      "after": [stage["fingerprint"] for stage in trained]}
+    stage_settings = {"eval": result_settings(evaluation), "after": [stage["fingerprint"] for stage in trained]}
     paths = run_stage("evaluate every model on the 10 held-out templates", out / "eval", evaluate_all,
                       stage_settings)["paths"]
     results = json.loads(Path(paths["results"]).read_text())

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
+from ..eval.folder import result_settings
 from ..eval.runner import EvalSettings
 from ..settings import SettingError, Settings, option
 from ..stages import (
@@ -203,7 +204,7 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         section, settings = evaluation
         after = {name: summary[name]["fingerprint"] for name in STAGES if name in summary}
         summary["eval"] = run_stage("eval", out / "eval", lambda resume: evaluate_stage(settings),
-                                    {"eval": asdict(section), "after": after}, log)
+                                    {"eval": result_settings(section), "after": after}, log)
     state.wait_for_everyone()
     if state.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

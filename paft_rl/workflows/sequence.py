@@ -25,10 +25,19 @@ from typing import Any, Literal
 
 from prompt_pool import atomic_write_text
 
+from ..eval.folder import result_settings
 from ..eval.runner import EvalSettings
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
-from ..stages import LORA, merge_adapter, run_recipe, run_stage, stage_summary, trained_precision
+from ..stages import (
+    LORA,
+    merge_adapter,
+    run_recipe,
+    run_stage,
+    stage_summary,
+    trained_precision,
+    training_prompt_settings,
+)
 from ..training import recipe_configs
 from .select import SelectOptions, check_rows, select_template, write_selection
 
@@ -190,7 +199,7 @@ def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -
     stage = config.tasks[index]
     settings = config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
                                     data=stage.eval_data or args.data, split=stage.eval_split,
-                                    prompt_format=args.prompt_format, system_prompt=args.system_prompt)
+                                    **training_prompt_settings(args))
     results, records = evaluate(settings)
     write_outputs(results, records, out)
     return float(results["models"][model]["mean"])
@@ -211,9 +220,9 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
     names = [stage.task for stage in config.tasks]
     # Every stage's settings hold the whole sequence's evaluation (all tasks, in order, with their prompt
     # settings) and the stage before it, so reordering the tasks or changing an earlier stage reruns what follows.
-    shared = {"tasks": [dataclasses.asdict(t) for t in config.tasks], "eval": dataclasses.asdict(config.eval),
+    shared = {"tasks": [dataclasses.asdict(t) for t in config.tasks], "eval": result_settings(config.eval),
               "select": dataclasses.asdict(config.select), "adapter_mode": config.adapter_mode,
-              "prompts": [{"prompt_format": a.prompt_format, "system_prompt": a.system_prompt} for a in recipes]}
+              "prompts": [training_prompt_settings(args) for args in recipes]}
 
     def evaluate_all(model: str, folder: Path) -> list[float]:
         return [_evaluate(config, model, i, recipes[i], folder / name) for i, name in enumerate(names)]
