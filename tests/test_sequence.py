@@ -58,15 +58,21 @@ def test_three_task_sequence(tmp_path, model_dir, capsys):
     assert "already done" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_reordered_tasks_rerun_every_stage(tmp_path, model_dir, capsys):
-    """Swapping the task order must not reuse stage 1 (it trained the other task) nor mislabel the matrix."""
+def run_two_task_sequence(tmp_path, model_dir, capsys):
+    """Run a synth_mc -> synth_arith sequence; returns its config and file, for a rerun with changes."""
     config = yaml.safe_load(write_config(tmp_path, model_dir).read_text())
     config["tasks"] = [{"task": "synth_mc"}, {"task": "synth_arith"}]
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["sequence", "--config", str(path)]) == 0
     capsys.readouterr()
+    return config, path
+
+
+@pytest.mark.slow
+def test_reordered_tasks_rerun_every_stage(tmp_path, model_dir, capsys):
+    """Swapping the task order must not reuse stage 1 (it trained the other task) nor mislabel the matrix."""
+    config, path = run_two_task_sequence(tmp_path, model_dir, capsys)
     config["tasks"] = config["tasks"][::-1]
     path.write_text(yaml.safe_dump(config))
     assert main(["sequence", "--config", str(path)]) == 0
@@ -174,3 +180,20 @@ def test_bad_config(tmp_path, model_dir, overrides, message, capsys):
 def test_bad_flag(tmp_path, capsys):
     assert main(["sequence", "--config", str(tmp_path / "s.yaml"), "--frehs"]) == 2
     assert "did you mean '--fresh'?" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_changed_evaluation_evaluates_again_without_training_again(tmp_path, model_dir, capsys):
+    config, path = run_two_task_sequence(tmp_path, model_dir, capsys)
+    adapter = (tmp_path / "seq" / "stage_1" / "adapter" / "adapter_model.safetensors").read_bytes()
+    config["eval"]["limit"] = 2
+    config["eval"]["batch_size"] = 8  # speed only: not a reason to evaluate again by itself
+    path.write_text(yaml.safe_dump(config))
+    assert main(["sequence", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1/2: synth_mc: already done" in out and "stage 2/2: synth_arith: already done" in out
+    assert out.count("settings changed (eval.limit: 1 -> 2)") == 3  # the baseline and both stages' evaluations
+    assert "batch_size" not in out
+    assert (tmp_path / "seq" / "stage_1" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    results = json.loads((tmp_path / "seq" / "stage_2" / "eval" / "synth_mc" / "results.json").read_text())
+    assert results["settings"]["limit"] == 2

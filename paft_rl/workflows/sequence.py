@@ -2,8 +2,9 @@
 with the model as it stands at that task's boundary, and measure forgetting and transfer.
 
 Each stage: score the task's train templates under the current model and pick one (SAPO's rule), LoRA-SFT on
-that template, fold the adapter into the running model, then evaluate every task of the sequence on its
-held-out templates. The accuracy matrix gives AP, BWT and FWT (`paft_rl.selection.continual`).
+that template, fold the adapter into the running model; then, as a stage of its own (so a changed ``eval:``
+evaluates again without training again), evaluate every task of the sequence on its held-out templates. The
+accuracy matrix gives AP, BWT and FWT (`paft_rl.selection.continual`).
 
 Every task is scored, trained and evaluated with the same prompt text: its stage recipe's ``prompt_format`` and
 ``system_prompt`` (the shared ``sft:`` section under the task's own options) reach the selection, the trainer and
@@ -218,19 +219,20 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
     if fresh and out.exists():
         shutil.rmtree(out)
     names = [stage.task for stage in config.tasks]
-    # Every stage's settings hold the whole sequence's evaluation (all tasks, in order, with their prompt
-    # settings) and the stage before it, so reordering the tasks or changing an earlier stage reruns what follows.
-    shared = {"tasks": [dataclasses.asdict(t) for t in config.tasks], "eval": result_settings(config.eval),
-              "select": dataclasses.asdict(config.select), "adapter_mode": config.adapter_mode,
-              "prompts": [training_prompt_settings(args) for args in recipes]}
+    # Every evaluation's settings hold the whole sequence's evaluation (all tasks, in order, with their prompt
+    # settings) and the training stage it judges; every training stage's hold its recipe and the stage before it.
+    # So reordering the tasks or changing an earlier stage reruns what follows, and changing only the evaluation
+    # evaluates again without training again.
+    evaluation = {"tasks": [dataclasses.asdict(t) for t in config.tasks], "eval": result_settings(config.eval),
+                  "prompts": [training_prompt_settings(args) for args in recipes]}
 
     def evaluate_all(model: str, folder: Path) -> list[float]:
         return [_evaluate(config, model, i, recipes[i], folder / name) for i, name in enumerate(names)]
 
     start = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
                       lambda resume: {"accuracy": evaluate_all(config.model_name_or_path, out / "stage_0")},
-                      {**shared, "model": config.model_name_or_path}, log)
-    baseline, previous = start["accuracy"], start["fingerprint"]
+                      {**evaluation, "model": config.model_name_or_path}, log)
+    baseline, previous = start["accuracy"], None
     current = config.model_name_or_path
     adapters: list[str] = []
     matrix = []
@@ -238,26 +240,30 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         folder = out / f"stage_{index}"
         recipe = stage_recipe(config, index - 1, current, folder)
 
-        def work(resume, index=index, folder=folder, recipe=recipe, model=current):
+        def train(resume, index=index, folder=folder, recipe=recipe, model=current):
             # The recipe as checked, but scored under the model as it stands at this boundary.
             choice = select_template(recipes[index - 1], model, config.select)
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
             trained = {**recipe, "template_draw": "top", "template_id": choice.chosen.template_id}
             run_recipe("sft", trained, folder / "recipe.yaml")
-            model = str(merge_adapter(folder / "adapter", folder / "model"))
-            return {"task": names[index - 1], "template": choice.chosen.template_id,
-                    "accuracy": evaluate_all(model, folder / "eval")}
+            merge_adapter(folder / "adapter", folder / "model")
+            return {"task": names[index - 1], "template": choice.chosen.template_id}
 
-        summary = run_stage(f"stage {index}/{len(names)}: {name}", folder, work,
-                            {**shared, "stage": index, "recipe": recipe, "after": previous,
-                             "precision": trained_precision(recipes[index - 1])}, log)
-        previous = summary["fingerprint"]
-        matrix.append(summary["accuracy"])
+        trained = run_stage(f"stage {index}/{len(names)}: {name}", folder, train,
+                            {"select": dataclasses.asdict(config.select), "adapter_mode": config.adapter_mode,
+                             "stage": index, "recipe": recipe, "precision": trained_precision(recipes[index - 1]),
+                             "after": previous}, log)
+        previous = trained["fingerprint"]
         adapters.append(str(folder / "adapter"))
+        current = _stage_model(folder, config, adapters)
+        judged = run_stage(f"stage {index}/{len(names)}: evaluate every task", folder / "eval",
+                           lambda resume, model=current, folder=folder: {
+                               "accuracy": evaluate_all(model, folder / "eval")},
+                           {**evaluation, "after": previous}, log)
+        matrix.append(judged["accuracy"])
         if config.adapter_mode == "stack" and index > 1:
             # The previous full model was only needed to train this stage; its adapter stays on disk.
             shutil.rmtree(out / f"stage_{index - 1}" / "model", ignore_errors=True)
-        current = _stage_model(folder, config, adapters)
     metrics = sequence_metrics(matrix, baseline)
     report = {"tasks": names, "baseline": baseline, "matrix": matrix, "metrics": metrics,
               "templates": [stage_summary(out / f"stage_{i}")["template"] for i in range(1, len(names) + 1)],
