@@ -4,6 +4,7 @@ model is loaded or a step is taken, and each failure says which option to change
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import re
 import shutil
@@ -108,8 +109,14 @@ def _checked_configs(parse, where: str | None = None):
     return args, model_args
 
 
+# What a recipe sets first, in this order, at the top of ``--help``: the model, the task, its data and templates,
+# where the model goes, and how long to train.
+FIRST_OPTIONS = ("model_name_or_path", "task", "data", "pool", "output_dir", "max_steps", "num_train_epochs")
+
+
 def recipe_help(parser, command: str) -> str:
-    """``paft-rl sft|grpo --help``: the recipe file first, paft-rl's own options next, then TRL's, in plain text."""
+    """``paft-rl sft|grpo --help``: the recipe file, the options a recipe sets first, paft-rl's own options, then
+    TRL's and transformers' by the groups their documentation gives them, in plain text."""
     from dataclasses import fields
 
     from ..configs import PaftArguments
@@ -121,6 +128,14 @@ def recipe_help(parser, command: str) -> str:
         if action.dest == "bf16":
             action.help += (" paft-rl: on a CPU, when neither bf16 nor fp16 is set, bf16 only where the CPU has native "
                             "bf16 (AVX512-BF16 or AMX), fp32 otherwise.")
+        if action.dest == "max_steps":
+            action.help += " paft-rl: -1 trains for num_train_epochs; 0 and other negative values are refused."
+    by_dest = {action.dest: action for action in actions}
+    first = [by_dest[name] for name in FIRST_OPTIONS]
+    rest = [action for action in actions if action.dest not in FIRST_OPTIONS]
+    sections = [("start here: the model, the task, its data and templates, where the model goes, how long", first),
+                ("paft-rl options (template pool and draws)", [a for a in rest if a.dest in own]),
+                *library_groups(parser.dataclass_types, [a for a in rest if a.dest not in own])]
     formatter = parser._get_formatter()
     formatter.add_text(f"usage: paft-rl {command} --config R.yaml [--key value ...]")
     formatter.add_text("Every option below can be set in the recipe (key: value) or on the command line "
@@ -128,12 +143,49 @@ def recipe_help(parser, command: str) -> str:
     formatter.start_section("recipe")
     formatter.add_text("--config R.yaml     YAML recipe: any option below as key: value")
     formatter.end_section()
-    for title, group in ((f"paft-rl options (template pool and draws)", [a for a in actions if a.dest in own]),
-                         ("TRL, transformers and model options", [a for a in actions if a.dest not in own])):
+    for title, group in sections:
         formatter.start_section(title)
         formatter.add_arguments(group)
         formatter.end_section()
     return formatter.format_help()
+
+
+def library_groups(dataclass_types, actions: list) -> list[tuple[str, list]]:
+    """TRL's and transformers' options in the groups their class documentation gives them (``> Parameters that
+    control generation``, ``> Optimizer``...): TRL's ModelConfig first, then the config's groups in the order
+    its classes document them (TRL's, then transformers'); deprecated options last."""
+    from trl import ModelConfig
+
+    model = "TRL ModelConfig: the model, LoRA and quantization"
+    model_options = {f.name for f in dataclasses.fields(ModelConfig)}
+    titles: dict[str, str] = {}
+    for config_class in dataclass_types:
+        for cls in config_class.__mro__:
+            for name, title in documented_groups(cls).items():
+                titles.setdefault(name, title)
+    order = [model, *dict.fromkeys(titles.values()), "other options"]
+    groups: dict[str, list] = {}
+    for action in actions:
+        title = model if action.dest in model_options else titles.get(action.dest, "other options")
+        groups.setdefault(title, []).append(action)
+    return sorted(groups.items(), key=lambda item: ("Deprecated" in item[0], order.index(item[0])))
+
+
+def documented_groups(cls) -> dict[str, str]:
+    """Parameter name -> its group title in ``cls``'s docstring (HF style: ``> Group`` lines above the parameters
+    of each group); empty for a class whose docstring has none."""
+    groups, title, previous = {}, None, ""
+    library = "TRL" if cls.__module__.startswith("trl") else cls.__module__.split(".")[0]
+    for line in (cls.__dict__.get("__doc__") or "").splitlines():
+        heading = re.fullmatch(r" {8}> (.+)", line)
+        if heading and not heading.group(1).startswith("[!") and not previous.lstrip().startswith(">"):
+            topic = _plain(heading.group(1).removeprefix("Parameters that control "))
+            title = f"{library} {cls.__name__}: {topic}"
+        parameter = re.match(r" {8}(\w+) ?\(", line)
+        if parameter and title is not None:
+            groups.setdefault(parameter.group(1), title)
+        previous = line
+    return groups
 
 
 def _plain(text: str) -> str:
@@ -347,9 +399,8 @@ def lora_config(model_args, source: ModelSource, init_kwargs: dict | None):
     if peft_config is None:
         return None
     model = empty_model(source, dict(init_kwargs or {}).get("trust_remote_code", False))
-    names = [name for name, _ in model.named_modules() if name]
-    for option in ("lora_target_modules", "lora_modules_to_save"):
-        check_module_names(getattr(model_args, option), names, option, source.spec)
+    check_module_names(model_args.lora_target_modules, model, "lora_target_modules", source.spec, adapted=True)
+    check_module_names(model_args.lora_modules_to_save, model, "lora_modules_to_save", source.spec)
     try:
         inject_adapter_in_model(peft_config, model, low_cpu_mem_usage=True)
     except ValueError as error:
@@ -371,15 +422,32 @@ def empty_model(source: ModelSource, trust_remote_code: bool):
         raise UserError(f"cannot read the architecture of model {source.spec!r}: {first_line(error)}") from None
 
 
-def check_module_names(wanted: list[str] | str | None, names: list[str], option: str, model: str) -> None:
+def check_module_names(wanted: list[str] | str | None, model, option: str, spec: str, adapted: bool = False) -> None:
     """Each name of a list option must be a module of the model, as PEFT matches them (the full path, or its last
-    parts): PEFT fails only when none matches, and silently leaves out the others."""
+    parts): PEFT fails only when none matches, and silently leaves out the others. ``adapted``: the modules get
+    LoRA layers, which PEFT builds for linear, embedding and convolution layers only (not a whole block)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
     if not isinstance(wanted, list):
         return  # none, "all-linear", or a regular expression: PEFT's own check, on the copy
+    modules = dict(model.named_modules())
+    adaptable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
+                 torch.nn.MultiheadAttention)
     for target in wanted:
-        if target != "all-linear" and not any(name == target or name.endswith(f".{target}") for name in names):
-            leaves = {name.rsplit(".", 1)[-1] for name in names if not name.rsplit(".", 1)[-1].isdigit()}
-            raise unknown_key_error(target, leaves, f"{option} (modules of {model})", "module")
+        if target == "all-linear":
+            continue
+        matched = [module for name, module in modules.items() if name == target or name.endswith(f".{target}")]
+        if not matched:
+            leaves = {name.rsplit(".", 1)[-1] for name in modules if name}
+            raise unknown_key_error(target, {leaf for leaf in leaves if not leaf.isdigit()},
+                                    f"{option} (modules of {spec})", "module")
+        if adapted and not any(isinstance(module, adaptable) for module in matched):
+            inner = sorted({name.rsplit(".", 1)[-1] for name, module in matched[0].named_modules()
+                            if isinstance(module, torch.nn.Linear)})
+            raise UserError(f"{option}: {target!r} names {type(matched[0]).__name__} modules, which LoRA cannot adapt "
+                            f"(it adapts linear, embedding and convolution layers); name the layers inside "
+                            f"({', '.join(inner) or 'none are linear'})")
 
 
 # ---------------------------------------------------------------------------- GRPO rewards on the task
