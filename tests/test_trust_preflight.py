@@ -90,6 +90,8 @@ CASES = [
     ("sft", ["--resume_from_checkpoint", "true"], "resume_from_checkpoint is true but output_dir"),
     ("sft", ["--resume_from_checkpoint", "no/such/checkpoint-3"],
      "resume_from_checkpoint no/such/checkpoint-3 is not a folder"),
+    ("sft", ["--resume_from_checkpoint", "RUN"], "resume_from_checkpoint {run} holds no trainer state or weights, so "
+                                                 "it is not a checkpoint: name its last one, {run}/checkpoint-2"),
     ("sft", ["--max_steps", "-5", "--num_train_epochs", "1"],
      "option max_steps must be a positive number of optimizer steps, or -1 to train for num_train_epochs, got -5"),
     ("sft", ["--max_steps", "0"], "option max_steps must be a positive number of optimizer steps"),
@@ -114,9 +116,14 @@ def test_late_failures_are_refused_before_the_model_loads(command, extra, expect
     if "MISSING" in extra:
         tracker = missing_tracker()
         extra, expected = [tracker if e == "MISSING" else e for e in extra], expected.replace("MISSING", tracker)
+    if "RUN" in extra:  # an earlier run's folder, not one of its checkpoints
+        (tmp_path / "earlier" / "checkpoint-2").mkdir(parents=True)
+        (tmp_path / "earlier" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        extra = [str(tmp_path / "earlier") if e == "RUN" else e for e in extra]
     code, errors = run(capsys, *training(command, model_dir, tmp_path, *extra))
     assert code == 2, errors
-    assert len(errors) == 1 and expected.format(model=str(model_dir)) in errors[0], errors
+    expected = expected.format(model=str(model_dir), run=tmp_path / "earlier")
+    assert len(errors) == 1 and expected in errors[0], errors
     assert "trl[vllm]" not in errors[0] and "Traceback" not in errors[0]
     assert not (tmp_path / "out").exists()
 

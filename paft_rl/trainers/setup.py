@@ -284,7 +284,8 @@ def preflight(args, model_args, model: str | None = None, own_output: bool = Tru
     if grpo:
         check_vllm(args)
     inputs = prepare_inputs(args, model or model_args.model_name_or_path)
-    inputs.peft_config = lora_config(model_args, inputs.source, args.model_init_kwargs)
+    trust_remote_code = dict(args.model_init_kwargs or {}).get("trust_remote_code", args.trust_remote_code)
+    inputs.peft_config = lora_config(model_args, inputs.source, trust_remote_code)
     if grpo:
         # Generation must leave room for at least the completion budget.
         check_prompt_fits(inputs, args.max_completion_length or 0, inputs.context, "generated tokens",
@@ -318,20 +319,26 @@ def check_model_options(model_args) -> None:
 
 
 def check_resume_checkpoint(output_dir: str, resume: bool | str | None) -> None:
-    """``resume_from_checkpoint``: ``true`` needs a checkpoint in output_dir, a path a checkpoint folder."""
+    """``resume_from_checkpoint``: ``true`` needs a checkpoint in output_dir; a path must be a checkpoint folder
+    (its trainer state or weights, what `Trainer` loads from it)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     if resume is True and not existing_checkpoints(output_dir):
         raise UserError(f"resume_from_checkpoint is true but output_dir {output_dir} holds no checkpoint-N folder to "
                         "resume: drop resume_from_checkpoint to start afresh, or name a checkpoint folder")
-    if isinstance(resume, str):
-        folder = Path(resume)
-        if not folder.is_dir():
-            raise UserError(f"resume_from_checkpoint {resume} is not a folder: name a checkpoint-N folder of an "
-                            "earlier run, or true for the last one in output_dir")
-        if not (folder / "trainer_state.json").is_file() and get_last_checkpoint(str(folder)) is None:
-            raise UserError(f"resume_from_checkpoint {resume} holds no trainer_state.json, so it is not a checkpoint: "
-                            "name a checkpoint-N folder, or true for the last one in output_dir")
+    if not isinstance(resume, str):
+        return
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise UserError(f"resume_from_checkpoint {resume} is not a folder: name a checkpoint-N folder of an earlier "
+                        "run, or true for the last one in output_dir")
+    saved = ("trainer_state.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+             "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+    if not any((folder / name).is_file() for name in saved):
+        inner = get_last_checkpoint(str(folder))
+        raise UserError(f"resume_from_checkpoint {resume} holds no trainer state or weights, so it is not a "
+                        f"checkpoint: name {'its last one, ' + inner if inner else 'a checkpoint-N folder'}, or true "
+                        "for the last one in output_dir")
 
 
 def check_trackers(report_to: list[str]) -> None:
@@ -381,7 +388,7 @@ def check_vllm(args) -> None:
 
 
 # ---------------------------------------------------------------------------- LoRA on the model's architecture
-def lora_config(model_args, source: ModelSource, init_kwargs: dict | None):
+def lora_config(model_args, source: ModelSource, trust_remote_code: bool = False):
     """PEFT's `LoraConfig` of the run (`None` without LoRA), applied first to a weightless copy of the model.
 
     The copy is built from the model's config.json on the meta device, so every target module is resolved, and
@@ -398,7 +405,7 @@ def lora_config(model_args, source: ModelSource, init_kwargs: dict | None):
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         return None
-    model = empty_model(source, dict(init_kwargs or {}).get("trust_remote_code", False))
+    model = empty_model(source, trust_remote_code)
     check_module_names(model_args.lora_target_modules, model, "lora_target_modules", source.spec, adapted=True)
     check_module_names(model_args.lora_modules_to_save, model, "lora_modules_to_save", source.spec)
     try:
