@@ -145,12 +145,10 @@ def check_stages(config: PipelineConfig, evaluation: EvalSettings | None) -> Non
     makes), and the evaluation's task, templates and rows."""
     from .preflight import check_evaluation, check_training
 
-    recipes = config.recipes()
     start = stage_recipe("sft", config.sft, {})["model_name_or_path"] if config.sft else None
-    for command, path in recipes.items():
-        model = start if command == "grpo" else None
-        check_training(command, stage_recipe(command, path, {"model_name_or_path": model} if model else {}),
-                       f"{command} recipe {path}")
+    for command, path in config.recipes().items():
+        check_training(command, stage_recipe(command, path, {}), f"{command} recipe {path}",
+                       model=start if command == "grpo" else None)
     if evaluation is not None:
         check_evaluation(evaluation, "eval")
 
