@@ -128,6 +128,28 @@ def test_late_failures_are_refused_before_the_model_loads(command, extra, expect
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("task", "data", "style"), [
+    ("synth_arith", None, None), ("synth_mc", None, None), ("synth_mc", None, "letter"), ("synth_tool", None, None),
+    ("gsm8k", "gsm8k/train.jsonl", None), ("math", "math/train.jsonl", None),
+    ("hellaswag", "hellaswag/validation.jsonl", "text"), ("piqa", "piqa/validation.jsonl", None),
+    ("winogrande", "winogrande/validation.jsonl", None), ("race", "race/validation.jsonl", "letter"),
+    ("arc", "arc_challenge/test.jsonl", None), ("bfcl", "bfcl/BFCL_v4_multiple.json", None)])
+def test_every_task_reward_scores_its_own_right_answers(task, data, style, model_dir, tmp_path, shared_file):
+    """The reward probe refuses nothing a task's own reward can score (prompts as chats and as plain text)."""
+    from paft_rl.trainers.common import reward_functions
+    from paft_rl.trainers.setup import check_rewards_score_the_task, prepare_inputs
+    from paft_rl.training import recipe_configs
+
+    recipe = {"model_name_or_path": str(model_dir), "task": task, "output_dir": str(tmp_path / "out"),
+              "num_generations": 2, "per_device_train_batch_size": 2, "data_limit": 8, "bf16": False,
+              **({"data": str(shared_file(data))} if data else {}), **({"mc_answer_style": style} if style else {})}
+    args, model_args = recipe_configs("grpo", recipe)
+    inputs = prepare_inputs(args, model_args.model_name_or_path)
+    inputs.reward_funcs = reward_functions(None, inputs.task)
+    for inputs.conversational in (True, False):
+        check_rewards_score_the_task(inputs, None, None)
+
+
 def test_push_to_hub_without_a_token(model_dir, tmp_path, capsys, no_weights, monkeypatch):
     import huggingface_hub
     from huggingface_hub import constants

@@ -4,11 +4,10 @@ model is loaded or a step is taken, and each failure says which option to change
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +116,6 @@ FIRST_OPTIONS = ("model_name_or_path", "task", "data", "pool", "output_dir", "ma
 def recipe_help(parser, command: str) -> str:
     """``paft-rl sft|grpo --help``: the recipe file, the options a recipe sets first, paft-rl's own options, then
     TRL's and transformers' by the groups their documentation gives them, in plain text."""
-    from dataclasses import fields
-
     from ..configs import PaftArguments
 
     own = {f.name for f in fields(PaftArguments)}
@@ -157,7 +154,7 @@ def library_groups(dataclass_types, actions: list) -> list[tuple[str, list]]:
     from trl import ModelConfig
 
     model = "TRL ModelConfig: the model, LoRA and quantization"
-    model_options = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_options = {f.name for f in fields(ModelConfig)}
     titles: dict[str, str] = {}
     for config_class in dataclass_types:
         for cls in config_class.__mro__:
@@ -482,7 +479,7 @@ def check_rewards_score_the_task(inputs: RunInputs, names: list[str] | None, sys
     columns = {key: values for key, values in sample.to_dict().items() if key not in ("prompt", "completion")}
     calls = {"prompts": prompts, "completions": completions, **columns, "trainer_state": TrainerState(),
              "completion_ids": [inputs.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers],
-             "log_extra": lambda *_: None, "log_metric": lambda *_: None}
+             "log_extra": _not_logged, "log_metric": _not_logged}
     for name, reward in zip(names or [inputs.task.reward], inputs.reward_funcs, strict=True):
         try:
             scores = reward(**calls)
@@ -495,6 +492,10 @@ def check_rewards_score_the_task(inputs: RunInputs, names: list[str] | None, sys
             raise UserError(f"reward {name} cannot score task {inputs.task.name!r}: it returns None (does not apply) "
                             f"for the right answer of each of the first {len(answers)} rows, so training would have "
                             f"no signal; use a reward for this task (its own: {inputs.task.reward})")
+
+
+def _not_logged(*args, **kwargs) -> None:
+    """TRL's ``log_extra`` / ``log_metric`` hooks for a probe, whose values are not logged."""
 
 
 def model_init_kwargs(args, model_args) -> None:
