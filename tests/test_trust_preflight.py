@@ -71,7 +71,8 @@ def missing_tracker() -> str:
 
 CASES = [
     # (command, extra options, what the one line says)
-    ("sft", ["--per_device_train_batch_size", "0"], "option per_device_train_batch_size must be a positive number, got 0"),
+    ("sft", ["--per_device_train_batch_size", "0"],
+     "option per_device_train_batch_size must be a positive number, got 0"),
     ("sft", ["--gradient_accumulation_steps", "0"], "option gradient_accumulation_steps must be a positive number"),
     ("sft", ["--learning_rate", "-0.001"], "option learning_rate must be >= 0, got -0.001"),
     ("sft", ["--use_peft", "true", "--lora_r", "0"], "option lora_r must be a positive number, got 0"),
