@@ -2,7 +2,8 @@
 
 Every subcommand module exposes ``main(argv: list[str]) -> int``. Bad input raises `UserError` and
 becomes one line on stderr with exit status 2; any other exception is a bug and also prints one line
-(set ``PAFT_RL_DEBUG=1`` for the traceback).
+(set ``PAFT_RL_DEBUG=1`` for the traceback). Under a launcher of several processes (``accelerate launch``,
+``torchrun``) the line is printed once, by the main process (`say_once`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 
 from prompt_pool import UserError, first_line
 
@@ -54,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             leave_distributed_run(status)
         return status
     except UserError as error:
-        print(f"paft-rl {name}: error: {error}", file=sys.stderr)
+        say_once(f"paft-rl {name}: error: {error}")
         return 2
     except KeyboardInterrupt:
-        print(f"paft-rl {name}: interrupted", file=sys.stderr)
+        if not is_other_rank():  # Ctrl-C reaches every process: the main one says it
+            print(f"paft-rl {name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`paft-rl pool stats | head`): stop quietly, as other command-line tools do.
@@ -66,9 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("PAFT_RL_DEBUG"):
             raise
-        print(f"paft-rl {name}: error: {type(error).__name__}: {first_line(error)} (set PAFT_RL_DEBUG=1 for the "
-              "traceback)", file=sys.stderr)
+        say_once(f"paft-rl {name}: error: {type(error).__name__}: {first_line(error)} (set PAFT_RL_DEBUG=1 for the "
+                 "traceback)")
         return 1
+
+
+# How long a process other than the main one waits before printing an error itself (see `say_once`).
+PEER_GRACE_SECONDS = 15.0
+
+
+def is_other_rank() -> bool:
+    """True in a process of a multi-process launch other than the main one (global rank 0)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+
+
+def say_once(message: str) -> None:
+    """Print ``message`` on stderr once per launch: now on the main process, after `PEER_GRACE_SECONDS` on others.
+
+    Every process of a launch reads the same input and fails on it the same way; the launcher stops the others
+    as soon as one process exits. A process that is not the main one therefore waits first: if the main process
+    failed too, the launcher ends this one during the wait and the line is printed once (by the main one, not
+    by whichever process got there first); if only this process failed, it still says why.
+    """
+    if is_other_rank():
+        time.sleep(PEER_GRACE_SECONDS)
+    print(message, file=sys.stderr)
 
 
 def package_version() -> str:

@@ -8,7 +8,7 @@ parsed from YAML recipes and ``--key value`` overrides by `trl.TrlParser`, toget
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from trl import GRPOConfig, SFTConfig
@@ -16,7 +16,7 @@ from trl import GRPOConfig, SFTConfig
 from prompt_pool import UserError
 
 from .precision import choose_precision, trains_on_cpu
-from .settings import check_values, option
+from .settings import SettingError, _range_problem, check_values, option
 
 TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
 PromptFormat = Literal["auto", "chat", "plain"]
@@ -139,6 +139,7 @@ class PaftArguments:
     def check_paft_arguments(self) -> None:
         """Raise `UserError` naming the option to change when the pool options do not fit together."""
         check_values(self, PaftArguments)
+        check_trl_values(self)
         if not self.task:
             raise UserError("no task given: set `task:` in the recipe or pass --task NAME")
         if self.template_draw == "fixed" and not self.fixed_template:
@@ -177,6 +178,52 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
                     f"steps_per_generation completions and must hold whole groups: change "
                     f"per_device_train_batch_size, steps_per_generation or num_generations") from None
             raise UserError(f"invalid GRPO options: {message}") from None
+
+
+POSITIVE = ("(", 0, None, ")")
+AT_LEAST_0 = ("[", 0, None, ")")
+# TRL's and transformers' numbers that those libraries check only once the model has loaded (the optimizer, the
+# data loader, generation), or never (a negative learning rate, a negative temperature): the range each accepts.
+# An option only one of the configs has (max_length: SFT; temperature: GRPO) is checked where it exists.
+TRL_RANGES = {
+    "per_device_train_batch_size": POSITIVE,
+    "per_device_eval_batch_size": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE,
+    "learning_rate": AT_LEAST_0,
+    "weight_decay": AT_LEAST_0,
+    "adam_beta1": ("[", 0, 1, ")"),
+    "adam_beta2": ("[", 0, 1, ")"),
+    "adam_epsilon": AT_LEAST_0,
+    "warmup_steps": AT_LEAST_0,
+    "dataloader_num_workers": AT_LEAST_0,
+    # transformers' set_seed seeds numpy too, which takes 0 .. 2**32 - 1 (torch takes more)
+    "seed": ("[", 0, 2**32 - 1, "]"),
+    "data_seed": ("[", 0, 2**32 - 1, "]"),
+    "max_length": POSITIVE,
+    "max_completion_length": POSITIVE,
+    "temperature": POSITIVE,  # GRPO samples: logits are divided by it
+    "top_p": ("(", 0, 1, "]"),
+    "top_k": AT_LEAST_0,
+    "repetition_penalty": POSITIVE,
+    "num_iterations": POSITIVE,
+    "steps_per_generation": POSITIVE,
+    "generation_batch_size": POSITIVE,
+}
+
+
+def check_trl_values(config) -> None:
+    """Raise `SettingError` for a TRL or transformers option outside the range it works in (`TRL_RANGES`), and for
+    a ``max_steps`` that TRL would read as "train by epochs" without being -1."""
+    present = {f.name for f in fields(config)}
+    for name, interval in TRL_RANGES.items():
+        value = getattr(config, name) if name in present else None
+        problem = _range_problem(value, interval) if isinstance(value, (int, float)) else None
+        if problem is not None:
+            raise SettingError(name, problem)
+    if config.max_steps == 0 or config.max_steps < -1:
+        # transformers trains by num_train_epochs for any max_steps <= 0; only -1 says so on purpose
+        raise SettingError("max_steps", f"must be a positive number of optimizer steps, or -1 to train for "
+                                        f"num_train_epochs, got {config.max_steps}")
 
 
 def check_vllm_on_this_machine(args: PaftGRPOConfig) -> None:

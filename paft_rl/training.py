@@ -43,22 +43,17 @@ def train_sft(args, model_args) -> TrainResult:
         args (`PaftSFTConfig`): TRL's SFT options plus the pool options.
         model_args (`trl.ModelConfig`): model path and LoRA options.
     """
-    from trl import get_peft_config
-
-    from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
+    from .trainers.setup import adaptive_draws, model_init_kwargs, preflight
     from .trainers.sft import PaftSFTCollator, PaftSFTTrainer
 
     announce(args.precision_note)
-    inputs = prepare_inputs(args, model_args.model_name_or_path)
-    # At least one completion token must survive truncation, and the prompt must fit the model.
-    check_prompt_fits(inputs, 1, args.max_length, "completion token", "raise max_length")
-    check_prompt_fits(inputs, 1, inputs.context, "completion token", "the model's context cannot grow")
+    inputs = preflight(args, model_args)
     model_init_kwargs(args, model_args)
     collator = PaftSFTCollator(inputs.tokenizer, inputs.chooser, inputs.conversational, args.system_prompt,
                                args.max_length)
     trainer = PaftSFTTrainer(
         model=model_args.model_name_or_path, args=args, train_dataset=inputs.dataset, collator=collator,
-        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
+        processing_class=inputs.tokenizer, peft_config=inputs.peft_config, eval_dataset=inputs.eval_dataset,
         adaptive=adaptive_draws(args, inputs),
     )
     return _result(trainer, args)
@@ -71,25 +66,16 @@ def train_grpo(args, model_args) -> TrainResult:
         args (`PaftGRPOConfig`): TRL's GRPO options plus the pool options.
         model_args (`trl.ModelConfig`): model path and LoRA options.
     """
-    from trl import get_peft_config
-
-    from .configs import check_vllm_on_this_machine
-    from .trainers.common import reward_functions
     from .trainers.grpo import PaftGRPOTrainer
-    from .trainers.setup import adaptive_draws, check_prompt_fits, model_init_kwargs, prepare_inputs
+    from .trainers.setup import adaptive_draws, model_init_kwargs, preflight
 
     announce(args.precision_note)
-
-    check_vllm_on_this_machine(args)
-    inputs = prepare_inputs(args, model_args.model_name_or_path)
-    funcs = reward_functions(args.rewards, inputs.task)
-    check_prompt_fits(inputs, args.max_completion_length or 0, inputs.context, "generated tokens",
-                      "lower max_completion_length")
+    inputs = preflight(args, model_args)
     model_init_kwargs(args, model_args)
     trainer = PaftGRPOTrainer(
-        model=model_args.model_name_or_path, reward_funcs=funcs, args=args, train_dataset=inputs.dataset,
+        model=model_args.model_name_or_path, reward_funcs=inputs.reward_funcs, args=args, train_dataset=inputs.dataset,
         chooser=inputs.chooser, conversational=inputs.conversational, system_prompt=args.system_prompt,
-        processing_class=inputs.tokenizer, peft_config=get_peft_config(model_args), eval_dataset=inputs.eval_dataset,
+        processing_class=inputs.tokenizer, peft_config=inputs.peft_config, eval_dataset=inputs.eval_dataset,
         adaptive=adaptive_draws(args, inputs),
     )
     return _result(trainer, args)

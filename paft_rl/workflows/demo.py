@@ -156,20 +156,23 @@ def run_demo(settings: DemoSettings) -> dict:
     from ..eval.folder import result_settings
     from ..eval.runner import EvalSettings, check_settings, evaluate
     from ..smollm import smollm2_dir
+    from .preflight import check_training
 
     if settings.model:
         resolve_model(settings.model)  # a mistyped path fails before anything is converted or written
     started = time.perf_counter()
     out = Path(settings.out)
+    model = settings.model or str(smollm2_dir())
+    recipes = demo_recipes(out, model, settings)
+    prompt = eval_prompt_settings(recipes)
+    for name, (command, recipe) in recipes.items():  # GRPO trains the merged PAFT model: the base stands in for it
+        check_training(command, recipe, f"{name} recipe", model=model)
     if settings.fresh and out.exists():
         shutil.rmtree(out)
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
-    model = settings.model or str(smollm2_dir())
-    recipes = demo_recipes(out, model, settings)
-    prompt = eval_prompt_settings(recipes)
     print(f"paft-rl demo: model {model}\n              run folder {out} (rerun to resume)")
 
     # ------------------------------------------------------------------ 1. fine-tune with one fixed template

@@ -139,6 +139,20 @@ def check_stage_recipes(config: PipelineConfig) -> dict[str, Any]:
     return parsed
 
 
+def check_stages(config: PipelineConfig, evaluation: EvalSettings | None) -> None:
+    """Every stage's pre-flight before the first one runs: each recipe as ``paft-rl sft|grpo`` checks it (a GRPO
+    stage after SFT with the SFT stage's starting model, which has the architecture and tokenizer of what SFT
+    makes), and the evaluation's task, templates and rows."""
+    from .preflight import check_evaluation, check_training
+
+    start = stage_recipe("sft", config.sft, {})["model_name_or_path"] if config.sft else None
+    for command, path in config.recipes().items():
+        check_training(command, stage_recipe(command, path, {}), f"{command} recipe {path}",
+                       model=start if command == "grpo" else None)
+    if evaluation is not None:
+        check_evaluation(evaluation, "eval")
+
+
 def eval_prompt_settings(config: PipelineConfig, parsed: dict[str, Any]) -> dict[str, str | None]:
     """The prompt settings of the evaluation: the training recipes' (the GRPO recipe's when there is a GRPO stage,
     the SFT recipe's otherwise). Recipes that disagree, or an eval section asking for other prompts, are refused."""
@@ -168,6 +182,7 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         raise UserError("the pipeline needs an output_dir for its stage markers, evaluation and summary: set it")
     parsed = check_stage_recipes(config)
     evaluation = evaluation_settings(config, parsed) if config.eval else None
+    check_stages(config, evaluation[1] if evaluation else None)
     state = PartialState()
     out = Path(config.output_dir)
     if fresh and state.is_main_process and out.exists():

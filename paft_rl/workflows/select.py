@@ -100,7 +100,8 @@ def load_model(spec: str):
     return load_hf_model(source, device), load_tokenizer(source)
 
 
-def select_template(args, model_path: str, options: SelectOptions, model=None, tokenizer=None) -> Selection:
+def select_template(args, model_path: str, options: SelectOptions, model=None, tokenizer=None,
+                    model_args=None) -> Selection:
     """Score the recipe's train templates on its first rows and pick one by ``options.pick``.
 
     Args:
@@ -108,10 +109,14 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
         model_path (`str`): the model to score with (a folder, hub id or LoRA adapter folder), loaded unless
             ``model`` and ``tokenizer`` are given.
         options (`SelectOptions`): rows, rule, batch size.
+        model_args (`trl.ModelConfig`, *optional*): the recipe's; when given, the recipe's training pre-flight
+            (`paft_rl.trainers.setup.preflight`) runs before the model loads, so a recipe that could not train
+            is refused before it is scored (``paft-rl select`` writes a copy of it to train).
     """
     from trl import SFTConfig
 
     from ..trainers.common import resolve_task
+    from ..trainers.setup import preflight
 
     task = resolve_task(args)
     pool = load_task_pool(task, args.pool, args.field_aliases, args.drop_duplicate_templates)
@@ -125,6 +130,8 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
     if rows > len(data):
         raise UserError(f"--rows {rows} but the data has only {len(data)} rows; lower --rows")
     examples = [task.example(row) for row in data.select(range(rows))]
+    if model_args is not None:
+        preflight(args, model_args, model=model_path, own_output=False)
     if model is None:
         model, tokenizer = load_model(model_path)
     # An SFT run cuts sequences at max_length: a template is never scored on tokens the run would not train on.
@@ -172,7 +179,7 @@ def run_select(settings: SelectSettings, log=print) -> tuple[Selection, dict[str
     recipe = read_recipe(settings.config, settings.model)
     args, model_args = recipe_configs(None, recipe, Path(settings.config).name)
     out_dir = Path(settings.out or Path(recipe.get("output_dir") or ".") / "sapo_selection")
-    selection = select_template(args, model_args.model_name_or_path, settings)
+    selection = select_template(args, model_args.model_name_or_path, settings, model_args=model_args)
     paths = write_selection(selection, recipe, settings.config, out_dir)
     for rank, score in enumerate(sorted(selection.scores, key=lambda s: s.loss)[:10], start=1):
         marker = "  <- chosen" if score is selection.chosen else ""

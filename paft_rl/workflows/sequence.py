@@ -173,8 +173,12 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
     """Every stage's recipe parsed as ``paft-rl sft`` parses it, before anything runs; returns their configs.
 
     The shared section is checked on its own first, so a bad key is named where it was written
-    (``sequence.yaml.sft`` or ``sequence.yaml.tasks[1].sft``).
+    (``sequence.yaml.sft`` or ``sequence.yaml.tasks[1].sft``). Then every stage's pre-flight (pool, data, tokenizer,
+    LoRA targets: `paft_rl.trainers.setup.preflight`, each stage checked with the starting model, whose architecture
+    and tokenizer every stage keeps) and every task's evaluation rows, so that nothing fails after a stage ran.
     """
+    from .preflight import check_evaluation, check_training
+
     out = Path(config.output_dir)
     shared = {**LORA, "task": config.tasks[0].task, **config.sft, "model_name_or_path": config.model_name_or_path,
               "output_dir": str(out)}
@@ -185,6 +189,11 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
         args, _ = recipe_configs("sft", recipe, f"{where}.tasks[{i}].sft")
         check_rows(config.select, args, f"{where}.select.rows")
         recipes.append(args)
+    for i, stage in enumerate(config.tasks):
+        check_training("sft", stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}"),
+                       f"{where}.tasks[{i}] ({stage.task})")
+        check_evaluation(_eval_settings(config, config.model_name_or_path, i, recipes[i], out),
+                         f"{where}.tasks[{i}] ({stage.task}) evaluation")
     return recipes
 
 
@@ -197,13 +206,17 @@ def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -
     from ..eval.report import write_outputs
     from ..eval.runner import evaluate
 
-    stage = config.tasks[index]
-    settings = config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
-                                    data=stage.eval_data or args.data, split=stage.eval_split,
-                                    **training_prompt_settings(args))
-    results, records = evaluate(settings)
+    results, records = evaluate(_eval_settings(config, model, index, args, out))
     write_outputs(results, records, out)
     return float(results["models"][model]["mean"])
+
+
+def _eval_settings(config: SequenceConfig, model: str, index: int, args, out: Path) -> EvalSettings:
+    """The settings of one evaluation of task ``index`` (`_evaluate`)."""
+    stage = config.tasks[index]
+    return config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
+                                data=stage.eval_data or args.data, split=stage.eval_split,
+                                **training_prompt_settings(args))
 
 
 def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequence", log=print) -> dict:
