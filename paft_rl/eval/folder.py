@@ -13,6 +13,8 @@ from pathlib import Path
 
 from prompt_pool import UserError, short_value
 
+from .fingerprint import model_fingerprint
+
 # How fast and how visibly a run went: the same evaluation with other values gives the same results.
 SPEED_ONLY = {"batch_size", "max_batch_tokens", "threads", "share_prefix", "progress"}
 # How a run was carried out, not what it measured: these may differ between runs that share a folder. A budget
@@ -64,6 +66,24 @@ def keep_previous_models(previous: dict | None, results: dict, records: list[dic
                "settings": {**results["settings"], "models": kept + list(results["settings"]["models"]),
                             "labels": labels + list(results["settings"]["labels"])}}
     return results, old_records + records
+
+
+def changed_kept_models(previous: dict | None, evaluated: list[str]) -> list[str]:
+    """A line for each model whose results the folder keeps (this run does not evaluate it) though its files
+    changed since they were computed (`fingerprint.model_fingerprint`); a model no longer there is not named."""
+    lines = []
+    for spec, metrics in (previous or {}).get("models", {}).items():
+        recorded = metrics.get("model_fingerprint")
+        if spec in evaluated or recorded is None:
+            continue
+        try:
+            now = model_fingerprint(spec)
+        except UserError:  # removed since, or no longer a model: its results stay as they were
+            continue
+        if now != recorded:
+            lines.append(f"note: the results of model {spec} kept in this folder are of an earlier version of it "
+                         f"(fingerprint {recorded} -> {now}): pass it in --models to evaluate it again")
+    return lines
 
 
 def _records(path: Path, models: set[str]) -> list[dict]:

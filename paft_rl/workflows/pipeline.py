@@ -30,7 +30,9 @@ from ..eval.runner import EvalSettings
 from ..settings import SettingError, Settings, option
 from ..stages import (
     MARKER,
+    MODELS,
     STARTED,
+    consumed_models,
     is_adapter,
     merge_adapter,
     resume_or_overwrite,
@@ -180,7 +182,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ SFT
     if config.sft:
         recipe = stage_recipe("sft", config.sft, {})
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"])}
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"]),
+                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
         summary["sft"] = run_training("sft", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ merge, when GRPO starts from an adapter
     start = summary.get("sft", {}).get("model")
@@ -189,7 +192,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         if state.is_main_process:
             summary["merge"] = run_stage("merge LoRA", out / "merge",
                                          lambda resume: {"model": str(merge_adapter(start, merged, replace=True))},
-                                         {"after": summary["sft"]["fingerprint"], "model": str(merged)}, log)
+                                         {"after": summary["sft"]["fingerprint"], "model": str(merged),
+                                          MODELS: consumed_models([start])}, log)
         state.wait_for_everyone()
         summary["merge"] = stage_summary(out / "merge")
         start = str(merged)
@@ -197,14 +201,16 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     if config.grpo:
         recipe = stage_recipe("grpo", config.grpo, {"model_name_or_path": start} if start else {})
         after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after}
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after,
+                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
         summary["grpo"] = run_training("grpo", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ evaluation
     if evaluation is not None and state.is_main_process:
         section, settings = evaluation
         after = {name: summary[name]["fingerprint"] for name in STAGES if name in summary}
         summary["eval"] = run_stage("eval", out / "eval", lambda resume: evaluate_stage(settings),
-                                    {"eval": result_settings(section), "after": after}, log)
+                                    {"eval": result_settings(section), "after": after,
+                                     MODELS: consumed_models(settings.models)}, log)
     state.wait_for_everyone()
     if state.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
