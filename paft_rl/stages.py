@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_pool import UserError, atomic_write_text, short_value
+from prompt_pool.io import created_mode
 
 from .eval.cache import fingerprint
 from .eval.fingerprint import model_fingerprint
@@ -193,7 +194,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, replace: bool = 
         model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.float32)
         model.merge_and_unload().save_pretrained(str(staging), safe_serialization=True)
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(staging))
-        staging.chmod(0o755)
+        staging.chmod(created_mode(folder=True))
         staging.rename(out_dir)
     finally:
         if staging.exists():

@@ -28,6 +28,7 @@ import yaml
 
 from prompt_pool import PromptPool, UserError, atomic_write_text
 
+from ..outputs import check_output, refuse_replacing
 from ..tasks import LETTERS, Task, load_rows
 
 SENTINEL = "\x00"
@@ -144,7 +145,7 @@ def check_exportable(task: Task, scoring: str) -> None:
 
 def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | None = None, data: str | None = None,
                    split: str | None = None, limit: int | None = None, seed: int = 0, scoring: str = "generate",
-                   max_new_tokens: int | None = None) -> dict:
+                   max_new_tokens: int | None = None, replace: bool = False) -> dict:
     """Write the task group into ``out``; returns the group name, its task names and the files written.
 
     Args:
@@ -155,11 +156,15 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
         data / split / limit / seed: the questions, read as ``paft-rl eval`` reads them.
         scoring (`str`, defaults to `"generate"`): ``generate`` or ``loglik`` (multiple choice only).
         max_new_tokens (`int`, *optional*): generation budget (default: the task's).
+        replace (`bool`, defaults to `False`): replace an earlier export in ``out`` (refused otherwise); its files
+            that this export does not write again are removed, so no stale task is left beside the new ones.
     """
     check_exportable(task, scoring)
     if not pool.templates:
         raise UserError(f"{pool.name}: no templates to export")
-    out = Path(out)
+    out = check_output(out, "--out")
+    earlier = exported_files(out)
+    refuse_replacing(out, "--out", [path.name for path in earlier], replace)
     rows = load_rows(task, data, split or task.eval_split, limit, seed)
     if len(rows) == 0:
         raise UserError("the dataset has no rows")
@@ -183,7 +188,26 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
                                                "filter_list": filtered}],
                     "metadata": {"version": 1.0, "paft_task": task.name, "paft_scoring": scoring}}
     files.append(atomic_write_text(out / f"_{group}.yaml", _yaml(group_config)))
+    for stale in set(earlier) - set(files):
+        stale.unlink()
     return {"group": group, "tasks": names, "files": files, "questions": count, "metric": f"{metric},{filtered}"}
+
+
+def exported_files(out: Path) -> list[Path]:
+    """The files an earlier export wrote into ``out``: the questions and the task and group configs (told apart from
+    other YAML files by the ``paft_*`` metadata every export writes)."""
+    if not out.is_dir():
+        return []
+    found = [out / DOCS_FILE] if (out / DOCS_FILE).is_file() else []
+    for path in sorted(out.glob("*.yaml")):
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # not an export's file: left alone
+        metadata = config.get("metadata") if isinstance(config, dict) else None
+        if isinstance(metadata, dict) and ("paft_template" in metadata or "paft_task" in metadata):
+            found.append(path)
+    return found
 
 
 def _yaml(config: dict) -> str:

@@ -18,6 +18,7 @@ from typing import Literal
 from prompt_pool import PromptPool, UserError, builtin_names
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
+from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .answers import answer_metrics
@@ -376,8 +377,7 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     first model's weights are loaded.
     """
     check_settings(settings)
-    if Path(settings.out).exists() and not Path(settings.out).is_dir():
-        raise UserError(f"--out {settings.out} is a file: name a folder for the results (it is created if missing)")
+    check_output(settings.out, "--out")
     task = get_task(settings.task)
     if settings.scoring == "loglik" and not task.is_multiple_choice:
         raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")

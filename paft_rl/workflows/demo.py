@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..stages import (
     LORA,
@@ -162,7 +163,7 @@ def run_demo(settings: DemoSettings) -> dict:
     if settings.model:
         resolve_model(settings.model)  # a mistyped path fails before anything is converted or written
     started = time.perf_counter()
-    out = Path(settings.out)
+    out = check_output(settings.out, "--out")
     if settings.fresh and out.exists():
         shutil.rmtree(out)
     if settings.threads:

@@ -29,6 +29,7 @@ from prompt_pool import atomic_write_text
 from ..eval.fingerprint import folder_fingerprint
 from ..eval.folder import result_settings
 from ..eval.runner import EvalSettings
+from ..outputs import check_output
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
 from ..stages import (
@@ -218,7 +219,7 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         where (`str`): the config's name in messages (its file name).
     """
     recipes = check_recipes(config, where)
-    out = Path(config.output_dir)
+    out = check_output(config.output_dir, f"{where}.output_dir")
     if fresh and out.exists():
         shutil.rmtree(out)
     names = [stage.task for stage in config.tasks]
