@@ -213,6 +213,12 @@ def test_pool_export_into_an_earlier_export_needs_force_and_leaves_no_stale_task
     tasks = sorted(p.stem for p in out.glob("paft_synth_mc_*.yaml"))
     assert tasks == sorted(group["task"]) and len(tasks) == 10  # the held-out templates only
     assert (out / "notes.yaml").read_text() == "mine: true\n"  # not an export's file
+    # Another group beside it reads the same questions: nothing of the first is replaced, so no --force.
+    assert run(capsys, *export, "--group", "second")[0] == 0
+    assert (out / "_paft_synth_mc.yaml").is_file() and (out / "_second.yaml").is_file()
+    # Other questions would change what the groups already there read.
+    code, err = run(capsys, *export[:-1], "3", "--group", "third")
+    assert code == 2 and "docs.jsonl" in err and not (out / "_third.yaml").exists()
 
 
 def test_pool_generate_into_an_earlier_pool_needs_force(model, tmp_path, capsys):
