@@ -3,7 +3,8 @@
 ``paft-rl eval --out DIR`` may be run again with more models, or after an interruption. Results of the same
 evaluation (task, data, templates, questions, generation settings) are kept for every model the new run does not
 evaluate, so ``results.json``, the CSV and the plots always cover every model in the folder. A run whose
-evaluation differs from the folder's is refused before any model loads, naming what differs.
+evaluation differs from the folder's is refused before any model loads, naming what differs. Each model's results
+record the fingerprint of its files; a kept model whose files changed since is named (`changed_kept_models`).
 """
 
 from __future__ import annotations
