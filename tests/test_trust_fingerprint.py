@@ -114,6 +114,17 @@ def test_a_model_retrained_in_place_is_evaluated_again(model, tmp_path, capsys):
     assert again["generated_this_run"] == 0 and "changed since" not in printed.err
 
 
+def test_answers_that_do_not_say_which_model_made_them_are_not_reused(model, tmp_path, capsys):
+    """A resume log of an older paft-rl records no fingerprint: its answers may be of another model."""
+    run_eval(model, tmp_path / "F", capsys)
+    (log,) = (tmp_path / "F" / ".resume").iterdir()
+    lines = log.read_text().splitlines()
+    assert "model_fingerprint" in json.loads(lines[0])
+    log.write_text("".join(line + "\n" for line in lines[1:]))
+    metrics, _, printed = run_eval(model, tmp_path / "F", capsys)
+    assert "do not record which model files made them" in printed.err and metrics["generated_this_run"] == 20
+
+
 def test_kept_results_of_a_model_changed_since_are_named(model, tmp_path, capsys):
     other = shutil.copytree(model, tmp_path / "other" / "second")
     run_eval(other, tmp_path / "F", capsys)

@@ -407,10 +407,13 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     if previous is not None:
         check_same_evaluation(previous, results["settings"], settings.out)  # before any weights load
     for spec in settings.models:
-        if prepared[spec].log.replaced is not None:
-            print(f"model {spec} changed since its answers in {settings.out} were written (fingerprint "
-                  f"{prepared[spec].log.replaced} -> {prepared[spec].log.model_fingerprint}): evaluating it again",
-                  file=sys.stderr)
+        log = prepared[spec].log
+        if log.replaced == "unrecorded":
+            print(f"the answers of model {spec} in {settings.out} do not record which model files made them (an older "
+                  "paft-rl wrote them): evaluating it again", file=sys.stderr)
+        elif log.replaced is not None:
+            print(f"model {spec} changed since its answers in {settings.out} were written (fingerprint {log.replaced} "
+                  f"-> {log.model_fingerprint}): evaluating it again", file=sys.stderr)
     for line in changed_kept_models(previous, settings.models):
         print(line, file=sys.stderr)
     records: list[dict] = []
