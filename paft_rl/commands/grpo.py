@@ -10,7 +10,7 @@ from __future__ import annotations
 def main(argv: list[str]) -> int:
     from ..configs import PaftGRPOConfig
     from ..trainers.setup import parse_recipe
-    from ..training import train_grpo
+    from ..training import train_command
 
-    train_grpo(*parse_recipe(PaftGRPOConfig, argv))
+    train_command("grpo", *parse_recipe(PaftGRPOConfig, argv))
     return 0

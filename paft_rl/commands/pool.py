@@ -63,6 +63,9 @@ def _add_export_parser(actions) -> None:
                         help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
     export.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
     export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an earlier export in --out (its task files that this export does not write "
+                             "again are removed)")
     _add_alias_option(export)
 
 
@@ -145,14 +148,16 @@ def run_split(file: str, flags: SplitFlags) -> int:
 
     from prompt_pool.io import pool_format
 
+    from ..outputs import check_output, refuse_replacing
+
     out = Path(flags.out)
     pool_format(out)  # refuse an unknown suffix before reading anything
     if Path(file).exists() and out.exists() and out.resolve() == Path(file).resolve():
         raise UserError(f"--out {flags.out} is the input pool: write the split pool to another file")
     if out.is_dir():
         raise UserError(f"--out {flags.out} is a folder: name a pool file such as {out / 'pool.jsonl'}")
-    if out.exists() and not flags.force:
-        raise UserError(f"--out {flags.out} already exists: choose another file or pass --force to replace it")
+    check_output(out, "--out", "file")
+    refuse_replacing(out, "--out", [out.name] if out.exists() else [], flags.force)
     pool = load_pool(file).split(flags.heldout_fraction, flags.seed)
     pool.save(out)
     print(f"wrote {flags.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {flags.seed})")
@@ -192,7 +197,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     pool = eval_templates(task, args.file, args.field_alias).subset(args.templates)
     written = export_lm_eval(pool, task, args.out, group=args.group, data=args.data, split=args.split,
-                             limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens)
+                             limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens,
+                             replace=args.force)
     print(f"wrote lm-eval group {written['group']} ({len(written['tasks'])} tasks, one per template, "
           f"{written['questions']} questions) to {args.out}; run: lm_eval --include_path {args.out} "
           f"--tasks {written['group']} --apply_chat_template ...")

@@ -11,7 +11,7 @@ from __future__ import annotations
 def main(argv: list[str]) -> int:
     from ..configs import PaftSFTConfig
     from ..trainers.setup import parse_recipe
-    from ..training import train_sft
+    from ..training import train_command
 
-    train_sft(*parse_recipe(PaftSFTConfig, argv))
+    train_command("sft", *parse_recipe(PaftSFTConfig, argv))
     return 0

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from prompt_pool.io import atomic_write_text
 
+from ..outputs import check_output, refuse_replacing
 from ..settings import Settings, SettingError, option, parse_settings, settings_parser
 from .config import load_config
 from .prompts import build_requests
-from .run import default_report_path, generate_pool, report_text
+from .run import cache_location, default_report_path, generate_pool, report_text
 
 
 @dataclass
@@ -32,6 +33,8 @@ class GenerateFlags(Settings):
     no_cache: bool = option(False, help="neither read nor write a response cache")
     dry_run: bool = option(False, help="print the requests and one meta-prompt per mode; send nothing")
     quiet: bool = option(False, help="no progress lines")
+    force: bool = option(False, help="replace the pool and report an earlier run wrote (a rerun to retry failed "
+                                     "generators: received responses are cached)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,19 +59,31 @@ def main(argv: list[str] | None = None) -> int:
     if flags.dry_run:
         return _dry_run(config)
     cache = "" if flags.no_cache else flags.cache
+    report_path = Path(flags.report) if flags.report else default_report_path(flags.out)
+    check_outputs(flags, report_path, cache_location(config, flags.out, cache))
     log = (lambda line: None) if flags.quiet else None
     result = generate_pool(config, flags.out, cache_path=cache, log=log)
-    report_path = Path(flags.report) if flags.report else default_report_path(flags.out)
     atomic_write_text(report_path, json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     print(report_text(result.report))
     print(f"pool: {flags.out}\nreport: {report_path}")
     if result.failures:
         print("paft-rl pool generate: some generators failed; the pool holds what the others made "
-              "(re-run to retry: received responses are cached):", file=sys.stderr)
+              "(re-run with --force to retry: received responses are cached):", file=sys.stderr)
         for line in result.failures:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_outputs(flags: GenerateFlags, report: Path, cache: Path | None) -> None:
+    """Before any request: the pool, report and cache files can be written, and an earlier run's pool and report
+    are replaced only with --force (the cache is meant to be read again)."""
+    check_output(flags.out, "--out", "file")
+    check_output(report, "--report", "file")
+    if cache is not None:
+        check_output(cache, "--cache", "file")
+    held = [path.name for path in (Path(flags.out), report) if path.exists()]
+    refuse_replacing(flags.out, "--out", held, flags.force)
 
 
 def _dry_run(config) -> int:

@@ -59,7 +59,7 @@ def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Pat
     log = log or (lambda line: print(f"[pool generate] {line}", file=sys.stderr, flush=True))
     start = time.monotonic()
     requests = build_requests(config)
-    cache = ResponseCache(_cache_location(config, out, cache_path))
+    cache = ResponseCache(cache_location(config, out, cache_path))
     collection = collect_responses(config, requests, cache, log=log, sleep=sleep)
     if not collection.responses:
         raise UserError("no generator returned anything: " + " | ".join(collection.failure_lines()))
@@ -82,7 +82,7 @@ def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Pat
     return GenerateResult(pool, report, collection.failure_lines())
 
 
-def _cache_location(config: GenerateConfig, out, cache_path) -> Path | None:
+def cache_location(config: GenerateConfig, out, cache_path) -> Path | None:
     chosen = cache_path if cache_path is not None else config.cache
     if chosen == "":
         return None

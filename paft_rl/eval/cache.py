@@ -3,7 +3,9 @@
 A run killed at any moment (``kill -9`` included) loses at most the batch in flight: the next run with the
 same arguments reads the log, drops a torn last line, and generates only the cells it lacks. One log per
 model and generation settings (the file name carries their hash), and each line carries a hash of its
-exact prompt, so a changed template, row or chat format is regenerated, never reused.
+exact prompt, so a changed template, row or chat format is regenerated, never reused. The log's first line
+records the fingerprint of the model's files (`paft_rl.eval.fingerprint`): answers of a model since retrained or
+edited in place are discarded, never reused as the new model's.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ class GenerationLog:
         out_dir (`Path`): the evaluation output folder.
         label (`str`): a file-name-safe name for the model.
         settings (`dict`): model and generation settings; their hash names the file.
+        model_fingerprint (`str`): the model's content (`paft_rl.eval.fingerprint.model_fingerprint`). A log written
+            for other content is set aside: ``replaced`` then holds the fingerprint it was written for
+            (``"unrecorded"`` for a log of an older paft-rl), and the first record starts the file anew.
     """
 
-    def __init__(self, out_dir: Path, label: str, settings: dict):
+    def __init__(self, out_dir: Path, label: str, settings: dict, model_fingerprint: str):
         self.path = Path(out_dir) / ".resume" / f"{label}-{fingerprint(settings)}.jsonl"
         self.settings = settings
+        self.model_fingerprint = model_fingerprint
+        self.replaced: str | None = None
+        self._restart = False
         self.load_seconds = 0.0
         self.entries: dict[tuple[str, str], dict] = {}
         self._read()
@@ -44,16 +52,27 @@ class GenerationLog:
     def _read(self) -> None:
         if not self.path.exists():
             return
+        written_for, load_seconds, entries = None, 0.0, {}
         with self.path.open(encoding="utf-8") as handle:
             for line in handle:
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a crash: its cell is generated again
-                if "load_seconds" in entry:
-                    self.load_seconds = max(self.load_seconds, float(entry["load_seconds"]))
-                elif isinstance(entry, dict) and {"template", "row", "prompt_hash", "text"} <= entry.keys():
-                    self.entries[(entry["template"], entry["row"])] = entry
+                if not isinstance(entry, dict):
+                    continue
+                if "model_fingerprint" in entry:
+                    written_for = entry["model_fingerprint"]
+                elif "load_seconds" in entry:
+                    load_seconds = max(load_seconds, float(entry["load_seconds"]))
+                elif {"template", "row", "prompt_hash", "text"} <= entry.keys():
+                    entries[(entry["template"], entry["row"])] = entry
+        if written_for != self.model_fingerprint:
+            if entries:
+                self.replaced = written_for or "unrecorded"
+            self._restart = True
+            return
+        self.load_seconds, self.entries = load_seconds, entries
 
     def get(self, key: tuple[str, str], prompt: str) -> Generation | None:
         """The logged generation for ``key`` if it was made from exactly this prompt."""
@@ -81,14 +100,17 @@ class GenerationLog:
 
     def _append(self, entries: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size:
+        # The first record after the model changed (or into a new log) starts the file with the model's fingerprint.
+        fresh = self._restart or not self.path.exists() or not self.path.stat().st_size
+        if fresh:
+            entries = [{"model_fingerprint": self.model_fingerprint}, *entries]
+            self._restart, needs_newline = False, False
+        else:
             with self.path.open("rb") as handle:  # a torn last line must not swallow the next record
                 handle.seek(-1, os.SEEK_END)
                 needs_newline = handle.read(1) != b"\n"
-        else:
-            needs_newline = False
         text = ("\n" if needs_newline else "") + "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
-        with self.path.open("a", encoding="utf-8") as handle:
+        with self.path.open("w" if fresh else "a", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

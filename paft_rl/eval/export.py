@@ -28,6 +28,7 @@ import yaml
 
 from prompt_pool import PromptPool, UserError, atomic_write_text
 
+from ..outputs import check_output, refuse_replacing
 from ..tasks import LETTERS, Task, load_rows
 
 SENTINEL = "\x00"
@@ -75,8 +76,8 @@ def gold_answer(task: Task, gold: str) -> str:
     return parsed.answer.replace(",", "")
 
 
-def write_docs(task: Task, rows, path: Path) -> int:
-    """The questions as the harness reads them: template fields plus ``paft_*`` gold columns."""
+def docs_text(task: Task, rows) -> str:
+    """The questions as the harness reads them (JSON Lines): template fields plus ``paft_*`` gold columns."""
     lines = []
     for row in rows:
         example = task.example(row)
@@ -87,8 +88,7 @@ def write_docs(task: Task, rows, path: Path) -> int:
         else:
             doc["paft_gold_answer"] = gold_answer(task, example.gold)
         lines.append(json.dumps(doc, ensure_ascii=False) + "\n")
-    atomic_write_text(path, "".join(lines))
-    return len(lines)
+    return "".join(lines)
 
 
 def task_config(name: str, doc_to_text: str, docs: Path, task: Task, scoring: str, max_new_tokens: int,
@@ -144,7 +144,7 @@ def check_exportable(task: Task, scoring: str) -> None:
 
 def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | None = None, data: str | None = None,
                    split: str | None = None, limit: int | None = None, seed: int = 0, scoring: str = "generate",
-                   max_new_tokens: int | None = None) -> dict:
+                   max_new_tokens: int | None = None, replace: bool = False) -> dict:
     """Write the task group into ``out``; returns the group name, its task names and the files written.
 
     Args:
@@ -155,18 +155,23 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
         data / split / limit / seed: the questions, read as ``paft-rl eval`` reads them.
         scoring (`str`, defaults to `"generate"`): ``generate`` or ``loglik`` (multiple choice only).
         max_new_tokens (`int`, *optional*): generation budget (default: the task's).
+        replace (`bool`, defaults to `False`): replace an earlier export in ``out`` (refused otherwise); its files
+            that this export does not write again are removed, so no stale task is left beside the new ones
+            (`earlier_export`; other groups in ``out`` stay).
     """
     check_exportable(task, scoring)
     if not pool.templates:
         raise UserError(f"{pool.name}: no templates to export")
-    out = Path(out)
+    out = check_output(out, "--out")
     rows = load_rows(task, data, split or task.eval_split, limit, seed)
     if len(rows) == 0:
         raise UserError("the dataset has no rows")
     n_options = max((len(task.example(row).options or []) for row in rows), default=0)
     group = slug(group or default_group(task, pool))
-    docs = out / DOCS_FILE
-    count = write_docs(task, rows, docs)
+    questions = docs_text(task, rows)
+    earlier = earlier_export(out, group, questions)
+    refuse_replacing(out, "--out", [path.name for path in earlier], replace)
+    docs = atomic_write_text(out / DOCS_FILE, questions)
     names, files = [], [docs]
     for template in pool.templates:
         name = f"{group}_{slug(template.id)}"
@@ -183,7 +188,31 @@ def export_lm_eval(pool: PromptPool, task: Task, out: str | Path, group: str | N
                                                "filter_list": filtered}],
                     "metadata": {"version": 1.0, "paft_task": task.name, "paft_scoring": scoring}}
     files.append(atomic_write_text(out / f"_{group}.yaml", _yaml(group_config)))
-    return {"group": group, "tasks": names, "files": files, "questions": count, "metric": f"{metric},{filtered}"}
+    for stale in set(earlier) - set(files):
+        stale.unlink()
+    return {"group": group, "tasks": names, "files": files, "questions": len(rows), "metric": f"{metric},{filtered}"}
+
+
+def earlier_export(out: Path, group: str, questions: str) -> list[Path]:
+    """What an earlier export left in ``out`` that this one would replace: the group's config and the task files it
+    lists, and the questions file when it holds other questions (other groups in the folder read it too). Other
+    groups, and files no export wrote, are not this export's to replace."""
+    found = []
+    group_file = out / f"_{group}.yaml"
+    if group_file.is_file():
+        try:
+            config = yaml.safe_load(group_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError):
+            config = None
+        tasks = config.get("task") if isinstance(config, dict) else None
+        found.append(group_file)
+        for name in tasks if isinstance(tasks, list) else []:
+            if isinstance(name, str) and (out / f"{name}.yaml").is_file():
+                found.append(out / f"{name}.yaml")
+    docs = out / DOCS_FILE
+    if docs.is_file() and docs.read_text(encoding="utf-8", errors="replace") != questions:
+        found.append(docs)
+    return found
 
 
 def _yaml(config: dict) -> str:

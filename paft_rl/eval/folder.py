@@ -3,7 +3,8 @@
 ``paft-rl eval --out DIR`` may be run again with more models, or after an interruption. Results of the same
 evaluation (task, data, templates, questions, generation settings) are kept for every model the new run does not
 evaluate, so ``results.json``, the CSV and the plots always cover every model in the folder. A run whose
-evaluation differs from the folder's is refused before any model loads, naming what differs.
+evaluation differs from the folder's is refused before any model loads, naming what differs. Each model's results
+record the fingerprint of its files; a kept model whose files changed since is named (`changed_kept_models`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from pathlib import Path
 
 from prompt_pool import UserError, short_value
+
+from .fingerprint import model_fingerprint
 
 # How fast and how visibly a run went: the same evaluation with other values gives the same results.
 SPEED_ONLY = {"batch_size", "max_batch_tokens", "threads", "share_prefix", "progress"}
@@ -64,6 +67,24 @@ def keep_previous_models(previous: dict | None, results: dict, records: list[dic
                "settings": {**results["settings"], "models": kept + list(results["settings"]["models"]),
                             "labels": labels + list(results["settings"]["labels"])}}
     return results, old_records + records
+
+
+def changed_kept_models(previous: dict | None, evaluated: list[str]) -> list[str]:
+    """A line for each model whose results the folder keeps (this run does not evaluate it) though its files
+    changed since they were computed (`fingerprint.model_fingerprint`); a model no longer there is not named."""
+    lines = []
+    for spec, metrics in (previous or {}).get("models", {}).items():
+        recorded = metrics.get("model_fingerprint")
+        if spec in evaluated or recorded is None:
+            continue
+        try:
+            now = model_fingerprint(spec)
+        except UserError:  # removed since, or no longer a model: its results stay as they were
+            continue
+        if now != recorded:
+            lines.append(f"note: the results of model {spec} kept in this folder are of an earlier version of it "
+                         f"(fingerprint {recorded} -> {now}): pass it in --models to evaluate it again")
+    return lines
 
 
 def _records(path: Path, models: set[str]) -> list[dict]:

@@ -4,9 +4,9 @@ template-by-model heatmap)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from prompt_pool.io import atomic_write
 
 
 def _pyplot():
@@ -26,15 +26,7 @@ def short_names(specs: list[str]) -> list[str]:
 
 def _save(figure, path: Path) -> Path:
     """Save through a temporary file and a rename, so a crash never leaves a torn PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, bbox_inches="tight"), suffix=".png")
 
 
 VIOLIN_MIN_DISTINCT = 8  # fewer distinct accuracies than this: a smoothed violin would invent a shape

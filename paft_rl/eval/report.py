@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from prompt_pool import atomic_write_text
@@ -28,16 +27,7 @@ def write_outputs(results: dict, records: list[dict], out_dir: str | Path) -> di
     }
     if any("estimated" in metrics for metrics in results["models"].values()):  # a --budget run
         paths["estimates"] = plot_estimates(results, out / "estimated_accuracy.png")
-    mode = 0o666 & ~_umask()  # temporary files are created private; results are ordinary files
-    for path in paths.values():
-        path.chmod(mode)
     return paths
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def per_template_csv(results: dict) -> str:

@@ -18,13 +18,15 @@ from typing import Literal
 from prompt_pool import PromptPool, UserError, builtin_names
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
+from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
 from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
 from .budget import BudgetPlan, estimated_metrics, plan_budget
 from .cache import GenerationLog
-from .folder import check_same_evaluation, keep_previous_models, previous_results
+from .fingerprint import model_fingerprint
+from .folder import changed_kept_models, check_same_evaluation, keep_previous_models, previous_results
 from .metrics import model_metrics
 from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
 
@@ -212,7 +214,8 @@ def tokenize_prompts(tokenizer, prompts: dict[tuple[str, str], str], chat: bool)
 
 @dataclass
 class PreparedModel:
-    """A model ready to generate: its source, tokenizer, exact prompts and token ids, and resume log."""
+    """A model ready to generate: its source, tokenizer, exact prompts and token ids, and resume log (which knows
+    the fingerprint of the model's files)."""
 
     source: ModelSource
     tokenizer: object
@@ -244,7 +247,8 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
     if settings.scoring == "loglik":
         choices = prepare_choices(spec, tokenizer, cells, prompts, prompt_ids, chat, limit)
         log_settings = {**log_settings, "scoring": "loglik", "max_new_tokens": None}
-    log = GenerationLog(Path(settings.out), model_label(spec), log_settings)
+    # After the tokenizer and config loaded: a hub model's snapshot is then in the cache, and names its commit.
+    log = GenerationLog(Path(settings.out), model_label(spec), log_settings, model_fingerprint(spec))
     return PreparedModel(source, tokenizer, prompts, prompt_ids, log, chat, choices)
 
 
@@ -373,8 +377,7 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     first model's weights are loaded.
     """
     check_settings(settings)
-    if Path(settings.out).exists() and not Path(settings.out).is_dir():
-        raise UserError(f"--out {settings.out} is a file: name a folder for the results (it is created if missing)")
+    check_output(settings.out, "--out")
     task = get_task(settings.task)
     if settings.scoring == "loglik" and not task.is_multiple_choice:
         raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")
@@ -403,6 +406,16 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     previous = previous_results(settings.out)
     if previous is not None:
         check_same_evaluation(previous, results["settings"], settings.out)  # before any weights load
+    for spec in settings.models:
+        log = prepared[spec].log
+        if log.replaced == "unrecorded":
+            print(f"the answers of model {spec} in {settings.out} do not record which model files made them (an older "
+                  "paft-rl wrote them): evaluating it again", file=sys.stderr)
+        elif log.replaced is not None:
+            print(f"model {spec} changed since its answers in {settings.out} were written (fingerprint {log.replaced} "
+                  f"-> {log.model_fingerprint}): evaluating it again", file=sys.stderr)
+    for line in changed_kept_models(previous, settings.models):
+        print(line, file=sys.stderr)
     records: list[dict] = []
     for spec, label in zip(settings.models, results["settings"]["labels"]):
         if plan is None:
@@ -411,7 +424,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
         else:
             metrics, model_records = evaluate_budgeted(spec, prepared[spec], plan, task, top_threshold, max_new_tokens,
                                                        settings)
-        results["models"][spec] = {"label": label, **metrics}
+        results["models"][spec] = {"label": label, "model_fingerprint": prepared[spec].log.model_fingerprint,
+                                   **metrics}
         records += [{**record, "label": label} for record in model_records]
     results["wall_seconds"] = time.perf_counter() - started
     return keep_previous_models(previous, results, records, settings.out)

@@ -24,6 +24,7 @@ from prompt_pool import PromptPool, Template, UserError
 from prompt_pool.template import placeholders
 
 from ..formatting import build_prompt, prompt_text
+from ..outputs import check_output
 from ..tasks import Task, get_task, load_rows, load_task_pool
 
 if TYPE_CHECKING:
@@ -256,8 +257,23 @@ def existing_checkpoints(output_dir: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name))
 
 
+# What a finished training leaves in output_dir (`Trainer.save_model`): a full model or a PEFT adapter.
+FINISHED_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin",
+                        "config.json", "adapter_config.json")
+
+
+def finished_model_files(output_dir: str | Path) -> list[str]:
+    """The files of a saved model (or adapter) directly in ``output_dir``."""
+    folder = Path(output_dir)
+    return [name for name in FINISHED_MODEL_FILES if (folder / name).is_file()]
+
+
 def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
-    """Refuse to mix a new run's checkpoints with an old run's, unless asked to resume or overwrite."""
+    """Refuse an output_dir that cannot be written, and one holding an earlier run (its checkpoints, or the model it
+    saved when it finished), unless asked to resume or overwrite: a new run never mixes with, nor silently
+    replaces, an old one."""
+    check_output(output_dir, "output_dir")
     if resume or overwrite:
         return
     checkpoints = [p.name for p in existing_checkpoints(output_dir)]
@@ -265,6 +281,10 @@ def check_output_dir(output_dir: str, resume: Any, overwrite: bool) -> None:
         raise UserError(f"output_dir {output_dir} already holds {', '.join(checkpoints[:3])}"
                         f"{' ...' if len(checkpoints) > 3 else ''}: pass --resume_from_checkpoint true to continue "
                         f"that run, --overwrite true to replace it, or choose another output_dir")
+    finished = finished_model_files(output_dir)
+    if finished:
+        raise UserError(f"output_dir {output_dir} already holds a trained model ({', '.join(finished[:3])}): pass "
+                        "--overwrite true to replace it, or choose another output_dir")
 
 
 # ---------------------------------------------------------------------------- GRPO generation cycles and resume

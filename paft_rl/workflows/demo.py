@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..stages import (
     LORA,
+    MODELS,
+    consumed_models,
     merge_adapter,
     resume_or_overwrite,
     run_recipe,
@@ -142,9 +145,9 @@ def train(command: str, recipe: dict, out: Path, name: str, resume: bool) -> dic
 
 
 def training_stage(title: str, command: str, recipe: dict, out: Path, name: str, after: dict | None = None) -> dict:
-    """A training stage whose settings are its recipe (and what it starts from), so a change reruns it."""
+    """A training stage whose settings are its recipe (and what it starts from, by content), so a change reruns it."""
     settings = {"recipe": recipe, "precision": trained_precision(recipe_configs(command, recipe)[0]),
-                "after": (after or {}).get("fingerprint")}
+                "after": (after or {}).get("fingerprint"), MODELS: consumed_models([recipe["model_name_or_path"]])}
     return run_stage(title, out / name, lambda resume: train(command, recipe, out, name, resume), settings)
 
 
@@ -161,7 +164,7 @@ def run_demo(settings: DemoSettings) -> dict:
     if settings.model:
         resolve_model(settings.model)  # a mistyped path fails before anything is converted or written
     started = time.perf_counter()
-    out = Path(settings.out)
+    out = check_output(settings.out, "--out")
     model = settings.model or str(smollm2_dir())
     recipes = demo_recipes(out, model, settings)
     prompt = eval_prompt_settings(recipes)
@@ -185,7 +188,7 @@ def run_demo(settings: DemoSettings) -> dict:
     if "paft_grpo" in recipes:
         merged = run_stage("merge the PAFT LoRA into full weights", out / "paft_sft_merged",
                            lambda resume: {"model": str(merge_adapter(paft["model"], merged_model(out)))},
-                           {"after": paft["fingerprint"]})
+                           {"after": paft["fingerprint"], MODELS: consumed_models([paft["model"]])})
         grpo = training_stage("GRPO on the PAFT model (template per rollout group)", "grpo",
                               recipes["paft_grpo"][1], out, "paft_grpo", after=merged)
         models["PAFT SFT + GRPO"] = grpo["model"]
@@ -200,7 +203,8 @@ def run_demo(settings: DemoSettings) -> dict:
         results, records = evaluate(evaluation)
         return {"paths": {k: str(v) for k, v in write_outputs(results, records, out / "eval").items()}}
 
-    stage_settings = {"eval": result_settings(evaluation), "after": [stage["fingerprint"] for stage in trained]}
+    stage_settings = {"eval": result_settings(evaluation), "after": [stage["fingerprint"] for stage in trained],
+                      MODELS: consumed_models(evaluation.models)}
     paths = run_stage("evaluate every model on the 10 held-out templates", out / "eval", evaluate_all,
                       stage_settings)["paths"]
     results = json.loads(Path(paths["results"]).read_text())

@@ -27,10 +27,13 @@ from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
 from ..eval.folder import result_settings
 from ..eval.runner import EvalSettings
+from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..stages import (
     MARKER,
+    MODELS,
     STARTED,
+    consumed_models,
     is_adapter,
     merge_adapter,
     resume_or_overwrite,
@@ -185,6 +188,9 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     check_stages(config, evaluation[1] if evaluation else None)
     state = PartialState()
     out = Path(config.output_dir)
+    check_output(out, "output_dir")
+    for command, path in config.recipes().items():  # every stage's output, before the first stage trains
+        check_stage_output(command, Path(stage_recipe(command, path, {})["output_dir"]), out, fresh)
     if fresh and state.is_main_process and out.exists():
         shutil.rmtree(out)
     state.wait_for_everyone()
@@ -195,7 +201,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ SFT
     if config.sft:
         recipe = stage_recipe("sft", config.sft, {})
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"])}
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"]),
+                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
         summary["sft"] = run_training("sft", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ merge, when GRPO starts from an adapter
     start = summary.get("sft", {}).get("model")
@@ -204,7 +211,8 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         if state.is_main_process:
             summary["merge"] = run_stage("merge LoRA", out / "merge",
                                          lambda resume: {"model": str(merge_adapter(start, merged, replace=True))},
-                                         {"after": summary["sft"]["fingerprint"], "model": str(merged)}, log)
+                                         {"after": summary["sft"]["fingerprint"], "model": str(merged),
+                                          MODELS: consumed_models([start])}, log)
         state.wait_for_everyone()
         summary["merge"] = stage_summary(out / "merge")
         start = str(merged)
@@ -212,14 +220,16 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     if config.grpo:
         recipe = stage_recipe("grpo", config.grpo, {"model_name_or_path": start} if start else {})
         after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after}
+        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after,
+                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
         summary["grpo"] = run_training("grpo", recipe, out, settings, fresh, log, sync)
     # ------------------------------------------------------------------ evaluation
     if evaluation is not None and state.is_main_process:
         section, settings = evaluation
         after = {name: summary[name]["fingerprint"] for name in STAGES if name in summary}
         summary["eval"] = run_stage("eval", out / "eval", lambda resume: evaluate_stage(settings),
-                                    {"eval": result_settings(section), "after": after}, log)
+                                    {"eval": result_settings(section), "after": after,
+                                     MODELS: consumed_models(settings.models)}, log)
     state.wait_for_everyone()
     if state.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -234,15 +244,25 @@ def train_stage(command: str, recipe: dict[str, Any], out: Path, resume: bool, o
     same settings, replaced when an earlier run of this stage (``ours``) or ``--fresh`` wrote them, and refused
     otherwise: another run's checkpoints are never resumed as this one, nor deleted.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     output_dir = Path(recipe["output_dir"])
-    if not resume and not ours and output_dir.is_dir() and get_last_checkpoint(str(output_dir)):
-        raise UserError(f"{command} output_dir {output_dir} holds checkpoints of a run this pipeline did not start: "
-                        "move them, set another output_dir in the recipe, or pass --fresh to replace them")
+    if not resume and not ours:
+        check_stage_output(command, output_dir, out, False)
     written = run_recipe(command, {**recipe, **resume_or_overwrite(output_dir, resume)},
                          out / "recipes" / f"{command}.yaml")
     return {"model": recipe["output_dir"], "recipe": written, "base": recipe.get("model_name_or_path")}
+
+
+def check_stage_output(command: str, output_dir: Path, out: Path, fresh: bool) -> None:
+    """A stage's output_dir can be written, and holds no run this pipeline did not start (checkpoints, or the model a
+    finished run saved): another run is never resumed as this one, nor replaced, unless ``fresh``."""
+    from ..trainers.common import existing_checkpoints, finished_model_files
+
+    check_output(output_dir, f"{command} output_dir")
+    ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()
+    held = [p.name for p in existing_checkpoints(output_dir)] + finished_model_files(output_dir)
+    if held and not ours:
+        raise UserError(f"{command} output_dir {output_dir} holds {', '.join(held[:3])} of a run this pipeline did not "
+                        "start: move them, set another output_dir in the recipe, or pass --fresh to replace them")
 
 
 def run_training(command: str, recipe: dict[str, Any], out: Path, settings: dict[str, Any], fresh: bool, log,

@@ -20,12 +20,15 @@ import yaml
 
 from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
+from ..outputs import check_output, refuse_replacing
 from ..selection.scoring import TemplateScore, pick_template, score_templates
 from ..settings import Settings, option
 from ..tasks import load_rows, load_task_pool
 from ..training import recipe_configs
 
 SAPO_ROWS = 250  # SAPO scores each template on the first 250 training rows
+# What a selection writes into its folder (`write_selection`).
+SELECTION_FILES = {"csv": "scores.csv", "json": "scores.json", "recipe": "selected_recipe.yaml"}
 
 
 @dataclass
@@ -54,12 +57,14 @@ class SelectSettings(SelectOptions):
         config (`str`): SFT or GRPO recipe (model, task, data, pool, prompt format).
         model (`str`, *optional*): model to score with; default the recipe's ``model_name_or_path``.
         out (`str`, *optional*): output folder; default ``<output_dir>/sapo_selection``, else ``./sapo_selection``.
+        force (`bool`, defaults to `False`): replace what an earlier selection wrote in the output folder.
     """
 
     config: str = option(help="SFT or GRPO recipe (model, task, data, pool, prompt format)")
     model: str | None = option(None, help="model to score with (default: the recipe's model_name_or_path)")
     out: str | None = option(None, help="output folder (default: <output_dir>/sapo_selection, else "
                                         "./sapo_selection)")
+    force: bool = option(False, help="replace the scores and recipe an earlier selection wrote in the output folder")
 
 
 @dataclass
@@ -167,7 +172,7 @@ def write_selection(selection: Selection, recipe: dict[str, Any], recipe_path: s
     trained.pop("fixed_template", None)
     header = (f"# Written by `paft-rl select` from {Path(recipe_path).name}: SAPO picked template "
               f"{selection.chosen.template_id!r} ({selection.rule} loss {selection.chosen.loss:.4f}).\n")
-    paths = {"csv": out_dir / "scores.csv", "json": out_dir / "scores.json", "recipe": out_dir / "selected_recipe.yaml"}
+    paths = {kind: out_dir / name for kind, name in SELECTION_FILES.items()}
     atomic_write_text(paths["csv"], table.getvalue())
     atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     atomic_write_text(paths["recipe"], header + yaml.safe_dump(trained, sort_keys=False, allow_unicode=True))
@@ -178,7 +183,9 @@ def run_select(settings: SelectSettings, log=print) -> tuple[Selection, dict[str
     """``paft-rl select``: read and check the recipe, score, pick, write; returns the selection and its files."""
     recipe = read_recipe(settings.config, settings.model)
     args, model_args = recipe_configs(None, recipe, Path(settings.config).name)
-    out_dir = Path(settings.out or Path(recipe.get("output_dir") or ".") / "sapo_selection")
+    out_dir = check_output(settings.out or Path(recipe.get("output_dir") or ".") / "sapo_selection", "--out")
+    held = [name for name in SELECTION_FILES.values() if (out_dir / name).exists()]
+    refuse_replacing(out_dir, "--out", held, settings.force)
     selection = select_template(args, model_args.model_name_or_path, settings, model_args=model_args)
     paths = write_selection(selection, recipe, settings.config, out_dir)
     for rank, score in enumerate(sorted(selection.scores, key=lambda s: s.loss)[:10], start=1):

@@ -26,12 +26,16 @@ from typing import Any, Literal
 
 from prompt_pool import atomic_write_text
 
+from ..eval.fingerprint import folder_fingerprint
 from ..eval.folder import result_settings
 from ..eval.runner import EvalSettings
+from ..outputs import check_output
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
 from ..stages import (
     LORA,
+    MODELS,
+    consumed_models,
     merge_adapter,
     run_recipe,
     run_stage,
@@ -228,7 +232,7 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         where (`str`): the config's name in messages (its file name).
     """
     recipes = check_recipes(config, where)
-    out = Path(config.output_dir)
+    out = check_output(config.output_dir, f"{where}.output_dir")
     if fresh and out.exists():
         shutil.rmtree(out)
     names = [stage.task for stage in config.tasks]
@@ -242,9 +246,11 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
     def evaluate_all(model: str, folder: Path) -> list[float]:
         return [_evaluate(config, model, i, recipes[i], folder / name) for i, name in enumerate(names)]
 
+    # Every stage's settings hold the model it reads by content: a model changed by hand reruns what reads it.
+    base_files = current_files = consumed_models([config.model_name_or_path])
     start = run_stage("baseline: evaluate every task with the starting model", out / "stage_0",
                       lambda resume: {"accuracy": evaluate_all(config.model_name_or_path, out / "stage_0")},
-                      {**evaluation, "model": config.model_name_or_path}, log)
+                      {**evaluation, "model": config.model_name_or_path, MODELS: base_files}, log)
     baseline, previous = start["accuracy"], None
     current = config.model_name_or_path
     adapters: list[str] = []
@@ -265,14 +271,15 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         trained = run_stage(f"stage {index}/{len(names)}: {name}", folder, train,
                             {"select": dataclasses.asdict(config.select), "adapter_mode": config.adapter_mode,
                              "stage": index, "recipe": recipe, "precision": trained_precision(recipes[index - 1]),
-                             "after": previous}, log)
+                             "after": previous, MODELS: current_files}, log)
         previous = trained["fingerprint"]
         adapters.append(str(folder / "adapter"))
         current = _stage_model(folder, config, adapters)
+        current_files = _stage_model_files(config, current, base_files, adapters)
         judged = run_stage(f"stage {index}/{len(names)}: evaluate every task", folder / "eval",
                            lambda resume, model=current, folder=folder: {
                                "accuracy": evaluate_all(model, folder / "eval")},
-                           {**evaluation, "after": previous}, log)
+                           {**evaluation, "after": previous, MODELS: current_files}, log)
         matrix.append(judged["accuracy"])
         if config.adapter_mode == "stack" and index > 1:
             # The previous full model was only needed to train this stage; its adapter stays on disk.
@@ -290,6 +297,15 @@ def _stage_model(folder: Path, config: SequenceConfig, adapters: list[str]) -> s
     if (folder / "model" / "config.json").is_file():
         return str(folder / "model")
     return str(assemble_stack(config.model_name_or_path, adapters, folder / "model"))
+
+
+def _stage_model_files(config: SequenceConfig, model: str, base: dict[str, str], adapters: list[str]) -> dict:
+    """What a stage's model is made of, by content (`MODELS` of the stages that read it): the merged model's files,
+    or in stack mode the starting model's and each adapter's (the assembled folder is rebuilt on every run, so
+    its own files are new each time though the model is the same)."""
+    if config.adapter_mode == "merge":
+        return consumed_models([model])
+    return {**base, **{adapter: folder_fingerprint(adapter) for adapter in adapters}}
 
 
 def assemble_stack(base: str, adapters: list[str], out_dir: Path) -> Path:
