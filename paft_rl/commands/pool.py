@@ -96,7 +96,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"paft-rl pool validate: {pool.name}: {len(error.problems)} problem(s):", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {problem}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as every other command's (1 is for bugs)
     target = f" for task {task.name!r}" if task else ""
     note = f" ({len(dropped)} duplicate(s) dropped)" if dropped else ""
     print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, {len(pool.heldout)} held-out{note}")
