@@ -142,3 +142,106 @@ def test_spreadsheet_cells_typed_as_numbers_are_text(tmp_path):
     book.active.append([None, None, None])
     book.save(tmp_path / "p.xlsx")
     assert read_pool(tmp_path / "p.xlsx").templates == [Template("7", "Q {question}", "heldout")]
+
+
+# ---------------------------------------------------------------------------- nothing held out, nothing evaluated
+MC_TRAIN = [{"id": "t0", "text": "{question}\n{options}\nAnswer:"},
+            {"id": "t1", "text": "Q: {question} Options: {A} / {B} / {C} / {D}"}]
+MC_HELDOUT = {"id": "h0", "text": "<task>{question}</task><options>{options}</options>", "split": "heldout"}
+
+
+def test_eval_heldout_of_a_pool_without_held_out_templates_stops_with_one_line(tmp_path, capsys):
+    """`eval --pool P` evaluates P's held-out templates, the ones its training never drew; P has none."""
+    pool = jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN)
+    code = main(["eval", "--task", "synth_mc", "--models", str(tmp_path / "no-model-here"), "--out",
+                 str(tmp_path / "out"), "--pool", str(pool)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (
+        "paft-rl eval: error: pool all_train.jsonl has no held-out templates, so no template unseen in training can "
+        "be evaluated: mark some with split heldout (paft-rl pool split), or set templates to train, all or a pool "
+        "file")  # before the model path was even looked at
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_heldout_of_a_pool_evaluates_its_held_out_templates(tmp_path):
+    from paft_rl.eval.runner import eval_templates
+    from paft_rl.tasks import get_task
+
+    pool = jsonl(tmp_path / "pool.jsonl", *MC_TRAIN, MC_HELDOUT)
+    assert [t.id for t in eval_templates(get_task("synth_mc"), "heldout", [], str(pool))] == ["h0"]
+    assert [t.id for t in eval_templates(get_task("synth_mc"), "train", [], str(pool))] == ["t0", "t1"]
+
+
+def test_eval_pool_with_a_pool_file_in_templates_is_refused():
+    from paft_rl.eval.runner import EvalSettings
+    from paft_rl.settings import SettingError
+
+    with pytest.raises(SettingError, match="^pool names the pool whose split templates picks, but templates is the "
+                                           "file 'x.jsonl'"):
+        EvalSettings(task="synth_mc", models=["m"], out="o", templates="x.jsonl", pool="p.jsonl")
+
+
+def test_training_eval_on_a_pool_without_held_out_templates_stops_before_training(tmp_path, tiny_model, capsys):
+    pool = jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN)
+    code = main(["sft", "--model_name_or_path", str(tiny_model), "--task", "synth_mc", "--pool", str(pool),
+                 "--output_dir", str(tmp_path / "run"), "--eval_strategy", "steps", "--eval_steps", "1",
+                 "--max_steps", "1", "--report_to", "none"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1 and "all_train.jsonl has no heldout templates to evaluate on" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def pipeline_config(tmp_path, model, pool, eval_section=None):
+    import yaml
+
+    recipe = {"task": "synth_mc", "model_name_or_path": str(model), "output_dir": str(tmp_path / "sft"),
+              "max_steps": 1, "report_to": "none", "pool": str(pool)}
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(recipe))
+    config = {"sft": str(tmp_path / "sft.yaml"), "output_dir": str(tmp_path / "run"),
+              "eval": eval_section or {"limit": 2}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "p.yaml"
+
+
+def test_pipeline_evaluates_the_held_out_templates_of_the_pool_it_trains_on(tmp_path, tiny_model, capsys):
+    """Before: the pipeline evaluated the built-in pool's held-out templates, whatever pool the recipe trained
+    on (a pool holding them as train templates included), and a pool without any trained and evaluated fine."""
+    from paft_rl.eval.runner import eval_templates
+    from paft_rl.settings import read_settings_file
+    from paft_rl.tasks import get_task
+    from paft_rl.workflows.pipeline import PipelineConfig, check_stage_recipes, evaluation_settings
+
+    path = pipeline_config(tmp_path, tiny_model, jsonl(tmp_path / "pool.jsonl", *MC_TRAIN, MC_HELDOUT))
+    config = read_settings_file(PipelineConfig, path, "pipeline config")
+    _, settings = evaluation_settings(config, check_stage_recipes(config))
+    assert settings.pool == str(tmp_path / "pool.jsonl")
+    assert [t.id for t in eval_templates(get_task("synth_mc"), settings.templates, settings.field_aliases,
+                                         settings.pool)] == ["h0"]
+
+    path = pipeline_config(tmp_path, tiny_model, jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN))
+    assert main(["pipeline", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paft-rl pipeline: error: pool all_train.jsonl has no held-out templates") and "\n" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sft").exists()  # nothing trained
+
+    path = pipeline_config(tmp_path, tiny_model, tmp_path / "pool.jsonl", {"pool": "synth_mc"})
+    assert main(["pipeline", "--config", str(path)]) == 2
+    assert "eval.pool is 'synth_mc' but the stages train on" in capsys.readouterr().err
+
+
+def test_sequence_evaluates_each_task_on_the_held_out_templates_of_its_pool(tmp_path, tiny_model, capsys):
+    import yaml
+
+    pool = jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN)
+    config = {"model_name_or_path": str(tiny_model), "output_dir": str(tmp_path / "seq"),
+              "sft": {"max_steps": 1, "data_limit": 8}, "select": {"rows": 2},
+              "tasks": [{"task": "synth_arith"}, {"task": "synth_mc", "sft": {"pool": str(pool)}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    assert main(["sequence", "--config", str(tmp_path / "s.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paft-rl sequence: error: pool all_train.jsonl has no held-out templates") and "\n" not in err
+    assert not (tmp_path / "seq").exists()
+    config["eval"] = {"pool": str(pool)}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    assert main(["sequence", "--config", str(tmp_path / "s.yaml")]) == 2
+    assert "eval.pool is set by the sequence" in capsys.readouterr().err

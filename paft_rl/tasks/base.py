@@ -8,7 +8,7 @@ rollouts and held-out evaluation answers, so training and evaluation cannot drif
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,21 @@ class Task:
         if style not in ("letter", "text"):
             raise UserError(f"answer style must be 'letter' or 'text', got {style!r}")
         return replace(self, mc_answer_style=style)
+
+
+# A text answer is the option, maybe after a letter or a lead-in ("B. "), then the end-of-text token.
+TEXT_ANSWER_MARGIN = 4
+
+
+def longest_option_tokens(option_lists: Iterable[Sequence[str] | None], tokenizer) -> tuple[int, str]:
+    """The longest option in tokens, and its text: what a multiple-choice answer in ``text`` style copies, so
+    the least generation budget that lets every right answer be written whole."""
+    texts = sorted({str(option) for options in option_lists for option in options or ()})
+    if not texts:
+        return 0, ""
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    return lengths[longest], texts[longest]
 
 
 def lettered_fields(options: Sequence[str], letters: int | None = None) -> dict[str, str]:
