@@ -245,3 +245,30 @@ def test_sequence_evaluates_each_task_on_the_held_out_templates_of_its_pool(tmp_
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
     assert main(["sequence", "--config", str(tmp_path / "s.yaml")]) == 2
     assert "eval.pool is set by the sequence" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- one spelling per flag
+def test_field_aliases_is_spelt_the_same_in_every_command(tmp_path, capsys):
+    """Before: `pool validate|render|export --field-alias A=B` (repeated), `eval --field_aliases A=B ...`,
+    recipes `field_aliases`; and `pool validate --drop-duplicates` for recipes' `drop_duplicate_templates`."""
+    from paft_rl.commands.eval import parse_eval_settings
+
+    pool = jsonl(tmp_path / "pool.jsonl", {"id": "t", "text": "{prompt} {extra}"},
+                 {"id": "u", "text": "Q: {prompt} {extra}"}, {"id": "u2", "text": "Q: {prompt}  {extra}"})
+    for spelling in ("--field_aliases", "--field-aliases"):
+        argv = ["pool", "validate", str(pool), "--task", "gsm8k", spelling, "prompt=question", "extra=question",
+                "--drop_duplicate_templates"]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert "valid for task 'gsm8k': 2 templates, 2 train, 0 held-out (1 duplicate(s) dropped)" in capsys.readouterr().out
+        assert main(["pool", "render", str(pool), "--task", "gsm8k", "--data", str(gsm8k_rows(tmp_path)), "--index",
+                     "0", "--template", "u", spelling, "prompt=question", "extra=question"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "Q: What is 2+2? What is 2+2?"
+        assert parse_eval_settings(["--models", "m", "--task", "gsm8k", "--out", "o", spelling, "prompt=question",
+                                    "extra=question"]).field_aliases == ["prompt=question", "extra=question"]
+    for old, new in (("--field-alias", "--field_aliases NAME=FIELD ..."), ("--drop-duplicates", "--drop_duplicate_templates")):
+        assert main(["pool", "validate", str(pool), "--task", "gsm8k", old, *(["a=b"] if "alias" in old else [])]) == 2
+        assert capsys.readouterr().err.strip() == f"paft-rl pool: error: {old} is now {new}"
+
+
+def gsm8k_rows(tmp_path):
+    return jsonl(tmp_path / "gsm8k.jsonl", {"question": "What is 2+2?", "answer": "2+2=4\n#### 4"})

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from prompt_pool import PoolValidationError, UserError, load_pool
 
 from ..settings import Settings, SettingError, option, parse_settings, settings_parser
+from . import refuse_renamed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
     validate.add_argument("--task", help="task whose fields the templates must use")
     _add_alias_option(validate)
-    validate.add_argument("--drop-duplicates", action="store_true",
-                          help="drop repeated texts within a split before checking (published pools have some)")
+    _flag(validate, "drop_duplicate_templates", action="store_true",
+          help="drop repeated texts within a split before checking (published pools have some)")
 
     stats = actions.add_parser("stats", help="counts, lengths and placeholder use")
     stats.add_argument("file")
@@ -61,14 +62,24 @@ def _add_export_parser(actions) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
     export.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
                         help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
-    export.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
+    _flag(export, "max_new_tokens", type=int, help="generation budget (default: the task's)")
     export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
     _add_alias_option(export)
 
 
 def _add_alias_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--field-alias", action="append", default=[], metavar="NAME=FIELD",
-                        help="treat the pool's {NAME} as the task's FIELD (repeatable)")
+    _flag(parser, "field_aliases", nargs="+", action="extend", default=[], metavar="NAME=FIELD",
+          help="NAME=FIELD pairs: the pool's {NAME} is the task's FIELD (a recipe's field_aliases)")
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """A flag spelt as in every other command (``--max_new_tokens``, a recipe's key), or with dashes."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+# Spellings of earlier versions: what to write now (the same names as eval's options and recipes' keys).
+RENAMED = {"--field-alias": "--field_aliases NAME=FIELD ...", "--drop-duplicates": "--drop_duplicate_templates"}
 
 
 def main(argv: list[str]) -> int:
@@ -78,6 +89,7 @@ def main(argv: list[str]) -> int:
         return generate_main(argv[1:])
     if argv and argv[0] == "split":
         return run_split(*parse_split_flags(argv[1:]))
+    refuse_renamed(argv, RENAMED)
     args = build_parser().parse_args(argv)
     return {"validate": run_validate, "stats": run_stats, "render": run_render, "export": run_export}[args.action](args)
 
@@ -86,9 +98,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from paft_rl.tasks import get_task, parse_field_aliases
 
     task = get_task(args.task) if args.task else None
-    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_aliases))
     dropped: list[str] = []
-    if args.drop_duplicates:
+    if args.drop_duplicate_templates:
         pool, dropped = pool.drop_duplicates()
     try:
         pool.validate(task)
@@ -163,7 +175,7 @@ def run_render(args: argparse.Namespace) -> int:
     from paft_rl.tasks import get_task, load_rows, parse_field_aliases
 
     task = get_task(args.task)
-    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_aliases))
     if args.index < 0:
         raise UserError(f"--index must be >= 0, got {args.index}")
     rows = load_rows(task, args.data, args.split, limit=args.index + 1 if task.generate else None)
@@ -190,7 +202,7 @@ def run_export(args: argparse.Namespace) -> int:
     check_exportable(task, args.scoring)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    pool = eval_templates(task, args.file, args.field_alias).subset(args.templates)
+    pool = eval_templates(task, args.file, args.field_aliases).subset(args.templates)
     written = export_lm_eval(pool, task, args.out, group=args.group, data=args.data, split=args.split,
                              limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens)
     print(f"wrote lm-eval group {written['group']} ({len(written['tasks'])} tasks, one per template, "

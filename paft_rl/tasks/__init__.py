@@ -23,7 +23,7 @@ def get_task(name: str) -> Task:
 
 
 def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
-    """Parse ``NAME=FIELD`` pairs (``--field-alias`` or a recipe list/mapping) into ``{NAME: FIELD}``."""
+    """Parse ``NAME=FIELD`` pairs (``--field_aliases`` or a recipe list/mapping) into ``{NAME: FIELD}``."""
     if not pairs:
         return {}
     if isinstance(pairs, dict):
@@ -32,7 +32,7 @@ def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
     for pair in pairs:
         name, sep, target = str(pair).partition("=")
         if not sep or not name.strip().isidentifier() or not target.strip().isidentifier():
-            raise UserError(f"--field-alias expects NAME=FIELD with identifier names, got {pair!r}")
+            raise UserError(f"field_aliases expects NAME=FIELD with identifier names, got {pair!r}")
         aliases[name.strip()] = target.strip()
     return aliases
 
