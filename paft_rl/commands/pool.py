@@ -172,16 +172,11 @@ def run_split(file: str, flags: SplitFlags) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from paft_rl.tasks import get_task, load_rows, parse_field_aliases
+    from paft_rl.tasks import get_task, load_row, parse_field_aliases
 
     task = get_task(args.task)
     pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_aliases))
-    if args.index < 0:
-        raise UserError(f"--index must be >= 0, got {args.index}")
-    rows = load_rows(task, args.data, args.split, limit=args.index + 1 if task.generate else None)
-    if args.index >= len(rows):
-        raise UserError(f"--index {args.index} is past the end of the data ({len(rows)} rows)")
-    row = rows[args.index]
+    row = load_row(task, args.data, args.split, args.index)
     example = task.example(row)
     if args.template:
         template, how = pool.get(args.template), "given"

@@ -55,8 +55,9 @@ class Task:
         train_split / eval_split (`str`): default splits.
         max_new_tokens (`int`): generation budget for evaluation.
         top_threshold (`float`): accuracy a template must reach to count in the Top share (PAFT's thresholds).
-        generate (`Callable[[int, int, str], list[dict]]`, *optional*): for synthetic tasks, rows from
-            ``(n, seed, split)`` instead of a hub dataset.
+        generate (`Callable[..., list[dict]]`, *optional*): for synthetic tasks, rows from ``(n, seed, split,
+            start=0)`` instead of a hub dataset: rows ``start`` to ``start + n - 1``, each a pure function of
+            ``(seed, split, index)``.
         mc_answer_style (`str`): for multiple choice, whether the reference completion is the ``letter`` or
             the option ``text`` (small models learn the text far faster; the reward accepts both).
         pool (`str`, *optional*): built-in pool name when it differs from the task name.
@@ -79,7 +80,7 @@ class Task:
     eval_split: str = "test"
     max_new_tokens: int = 32
     top_threshold: float = 0.8
-    generate: Callable[[int, int, str], list[dict]] | None = None
+    generate: Callable[..., list[dict]] | None = None
     mc_answer_style: str = "letter"
     synthetic_size: int = field(default=1000)
     pool: str | None = None
@@ -125,7 +126,9 @@ def longest_option_tokens(option_lists: Iterable[Sequence[str] | None], tokenize
     texts = sorted({str(option) for options in option_lists for option in options or ()})
     if not texts:
         return 0, ""
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    lengths = []
+    for start in range(0, len(texts), 512):  # short calls: Ctrl-C is only seen between them
+        lengths += [len(ids) for ids in tokenizer(texts[start : start + 512], add_special_tokens=False)["input_ids"]]
     longest = max(range(len(texts)), key=lengths.__getitem__)
     return lengths[longest], texts[longest]
 

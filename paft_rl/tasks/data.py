@@ -12,6 +12,9 @@ from prompt_pool import UserError, first_line, read_jsonl
 from .base import Task
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# A synthetic split never ends; more rows than this at once is a typo (`--limit 99999999`), not an evaluation: it
+# would hold gigabytes of prompts. Benchmarks' evaluation splits are this size (HellaSwag's validation: 10,042).
+SYNTHETIC_MAX_ROWS = 10_000
 
 
 def load_rows(task: Task, data: str | None = None, split: str | None = None, limit: int | None = None,
@@ -31,6 +34,9 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
     split = split or task.train_split
     if data is None and task.generate is not None:
         size = limit or task.synthetic_size
+        if size > SYNTHETIC_MAX_ROWS:
+            raise UserError(f"a limit of {size} rows is more than task {task.name!r} generates at once "
+                            f"({SYNTHETIC_MAX_ROWS}): lower it")
         dataset = datasets.Dataset.from_list(task.generate(size, seed, split))
     elif data is None and task.hub_id is None:
         raise UserError(f"task {task.name!r} has no default dataset: pass --data FILE")
@@ -45,6 +51,20 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
     if "row_id" not in dataset.column_names:
         dataset = dataset.add_column("row_id", list(range(len(dataset))))
     return dataset
+
+
+def load_row(task: Task, data: str | None, split: str | None, index: int, seed: int = 0) -> dict:
+    """Row ``index`` of a split (as `load_rows` would give it): made alone for a synthetic task, whatever the
+    index; read from the data otherwise."""
+    if index < 0:
+        raise UserError(f"--index must be >= 0, got {index}")
+    if data is None and task.generate is not None:
+        (row,) = task.generate(1, seed, split or task.train_split, start=index)
+        return {**row, "row_id": index}
+    rows = load_rows(task, data, split, seed=seed)
+    if index >= len(rows):
+        raise UserError(f"--index {index} is past the end of the data ({len(rows)} rows)")
+    return rows[index]
 
 
 def _is_blank(path: Path) -> bool:
