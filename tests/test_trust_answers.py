@@ -96,3 +96,57 @@ def test_real_options_copied_whole_are_scored_right(shared_file, name, options_o
                 assert scores == [float(i == index) for i in range(len(options))], (written, options)
                 checked += 1
     assert checked > 1000
+
+
+# ---------------------------------------------------------------------------- a budget that holds a text answer
+def piqa_file(tmp_path):
+    long_option = " ".join(["Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper"
+                            " strips, and supply it with a water bottle and a food dish."] * 3)
+    rows = [{"goal": "How do I ready a guinea pig cage?", "sol1": long_option, "sol2": "Use a box.", "label": 0}]
+    path = tmp_path / "piqa.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path, long_option
+
+
+def test_eval_sizes_the_budget_of_text_answers_from_the_options(tmp_path, tiny_model, capsys):
+    """Before: PIQA's budget of 16 tokens cut a 96-token option without a word, so a right answer scored 0."""
+    from transformers import AutoTokenizer
+
+    from paft_rl.eval.runner import EvalSettings, build_cells, eval_templates, generation_budget
+    from paft_rl.tasks import TEXT_ANSWER_MARGIN, get_task
+
+    path, long_option = piqa_file(tmp_path)
+    tokens = len(AutoTokenizer.from_pretrained(str(tiny_model))(long_option, add_special_tokens=False)["input_ids"])
+    base = dict(task="piqa", models=[str(tiny_model)], out=str(tmp_path / "out"), data=str(path))
+    budget = {}
+    for style, asked in (("text", None), ("letter", None), ("text", 8), ("text", tokens + 50)):
+        settings = EvalSettings(**base, mc_answer_style=style, max_new_tokens=asked)
+        task = get_task("piqa").with_answer_style(style)
+        budget[style, asked] = generation_budget(task, build_cells(task, eval_templates(task, "heldout", []),
+                                                                   settings), settings)
+    assert tokens > 16 and budget["text", None] == tokens + TEXT_ANSWER_MARGIN
+    assert budget["letter", None] == 16 and budget["text", tokens + 50] == tokens + 50
+    assert budget["text", 8] == 8  # asked for: kept, and said
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [f"paft-rl eval: note: max_new_tokens 8 cuts text answers: option {long_option[:37]}... is "
+                     f"{tokens} tokens (leave max_new_tokens unset to size the budget from the options)"]
+
+
+def test_grpo_says_when_completions_cannot_hold_a_text_answer(tmp_path, tiny_model, capsys, monkeypatch):
+    import paft_rl.trainers.grpo
+    from paft_rl.cli import main
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop("stopped before training")
+
+    monkeypatch.setattr(paft_rl.trainers.grpo, "PaftGRPOTrainer", stop)
+    path, long_option = piqa_file(tmp_path)
+    code = main(["grpo", "--model_name_or_path", str(tiny_model), "--task", "piqa", "--data", str(path),
+                 "--mc_answer_style", "text", "--max_completion_length", "8", "--per_device_train_batch_size", "2",
+                 "--num_generations", "2", "--output_dir", str(tmp_path / "run"), "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "stopped before training" in err
+    assert f"paft-rl: max_completion_length 8 cuts text answers: option {long_option[:37]}... is " in err

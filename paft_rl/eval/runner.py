@@ -25,8 +25,8 @@ from ..tasks import (
     get_task,
     load_rows,
     load_task_pool,
-    longest_option_tokens,
     parse_field_aliases,
+    text_answer_tokens,
 )
 from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
@@ -224,10 +224,10 @@ def generation_budget(task: Task, cells: list[Cell], settings: EvalSettings) -> 
     the task's budget grows to hold the longest option (measured with each model's tokenizer); a budget set
     smaller than that is kept, and said, as right answers will be cut."""
     budget = settings.max_new_tokens or task.max_new_tokens
-    if settings.scoring != "generate" or not task.is_multiple_choice or task.mc_answer_style != "text":
+    if settings.scoring != "generate" or not task.answers_with_text:
         return budget
     options = {cell.row: cell.options for cell in cells}.values()  # each question's, once
-    tokens, option = max(longest_option_tokens(options, load_tokenizer(resolve_model(spec)))
+    tokens, option = max(text_answer_tokens(task, options, load_tokenizer(resolve_model(spec)))
                          for spec in settings.models)
     if settings.max_new_tokens is None:
         return max(budget, tokens + TEXT_ANSWER_MARGIN)

@@ -6,7 +6,16 @@ from collections.abc import Iterable
 
 from prompt_pool import PromptPool, UserError, load_pool
 
-from .base import LETTERS, TEXT_ANSWER_MARGIN, Example, Task, choice_example, lettered_fields, longest_option_tokens
+from .base import (
+    LETTERS,
+    TEXT_ANSWER_MARGIN,
+    Example,
+    Task,
+    choice_example,
+    lettered_fields,
+    longest_option_tokens,
+    text_answer_tokens,
+)
 from .data import load_row, load_rows
 from .hub import HUB_TASKS
 from .synthetic import SYNTHETIC_TASKS
@@ -52,5 +61,5 @@ def load_task_pool(task: Task, pool: str | None = None, aliases: Iterable[str] |
 __all__ = [
     "load_task_pool",
     "LETTERS", "TASKS", "TEXT_ANSWER_MARGIN", "Example", "Task", "choice_example", "get_task", "lettered_fields",
-    "load_row", "load_rows", "longest_option_tokens", "parse_field_aliases",
+    "load_row", "load_rows", "longest_option_tokens", "parse_field_aliases", "text_answer_tokens",
 ]

@@ -95,6 +95,11 @@ class Task:
     def is_multiple_choice(self) -> bool:
         return bool(self.option_sets)
 
+    @property
+    def answers_with_text(self) -> bool:
+        """Multiple choice answered with the option's text (a right answer copies an option, however long)."""
+        return self.is_multiple_choice and self.mc_answer_style == "text"
+
     def example(self, row: Mapping[str, Any]) -> Example:
         """Map one dataset row to an `Example`, with a clear error when the row does not fit."""
         try:
@@ -131,6 +136,12 @@ def longest_option_tokens(option_lists: Iterable[Sequence[str] | None], tokenize
         lengths += [len(ids) for ids in tokenizer(texts[start : start + 512], add_special_tokens=False)["input_ids"]]
     longest = max(range(len(texts)), key=lengths.__getitem__)
     return lengths[longest], texts[longest]
+
+
+def text_answer_tokens(task: Task, option_lists: Iterable[Sequence[str] | None], tokenizer) -> tuple[int, str] | None:
+    """For a multiple-choice task answered with the option's ``text``, the longest option in tokens and its text:
+    the least generation budget a right answer needs. ``None`` for other tasks and for letter answers."""
+    return longest_option_tokens(option_lists, tokenizer) if task.answers_with_text else None
 
 
 def lettered_fields(options: Sequence[str], letters: int | None = None) -> dict[str, str]:
