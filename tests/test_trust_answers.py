@@ -99,9 +99,9 @@ def test_real_options_copied_whole_are_scored_right(shared_file, name, options_o
 
 
 # ---------------------------------------------------------------------------- a budget that holds a text answer
-def piqa_file(tmp_path):
+def piqa_file(tmp_path, repeat=3):
     long_option = " ".join(["Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper"
-                            " strips, and supply it with a water bottle and a food dish."] * 3)
+                            " strips, and supply it with a water bottle and a food dish."] * repeat)
     rows = [{"goal": "How do I ready a guinea pig cage?", "sol1": long_option, "sol2": "Use a box.", "label": 0}]
     path = tmp_path / "piqa.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -124,12 +124,32 @@ def test_eval_sizes_the_budget_of_text_answers_from_the_options(tmp_path, tiny_m
         task = get_task("piqa").with_answer_style(style)
         budget[style, asked] = generation_budget(task, build_cells(task, eval_templates(task, "heldout", []),
                                                                    settings), settings)
-    assert tokens > 16 and budget["text", None] == tokens + TEXT_ANSWER_MARGIN
-    assert budget["letter", None] == 16 and budget["text", tokens + 50] == tokens + 50
-    assert budget["text", 8] == 8  # asked for: kept, and said
-    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
-    assert notes == [f"paft-rl eval: note: max_new_tokens 8 cuts text answers: option {long_option[:37]}... is "
-                     f"{tokens} tokens (leave max_new_tokens unset to size the budget from the options)"]
+    assert tokens > 16 and budget["text", None] == (tokens + TEXT_ANSWER_MARGIN, None)
+    assert budget["letter", None] == (16, None) and budget["text", tokens + 50] == (tokens + 50, None)
+    assert budget["text", 8] == (8, f"paft-rl eval: note: max_new_tokens 8 cuts text answers: option "  # kept, said
+                                    f"{long_option[:37]}... is {tokens} tokens (leave max_new_tokens unset to size "
+                                    "the budget from the options)")
+
+
+def test_eval_records_the_budget_it_generated_with_and_says_when_it_cuts(tmp_path, tiny_model, capsys):
+    from paft_rl.cli import main
+
+    path, _ = piqa_file(tmp_path, repeat=1)
+    (tmp_path / "one.jsonl").write_text(json.dumps(load_pool_template("piqa")) + "\n")
+    argv = ["eval", "--task", "piqa", "--data", str(path), "--models", str(tiny_model), "--mc_answer_style", "text",
+            "--templates", str(tmp_path / "one.jsonl"), "--no_progress", "--out"]
+    assert main([*argv, str(tmp_path / "sized")]) == 0
+    settings = json.loads((tmp_path / "sized" / "results.json").read_text())["settings"]
+    assert settings["max_new_tokens"] > 16 and settings["mc_answer_style"] == "text"
+    assert "note:" not in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "cut"), "--max_new_tokens", "3"]) == 0
+    assert "paft-rl eval: note: max_new_tokens 3 cuts text answers" in capsys.readouterr().err
+
+
+def load_pool_template(name):
+    from prompt_pool import load_pool
+
+    return load_pool(name).heldout[0].to_dict()
 
 
 def test_grpo_says_when_completions_cannot_hold_a_text_answer(tmp_path, tiny_model, capsys, monkeypatch):

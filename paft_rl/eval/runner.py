@@ -219,22 +219,22 @@ def build_cells(task: Task, pool: PromptPool, settings: EvalSettings) -> list[Ce
     ]
 
 
-def generation_budget(task: Task, cells: list[Cell], settings: EvalSettings) -> int:
+def generation_budget(task: Task, cells: list[Cell], settings: EvalSettings) -> tuple[int, str | None]:
     """``max_new_tokens``: the setting, else the task's. A ``text`` answer to multiple choice copies an option, so
     the task's budget grows to hold the longest option (measured with each model's tokenizer); a budget set
-    smaller than that is kept, and said, as right answers will be cut."""
+    smaller than that is kept, with a note to say that right answers will be cut (the second value)."""
     budget = settings.max_new_tokens or task.max_new_tokens
     if settings.scoring != "generate" or not task.answers_with_text:
-        return budget
+        return budget, None
     options = {cell.row: cell.options for cell in cells}.values()  # each question's, once
     tokens, option = max(text_answer_tokens(task, options, load_tokenizer(resolve_model(spec)))
                          for spec in settings.models)
     if settings.max_new_tokens is None:
-        return max(budget, tokens + TEXT_ANSWER_MARGIN)
+        return max(budget, tokens + TEXT_ANSWER_MARGIN), None
     if settings.max_new_tokens < tokens:
-        print(f"paft-rl eval: note: max_new_tokens {budget} cuts text answers: option {short_value(option)} is "
-              f"{tokens} tokens (leave max_new_tokens unset to size the budget from the options)", file=sys.stderr)
-    return budget
+        return budget, (f"paft-rl eval: note: max_new_tokens {budget} cuts text answers: option {short_value(option)} "
+                        f"is {tokens} tokens (leave max_new_tokens unset to size the budget from the options)")
+    return budget, None
 
 
 def chance_accuracy(cells: list[Cell]) -> float | None:
@@ -437,7 +437,7 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     for spec in settings.models:
         resolve_model(spec)  # a mistyped path fails before the data is loaded
     cells = build_cells(task, pool, settings)
-    max_new_tokens = generation_budget(task, cells, settings)
+    max_new_tokens, budget_note = generation_budget(task, cells, settings)
     budgeted = settings.budget is not None or settings.target_error is not None
     plan = plan_budget(cells, [t.id for t in pool.templates], settings.budget, settings.seed) if budgeted else None
     prepared = {spec: prepare_model(spec, cells, settings, max_new_tokens) for spec in settings.models}
@@ -456,6 +456,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     previous = previous_results(settings.out)
     if previous is not None:
         check_same_evaluation(previous, results["settings"], settings.out)  # before any weights load
+    if budget_note:  # said once every input is checked, so a refusal stays one line
+        print(budget_note, file=sys.stderr)
     records: list[dict] = []
     for spec, label in zip(settings.models, results["settings"]["labels"]):
         if plan is None:
