@@ -60,7 +60,7 @@ def read_pool(path: str | Path) -> PromptPool:
     readers = {"jsonl": _jsonl_records, "json": _json_records, "yaml": _yaml_records, "csv": _csv_records,
                "xlsx": _xlsx_records}
     try:
-        records = [] if kind != "xlsx" and _is_blank(path) else readers[kind](path)
+        records = [] if kind != "xlsx" and is_blank(path) else readers[kind](path)
     except UnicodeDecodeError as error:
         raise UserError(f"{path.name}: not a UTF-8 text file (byte {error.start}); a {kind} pool is text with one "
                         "template per record") from None
@@ -81,8 +81,9 @@ EMPTY_HINTS = {
 }
 
 
-def _is_blank(path: Path) -> bool:
-    with path.open("rb") as handle:
+def is_blank(path: str | Path) -> bool:
+    """Whether a file holds nothing but whitespace (read in chunks: a big file costs no memory)."""
+    with Path(path).open("rb") as handle:
         while chunk := handle.read(1 << 16):
             if chunk.strip():
                 return False

@@ -20,8 +20,9 @@ from .metrics import count_failure
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
-_CUE = re.compile(
-    r"(?:(?:correct|final|right|best)\s+)?(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*",
+_CUE = re.compile(  # whole words: "(optional)" in an option is no cue
+    r"(?:(?:correct|final|right|best)\s+)?(?<![A-Za-z])(?:answer|option|choice)(?![A-Za-z])"
+    r"(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*",
     re.IGNORECASE,
 )
 _DECORATION = " \t\n*_`'\"()[]{}.:,;!"
@@ -159,10 +160,12 @@ def _from_span(span: str, allowed: str, options: list[str]) -> str | None:
     short = _short_letter(span, allowed)
     if short is not None:
         return short
-    whole = _whole_option(span, allowed, options) if options else None
-    if whole is not None:
-        return whole
     sentence = re.split(r"(?<=[.!?])\s|\n", span.strip(), maxsplit=1)[0]
+    # An option's own text before its letters: "A bowl of water." is option B's text, not a choice of A.
+    for piece in dict.fromkeys([span, span.strip().split("\n", 1)[0], sentence]) if options else ():
+        whole = _whole_option(piece, allowed, options)
+        if whole is not None:
+            return whole
     letters = set(_letters_in(sentence[:200], allowed, strict_case=True))
     if len(letters) > 1:
         return ""
@@ -189,14 +192,14 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
     if not region:
         return None
     tails = [region[m.end() :] for m in reversed(list(_CUE.finditer(region)))]
-    if texts:  # an option copied whole, however long, perhaps after "The answer is" or its letter
-        for span in [region, *tails]:
+    lines = [line for line in region.splitlines() if line.strip()]
+    if texts:  # an option copied whole, however long, perhaps after "The answer is" or its letter, or on a line
+        for span in [region, *tails, *lines[:1], *lines[-1:]]:
             whole = _whole_option(span, allowed, texts)
             if whole is not None:
                 return whole or None
     spans = [region] if len(region) <= 80 else []
     spans += tails[:3]
-    lines = [line for line in region.splitlines() if line.strip()]
     spans += [lines[0], lines[-1]] if lines else []
     for span in spans:
         letter = _from_span(span, allowed, texts)

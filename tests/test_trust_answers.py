@@ -40,6 +40,12 @@ def test_a_letter_that_names_another_option_than_the_text_is_no_answer():
     assert qa.extract_choice(f"B. {PIQA_LIKE[0]}", PIQA_LIKE) is None
 
 
+def test_an_option_that_starts_with_a_capital_a_is_its_text_not_letter_a():
+    options = ["A cup of cold water.", "A bowl of warm water."]
+    assert qa.extract_choice("A bowl of warm water.\nIt holds more.", options) == "B"
+    assert qa.extract_choice("A bowl of warm water. It holds more.", options) == "B"
+
+
 def test_the_closest_option_counts_only_when_unambiguous():
     options = ["Put the eggs in boiling water for ten minutes, then cool them in a bowl of ice water.",
                "Crack the eggs into a hot pan with butter and stir until they set."]
@@ -82,16 +88,16 @@ def real_rows(path, options_of, limit):
                 yield options
 
 
-@pytest.mark.parametrize("name, options_of, limit", [
-    ("piqa/validation.jsonl", lambda row: [row["sol1"], row["sol2"]], 2000),
-    ("hellaswag/validation.jsonl", lambda row: row["endings"], 400),
+@pytest.mark.parametrize("name, options_of, limit, ways", [
+    ("piqa/validation.jsonl", lambda row: [row["sol1"], row["sol2"]], 2000, 4),
+    ("hellaswag/validation.jsonl", lambda row: row["endings"], 300, 10),
 ])
-def test_real_options_copied_whole_are_scored_right(shared_file, name, options_of, limit):
+def test_real_options_copied_whole_are_scored_right(shared_file, name, options_of, limit, ways):
     checked = 0
     for options in real_rows(shared_file(name), options_of, limit):
         for index, option in enumerate(options):
             letter = LETTERS[index]
-            for written in (option, f"{letter}. {option}", f"The answer is {option}"):
+            for written in ways_to_write(option, letter)[:ways]:
                 scores = [qa.score_choice(written, LETTERS[i], options) for i in range(len(options))]
                 assert scores == [float(i == index) for i in range(len(options))], (written, options)
                 checked += 1

@@ -74,7 +74,8 @@ def test_prompts_are_tokenized_in_short_calls():
     assert calls == [TOKENIZE_CHUNK, TOKENIZE_CHUNK, 5]
 
 
-def interrupt_when(command: list[str], ready: str, also=lambda: True, timeout: float = 120) -> tuple[float, list[str], int]:
+def interrupt_when(command: list[str], ready: str, also=lambda: True,
+                   timeout: float = 120) -> tuple[float, list[str], int]:
     """Run ``paft-rl COMMAND`` and send it SIGINT once a stderr line holds ``ready`` and ``also()`` is true; returns
     the seconds from the signal to the end of the process, the stderr lines after the signal, and the exit status."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -259,13 +259,15 @@ def test_field_aliases_is_spelt_the_same_in_every_command(tmp_path, capsys):
         argv = ["pool", "validate", str(pool), "--task", "gsm8k", spelling, "prompt=question", "extra=question",
                 "--drop_duplicate_templates"]
         assert main(argv) == 0, capsys.readouterr().err
-        assert "valid for task 'gsm8k': 2 templates, 2 train, 0 held-out (1 duplicate(s) dropped)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "valid for task 'gsm8k': 2 templates, 2 train, 0 held-out (1 duplicate(s) dropped)" in out
         assert main(["pool", "render", str(pool), "--task", "gsm8k", "--data", str(gsm8k_rows(tmp_path)), "--index",
                      "0", "--template", "u", spelling, "prompt=question", "extra=question"]) == 0
         assert capsys.readouterr().out.splitlines()[-1] == "Q: What is 2+2? What is 2+2?"
         assert parse_eval_settings(["--models", "m", "--task", "gsm8k", "--out", "o", spelling, "prompt=question",
                                     "extra=question"]).field_aliases == ["prompt=question", "extra=question"]
-    for old, new in (("--field-alias", "--field_aliases NAME=FIELD ..."), ("--drop-duplicates", "--drop_duplicate_templates")):
+    for old, new in (("--field-alias", "--field_aliases NAME=FIELD ..."),
+                     ("--drop-duplicates", "--drop_duplicate_templates")):
         assert main(["pool", "validate", str(pool), "--task", "gsm8k", old, *(["a=b"] if "alias" in old else [])]) == 2
         assert capsys.readouterr().err.strip() == f"paft-rl pool: error: {old} is now {new}"
 

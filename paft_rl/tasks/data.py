@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 
-from prompt_pool import UserError, first_line, read_jsonl
+from prompt_pool import UserError, first_line, is_blank, read_jsonl
 
 from .base import Task
 
@@ -67,14 +67,6 @@ def load_row(task: Task, data: str | None, split: str | None, index: int, seed: 
     return rows[index]
 
 
-def _is_blank(path: Path) -> bool:
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
 def check_jsonl_lines(path: Path) -> None:
     """Raise a `UserError` naming the first line of a JSON Lines file that is not a JSON object."""
     if path.suffix.lower() not in (".jsonl", ".json"):
@@ -96,7 +88,7 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            if _is_blank(path):
+            if is_blank(path):
                 raise UserError(f"data file {source!r} is empty: it needs one row per example")
             try:
                 return datasets.load_dataset(builder, data_files=str(path), split="train")
