@@ -172,6 +172,16 @@ def test_eval_heldout_of_a_pool_evaluates_its_held_out_templates(tmp_path):
     assert [t.id for t in eval_templates(get_task("synth_mc"), "train", [], str(pool))] == ["t0", "t1"]
 
 
+def test_pool_export_of_the_held_out_templates_of_a_pool_without_any_stops_with_one_line(tmp_path, capsys):
+    pool = jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN)
+    assert main(["pool", "export", str(pool), "--task", "synth_mc", "--format", "lm-eval", "--out",
+                 str(tmp_path / "out"), "--templates", "heldout"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "paft-rl pool: error: all_train.jsonl has no held-out templates to export: mark some with split heldout "
+        "(paft-rl pool split), or pass --templates all or train")
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_pool_with_a_pool_file_in_templates_is_refused():
     from paft_rl.eval.runner import EvalSettings
     from paft_rl.settings import SettingError

@@ -197,7 +197,12 @@ def run_export(args: argparse.Namespace) -> int:
     check_exportable(task, args.scoring)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    pool = eval_templates(task, args.file, args.field_aliases).subset(args.templates)
+    whole = eval_templates(task, args.file, args.field_aliases)
+    pool = whole.subset(args.templates)
+    if not pool.templates:  # nothing unseen in training would be exported under the name held-out
+        raise UserError(f"{whole.name} has no {'held-out' if args.templates == 'heldout' else args.templates} "
+                        "templates to export: mark some with split heldout (paft-rl pool split), or pass --templates "
+                        "all or train")
     written = export_lm_eval(pool, task, args.out, group=args.group, data=args.data, split=args.split,
                              limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens)
     print(f"wrote lm-eval group {written['group']} ({len(written['tasks'])} tasks, one per template, "
