@@ -103,8 +103,10 @@ def note_text_answer_budget(inputs, budget: int | None) -> None:
 
     from .tasks import text_answer_tokens
 
+    if budget is None or not inputs.task.answers_with_text:
+        return
     longest = text_answer_tokens(inputs.task, inputs.dataset["options"], inputs.tokenizer)
-    if longest is not None and budget is not None and budget < longest[0]:
+    if budget < longest[0]:
         announce(f"max_completion_length {budget} cuts text answers: option {short_value(longest[1])} is "
                  f"{longest[0]} tokens, so no completion can copy it whole (raise max_completion_length)")
 
