@@ -242,7 +242,8 @@ def _yaml_item_lines(path: Path, count: int) -> list[str]:
     node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     if isinstance(node, yaml.MappingNode):
         node = next(value for key, value in node.value if key.value == "templates")
-    lines = [f"{path.name}:{item.start_mark.line + 1}" for item in node.value]
+    lines = [f"{path.name}:{item.start_mark.line + 1}" for item in node.value] if isinstance(
+        node, yaml.SequenceNode) else []
     return lines if len(lines) == count else [f"{path.name} template {i + 1}" for i in range(count)]
 
 

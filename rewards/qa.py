@@ -116,6 +116,8 @@ _LABEL = re.compile(r"\s*[*_]*[(\[]?([A-Za-z])(?:[)\]]|[.:])[*_]*\s+")
 def _whole_option(span: str, allowed: str, options: list[str]) -> str | None:
     """The letter of the one option whose whole text `span` is, with or without its letter (`B. `) in front, up
     to case, spacing and punctuation; `""` when the letter in front names another option."""
+    if len(span) > 2 * max(map(len, options)) + 100:  # far longer than any option: not one copied whole
+        return None
     label = _LABEL.match(span)
     for letter, text in [(None, span), *([(label.group(1).upper(), span[label.end():])] if label else [])]:
         norm = normalize_answer(text)
@@ -191,7 +193,8 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
     region = _answer_region(completion_text(completion)).strip()
     if not region:
         return None
-    tails = [region[m.end() :] for m in reversed(list(_CUE.finditer(region)))]
+    # What follows the last three answer cues, the last first (slicing after every cue of a long text is quadratic).
+    tails = [region[end:] for end in reversed([m.end() for m in _CUE.finditer(region)][-3:])]
     lines = [line for line in region.splitlines() if line.strip()]
     if texts:  # an option copied whole, however long, perhaps after "The answer is" or its letter, or on a line
         for span in [region, *tails, *lines[:1], *lines[-1:]]:
@@ -199,7 +202,7 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
             if whole is not None:
                 return whole or None
     spans = [region] if len(region) <= 80 else []
-    spans += tails[:3]
+    spans += tails
     spans += [lines[0], lines[-1]] if lines else []
     for span in spans:
         letter = _from_span(span, allowed, texts)
@@ -207,7 +210,7 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
             return None
         if letter:
             return letter
-    for span in [region, *tails[:3]] if texts else []:
+    for span in [region, *tails] if texts else []:
         closest = _closest_option(span, texts)
         if closest:
             return closest
