@@ -44,10 +44,17 @@ def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
+# Texts per tokenizer call: Ctrl-C is only seen between calls, so each call stays well under a second.
+TOKENIZE_CHUNK = 512
+
+
 def tokenize_prompt_texts(tokenizer, texts: list[str], conversational: bool) -> list[list[int]]:
     """Token ids of prompt texts: a chat template writes its own special tokens, plain text gets the
     tokenizer's usual ones (a BOS)."""
-    return tokenizer(texts, add_special_tokens=not conversational)["input_ids"]
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        ids += tokenizer(texts[start : start + TOKENIZE_CHUNK], add_special_tokens=not conversational)["input_ids"]
+    return ids
 
 
 def completion_text(tokenizer, prompt: str | list[dict], target: str) -> str:

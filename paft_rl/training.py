@@ -74,6 +74,7 @@ def train_grpo(args, model_args) -> TrainResult:
 
     announce(args.precision_note)
     inputs = preflight(args, model_args)
+    note_text_answer_budget(inputs, args.max_completion_length)
     model_init_kwargs(args, model_args)
     trainer = PaftGRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=inputs.reward_funcs, args=args, train_dataset=inputs.dataset,
@@ -82,6 +83,21 @@ def train_grpo(args, model_args) -> TrainResult:
         adaptive=adaptive_draws(args, inputs),
     )
     return _result(trainer, args)
+
+
+def note_text_answer_budget(inputs, budget: int | None) -> None:
+    """Say so when GRPO's completions cannot hold the longest option a text answer copies: those rows cannot be
+    answered right, and their reward is 0 whatever the model learns."""
+    from prompt_pool import short_value
+
+    from .tasks import text_answer_tokens
+
+    if budget is None or not inputs.task.answers_with_text:
+        return
+    longest = text_answer_tokens(inputs.task, inputs.dataset["options"], inputs.tokenizer)
+    if budget < longest[0]:
+        announce(f"max_completion_length {budget} cuts text answers: option {short_value(longest[1])} is "
+                 f"{longest[0]} tokens, so no completion can copy it whole (raise max_completion_length)")
 
 
 def _result(trainer, args) -> TrainResult:

@@ -4,6 +4,7 @@ from .errors import PoolValidationError, UserError, first_line, short_value, unk
 from .io import (
     atomic_write_text,
     builtin_names,
+    is_blank,
     load_pool,
     read_jsonl,
     read_pool,
@@ -27,6 +28,7 @@ __all__ = [
     "builtin_names",
     "draw_index",
     "first_line",
+    "is_blank",
     "load_pool",
     "normalise_whitespace",
     "placeholders",

@@ -41,6 +41,7 @@ def short_value(value: object, width: int = 40) -> str:
 def unknown_key_error(key: object, known: Iterable[str], where: str, what: str = "key") -> UserError:
     """The error for a setting nobody reads: name it, where it was written, and the closest known name."""
     known = sorted(set(known))
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    by_lower = {name.lower(): name for name in reversed(known)}  # `Split` and `SPLIT` are `split` misspelt
+    close = [by_lower[name] for name in difflib.get_close_matches(str(key).lower(), by_lower, n=1, cutoff=0.6)]
     hint = f"; did you mean {close[0]!r}?" if close else (f"; known: {', '.join(known)}" if len(known) <= 30 else "")
     return UserError(f"{where}: unknown {what} {key!r}{hint}")

@@ -68,7 +68,7 @@ class PromptPool:
         templates (`list[Template]`): the templates, in file order.
         name (`str`, *optional*): where the pool came from, used in messages.
         aliases (`dict[str, str]`, *optional*): pool placeholder name -> task field name
-            (``--field-alias``), so a pool written for other names can be used as it is.
+            (``field_aliases``), so a pool written for other names can be used as it is.
     """
 
     templates: list[Template]
@@ -270,7 +270,7 @@ def _field_problems(template: Template, task: FieldSpec, aliases: Mapping[str, s
         if target not in known:
             problems.append(
                 f"template {template.id!r} uses unknown field {{{name}}}: task {task.name!r} offers "
-                f"{', '.join('{' + f + '}' for f in task.fields)}; rename it, map it with --field-alias {name}=FIELD, "
+                f"{', '.join('{' + f + '}' for f in task.fields)}; rename it, map it with field_aliases {name}=FIELD, "
                 f"or write {{{{{name}}}}} for literal braces"
             )
     for name in task.required_fields:

@@ -47,7 +47,7 @@ def render(text: str, fields: Mapping[str, object], template_id: str | None = No
             known = ", ".join(sorted(fields)) or "none"
             raise UserError(
                 f"{where} uses {{{name}}} but the example has no field {name!r} (fields: {known}); "
-                f"rename the placeholder or add --field-alias {name}=FIELD"
+                f"rename the placeholder or add field_aliases {name}=FIELD"
             ) from None
 
     return _TOKEN.sub(substitute, text)

@@ -1,10 +1,14 @@
 """Question-answering rewards: multiple choice (`mc_accuracy`) and short answers (`qa_exact_match`, `qa_f1`).
 
 Multiple choice accepts the ways people and models actually answer: `B`, `(B)`, `B.`, `**B**`, `Answer: B`,
-`The answer is b`, or the option's own text; an answer naming two options (`A or C`) counts as no answer.
-Short answers are compared after SQuAD's normalisation (lower case, no punctuation, no articles, single spaces).
+`The answer is b`, or the option's own text, read whole as a person reads it (all its sentences, with or without
+a letter or a lead-in, whatever the case, spacing and punctuation; a copy cut short or slightly changed counts
+for the closest option only when no other option is nearly as close); an answer naming two options (`A or C`)
+counts as no answer. Short answers are compared after SQuAD's normalisation (lower case, no punctuation, no
+articles, single spaces).
 """
 
+import difflib
 import json
 import re
 import string
@@ -16,8 +20,9 @@ from .metrics import count_failure
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
-_CUE = re.compile(
-    r"(?:(?:correct|final|right|best)\s+)?(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*",
+_CUE = re.compile(  # whole words: "(optional)" in an option is no cue
+    r"(?:(?:correct|final|right|best)\s+)?(?<![A-Za-z])(?:answer|option|choice)(?![A-Za-z])"
+    r"(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*",
     re.IGNORECASE,
 )
 _DECORATION = " \t\n*_`'\"()[]{}.:,;!"
@@ -104,12 +109,65 @@ def _by_option_text(span: str, options: list[str]) -> str | None:
     return string.ascii_uppercase[hits[0]] if len(hits) == 1 else None
 
 
+# A letter written as an option's label before its text: `B. `, `(B) `, `B) `, `B: `, `**B.** `.
+_LABEL = re.compile(r"\s*[*_]*[(\[]?([A-Za-z])(?:[)\]]|[.:])[*_]*\s+")
+
+
+def _whole_option(span: str, allowed: str, options: list[str]) -> str | None:
+    """The letter of the one option whose whole text `span` is, with or without its letter (`B. `) in front, up
+    to case, spacing and punctuation; `""` when the letter in front names another option."""
+    if len(span) > 2 * max(map(len, options)) + 100:  # far longer than any option: not one copied whole
+        return None
+    label = _LABEL.match(span)
+    for letter, text in [(None, span), *([(label.group(1).upper(), span[label.end():])] if label else [])]:
+        norm = normalize_answer(text)
+        hits = [i for i, option in enumerate(options) if norm and normalize_answer(option) == norm]
+        if len(hits) == 1:  # two options with one text cannot be told apart
+            found = string.ascii_uppercase[hits[0]]
+            return found if letter in (None, found) or letter not in allowed else ""
+    return None
+
+
+def _closest_option(span: str, options: list[str]) -> str | None:
+    """The option a long answer is a near copy of (cut short, a word changed), when no other option comes close:
+    the start of one option's text only, an answer mostly made of one option's whole text, or one whose
+    similarity to it is high and clearly higher than to any other."""
+    label = _LABEL.match(span)
+    norm = normalize_answer(span[label.end():] if label else span)
+    norms = [normalize_answer(option) for option in options]
+    if len(norm) < 12 or len(norm) > 2 * max(map(len, norms)) + 40:  # too short to tell, or an essay
+        return None
+    begun = [i for i, n in enumerate(norms) if n.startswith(norm)]  # a copy the generation budget cut short
+    if begun:
+        return string.ascii_uppercase[begun[0]] if len(begun) == 1 else None
+    inside = [i for i, n in enumerate(norms) if n and 2 * len(n) >= len(norm) and re.search(
+        rf"(?<!\w){re.escape(n)}(?!\w)", norm)]
+    inside = [i for i in inside if not any(j != i and norms[i] in norms[j] for j in inside)]
+    if len(inside) == 1:
+        return string.ascii_uppercase[inside[0]]
+    ratios = sorted(((_similarity(norm, n), i) for i, n in enumerate(norms) if n), reverse=True)
+    if ratios and ratios[0][0] >= 0.8 and (len(ratios) == 1 or ratios[0][0] - ratios[1][0] >= 0.1):
+        return string.ascii_uppercase[ratios[0][1]]
+    return None
+
+
+def _similarity(a: str, b: str) -> float:
+    """How alike two normalised texts are, word by word (`difflib`'s ratio over words: cheap, and one changed word
+    in twenty leaves 0.95)."""
+    return difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
+
+
 def _from_span(span: str, allowed: str, options: list[str]) -> str | None:
     """Letter stated in one candidate span; `""` when it names several options."""
     short = _short_letter(span, allowed)
     if short is not None:
         return short
     sentence = re.split(r"(?<=[.!?])\s|\n", span.strip(), maxsplit=1)[0]
+    # An option's own text before its letters: "A bowl of water." is option B's text, not a choice of A.
+    for piece in dict.fromkeys([span, span.strip().split("\n", 1)[0], sentence]) if options else ():
+        whole = _whole_option(piece, allowed, options)
+        if whole is not None:
+            return whole
     letters = set(_letters_in(sentence[:200], allowed, strict_case=True))
     if len(letters) > 1:
         return ""
@@ -135,9 +193,16 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
     region = _answer_region(completion_text(completion)).strip()
     if not region:
         return None
-    spans = [region] if len(region) <= 80 else []
-    spans += [region[m.end() :] for m in reversed(list(_CUE.finditer(region)))][:3]
+    # What follows the last three answer cues, the last first (slicing after every cue of a long text is quadratic).
+    tails = [region[end:] for end in reversed([m.end() for m in _CUE.finditer(region)][-3:])]
     lines = [line for line in region.splitlines() if line.strip()]
+    if texts:  # an option copied whole, however long, perhaps after "The answer is" or its letter, or on a line
+        for span in [region, *tails, *lines[:1], *lines[-1:]]:
+            whole = _whole_option(span, allowed, texts)
+            if whole is not None:
+                return whole or None
+    spans = [region] if len(region) <= 80 else []
+    spans += tails
     spans += [lines[0], lines[-1]] if lines else []
     for span in spans:
         letter = _from_span(span, allowed, texts)
@@ -145,6 +210,10 @@ def extract_choice(completion: Any, options: Any = None, gold: Any = None) -> st
             return None
         if letter:
             return letter
+    for span in [region, *tails] if texts else []:
+        closest = _closest_option(span, texts)
+        if closest:
+            return closest
     return None
 
 

@@ -56,9 +56,9 @@ def test_binary_pool_file(tmp_path, capsys):
 
 
 def test_alias_onto_a_missing_field_is_one_problem(capsys):
-    code = cli(["pool", "validate", "gsm8k", "--task", "gsm8k", "--field-alias", "question=problem"])
+    code = cli(["pool", "validate", "gsm8k", "--task", "gsm8k", "--field_aliases", "question=problem"])
     err = capsys.readouterr().err
-    assert code == 1 and "1 problem(s)" in err and "has no field {problem}" in err and "offers {question}" in err
+    assert code == 2 and "1 problem(s)" in err and "has no field {problem}" in err and "offers {question}" in err
 
 
 def test_pool_stats_into_a_closed_pipe():

@@ -33,7 +33,7 @@ def test_validate_ok(gsm_pool, capsys):
 def test_validate_lists_every_problem(tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "text": "{question} {foo}"}\n{"id": "a", "text": ""}\n')
-    assert main(["pool", "validate", str(path), "--task", "gsm8k"]) == 1
+    assert main(["pool", "validate", str(path), "--task", "gsm8k"]) == 2
     err = capsys.readouterr().err
     assert "3 problem(s)" in err and "unknown field {foo}" in err and "is empty" in err and "id 'a'" in err
 

@@ -36,7 +36,7 @@ def test_placeholders_in_order_without_repeats():
 
 
 def test_render_missing_field_names_template_and_fix():
-    with pytest.raises(UserError, match=r"template 't1' uses \{answer\}.*--field-alias answer=FIELD"):
+    with pytest.raises(UserError, match=r"template 't1' uses \{answer\}.*field_aliases answer=FIELD"):
         render("{answer}", {"question": "q"}, template_id="t1")
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prompt_pool import UserError
-
 from ..eval import EvalSettings, evaluate, format_table, write_outputs
 from ..eval.budget import format_estimates
 from ..settings import parse_settings, settings_parser
+from . import refuse_renamed
 
 # Spellings of the argparse version of this command that no field gives: what to write now.
 RENAMED = {
@@ -59,10 +58,7 @@ def parse_eval_settings(argv: list[str]) -> EvalSettings:
     if "-h" in argv or "--help" in argv:
         print(eval_help(build_parser()))
         raise SystemExit(0)
-    for token in argv:
-        name = token.split("=", 1)[0]
-        if name in RENAMED:
-            raise UserError(f"{name} is now {RENAMED[name]}")
+    refuse_renamed(argv, RENAMED)
     (settings,) = parse_settings(build_parser(), argv)
     return settings
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from prompt_pool import PoolValidationError, UserError, load_pool
 
 from ..settings import Settings, SettingError, option, parse_settings, settings_parser
+from . import refuse_renamed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
     validate.add_argument("--task", help="task whose fields the templates must use")
     _add_alias_option(validate)
-    validate.add_argument("--drop-duplicates", action="store_true",
-                          help="drop repeated texts within a split before checking (published pools have some)")
+    _flag(validate, "drop_duplicate_templates", action="store_true",
+          help="drop repeated texts within a split before checking (published pools have some)")
 
     stats = actions.add_parser("stats", help="counts, lengths and placeholder use")
     stats.add_argument("file")
@@ -61,7 +62,7 @@ def _add_export_parser(actions) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
     export.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
                         help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
-    export.add_argument("--max-new-tokens", type=int, help="generation budget (default: the task's)")
+    _flag(export, "max_new_tokens", type=int, help="generation budget (default: the task's)")
     export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
     export.add_argument("--force", action="store_true",
                         help="replace an earlier export in --out (its task files that this export does not write "
@@ -70,8 +71,18 @@ def _add_export_parser(actions) -> None:
 
 
 def _add_alias_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--field-alias", action="append", default=[], metavar="NAME=FIELD",
-                        help="treat the pool's {NAME} as the task's FIELD (repeatable)")
+    _flag(parser, "field_aliases", nargs="+", action="extend", default=[], metavar="NAME=FIELD",
+          help="NAME=FIELD pairs: the pool's {NAME} is the task's FIELD (a recipe's field_aliases)")
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """A flag spelt as in every other command (``--max_new_tokens``, a recipe's key), or with dashes."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+# Spellings of earlier versions: what to write now (the same names as eval's options and recipes' keys).
+RENAMED = {"--field-alias": "--field_aliases NAME=FIELD ...", "--drop-duplicates": "--drop_duplicate_templates"}
 
 
 def main(argv: list[str]) -> int:
@@ -81,6 +92,7 @@ def main(argv: list[str]) -> int:
         return generate_main(argv[1:])
     if argv and argv[0] == "split":
         return run_split(*parse_split_flags(argv[1:]))
+    refuse_renamed(argv, RENAMED)
     args = build_parser().parse_args(argv)
     return {"validate": run_validate, "stats": run_stats, "render": run_render, "export": run_export}[args.action](args)
 
@@ -89,9 +101,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from paft_rl.tasks import get_task, parse_field_aliases
 
     task = get_task(args.task) if args.task else None
-    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_aliases))
     dropped: list[str] = []
-    if args.drop_duplicates:
+    if args.drop_duplicate_templates:
         pool, dropped = pool.drop_duplicates()
     try:
         pool.validate(task)
@@ -99,7 +111,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"paft-rl pool validate: {pool.name}: {len(error.problems)} problem(s):", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {problem}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as every other command's (1 is for bugs)
     target = f" for task {task.name!r}" if task else ""
     note = f" ({len(dropped)} duplicate(s) dropped)" if dropped else ""
     print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, {len(pool.heldout)} held-out{note}")
@@ -165,16 +177,11 @@ def run_split(file: str, flags: SplitFlags) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from paft_rl.tasks import get_task, load_rows, parse_field_aliases
+    from paft_rl.tasks import get_task, load_row, parse_field_aliases
 
     task = get_task(args.task)
-    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_alias))
-    if args.index < 0:
-        raise UserError(f"--index must be >= 0, got {args.index}")
-    rows = load_rows(task, args.data, args.split, limit=args.index + 1 if task.generate else None)
-    if args.index >= len(rows):
-        raise UserError(f"--index {args.index} is past the end of the data ({len(rows)} rows)")
-    row = rows[args.index]
+    pool = load_pool(args.file).with_aliases(parse_field_aliases(args.field_aliases))
+    row = load_row(task, args.data, args.split, args.index)
     example = task.example(row)
     if args.template:
         template, how = pool.get(args.template), "given"
@@ -195,7 +202,12 @@ def run_export(args: argparse.Namespace) -> int:
     check_exportable(task, args.scoring)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    pool = eval_templates(task, args.file, args.field_alias).subset(args.templates)
+    whole = eval_templates(task, args.file, args.field_aliases)
+    pool = whole.subset(args.templates)
+    if not pool.templates:  # nothing unseen in training would be exported under the name held-out
+        raise UserError(f"{whole.name} has no {'held-out' if args.templates == 'heldout' else args.templates} "
+                        "templates to export: mark some with split heldout (paft-rl pool split), or pass --templates "
+                        "all or train")
     written = export_lm_eval(pool, task, args.out, group=args.group, data=args.data, split=args.split,
                              limit=args.limit, seed=args.seed, scoring=args.scoring, max_new_tokens=args.max_new_tokens,
                              replace=args.force)

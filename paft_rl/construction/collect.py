@@ -8,10 +8,11 @@ response is written to the cache the moment it arrives.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -114,8 +115,11 @@ def collect_responses(config: GenerateConfig, requests: list[Request], cache: Re
         for future in futures:
             future.result()
     finally:
+        # Interrupted (Ctrl-C), nothing queued is sent and the requests in flight are left to die with the process
+        # (their threads are daemons); what arrived is in the cache for the next run.
+        interrupted = any(not future.done() for future in futures)
         for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=not interrupted, cancel_futures=True)
     for name, outcome in outcomes.items():
         if outcome.received or outcome.failed or outcome.fatal:
             status = f"failed: {outcome.fatal}" if outcome.fatal else f"{outcome.failed} failed"
@@ -124,7 +128,52 @@ def collect_responses(config: GenerateConfig, requests: list[Request], cache: Re
     return Collection(ordered, outcomes, time.monotonic() - start)
 
 
-def _submit_http(config, groups, generators, outcomes, store, sleep) -> tuple[list[ThreadPoolExecutor], list]:
+class DaemonThreadPool:
+    """A thread pool whose threads never hold up the end of the process.
+
+    `concurrent.futures.ThreadPoolExecutor` joins its threads when Python exits, so Ctrl-C waited for every
+    request in flight (up to ``requests.timeout``, then its retries). Here an interrupted run stops at once.
+    """
+
+    def __init__(self, workers: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Stop the threads after their current task; ``cancel_futures``: drop the queued ones."""
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+def _submit_http(config, groups, generators, outcomes, store, sleep) -> tuple[list[DaemonThreadPool], list]:
     """One thread pool per endpoint (its own ``concurrency``) under one run-wide limit.
 
     Separate pools keep a slow or throttled endpoint from holding every thread while the others idle.
@@ -136,7 +185,7 @@ def _submit_http(config, groups, generators, outcomes, store, sleep) -> tuple[li
         client = OpenAIChatClient(generator, config.requests, sleep=sleep)
         stop = threading.Event()  # set on a fatal error: the generator's queued requests are not sent
         workers = min(generator.concurrency or config.requests.concurrency, config.requests.concurrency)
-        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"pool-generate-{name}")
+        executor = DaemonThreadPool(workers, f"pool-generate-{name}")
         executors.append(executor)
 
         def task(request: Request, client=client, stop=stop, outcome=outcomes[name]) -> None:

@@ -15,12 +15,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from prompt_pool import PromptPool, UserError, builtin_names
+from prompt_pool import PromptPool, UserError, builtin_names, short_value
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
 from ..outputs import check_output
 from ..settings import SettingError, Settings, option
-from ..tasks import Task, get_task, load_rows, load_task_pool, parse_field_aliases
+from ..tasks import (
+    TEXT_ANSWER_MARGIN,
+    Task,
+    get_task,
+    load_rows,
+    load_task_pool,
+    parse_field_aliases,
+    text_answer_tokens,
+)
 from .answers import answer_metrics
 from .backends import BACKENDS, Generation, Request
 from .budget import BudgetPlan, estimated_metrics, plan_budget
@@ -46,8 +54,13 @@ class EvalSettings(Settings):
         out (`str`): output folder.
         data (`str`, *optional*): hub id or local file (default: the task's dataset).
         split (`str`, *optional*): dataset split (default: the task's evaluation split).
-        templates (`str`, defaults to `"heldout"`): ``heldout``, ``train`` or ``all`` of the task's built-in
-            pool, or a pool file (evaluated whole, whatever its splits say).
+        templates (`str`, defaults to `"heldout"`): ``heldout``, ``train`` or ``all`` of ``pool``, or a pool file
+            (evaluated whole, whatever its splits say).
+        pool (`str`, *optional*): the pool whose split ``templates`` names: a file or built-in pool name, the
+            training recipe's ``pool`` (so held-out means unseen in that training). Default: the task's built-in pool.
+        mc_answer_style (`str`, *optional*): multiple choice, the training recipe's ``mc_answer_style``: ``text``
+            answers copy an option, so the default generation budget grows to hold the longest option, and a
+            ``max_new_tokens`` too small for it is refused. Default: the task's own style.
         field_aliases (`list[str]`): ``NAME=FIELD`` pairs for pools written with other field names.
         limit (`int`, *optional*): first ``limit`` questions.
         backend (`str`, defaults to `"hf"`): ``hf`` or ``vllm``.
@@ -84,8 +97,14 @@ class EvalSettings(Settings):
     out: str = option(help="output folder (run again with it to resume or to add models)")
     data: str | None = option(None, help="hub id or local file (default: the task's dataset)")
     split: str | None = option(None, help="dataset split (default: the task's evaluation split)")
-    templates: str = option("heldout", help="heldout, train or all of the task's built-in pool, or a pool file "
-                                            "evaluated whole (default: heldout)")
+    templates: str = option("heldout", help="heldout, train or all of --pool, or a pool file evaluated whole "
+                                            "(default: heldout)")
+    pool: str | None = option(None, help="pool file or built-in pool name whose split --templates names: the "
+                                         "training recipe's pool, so heldout means unseen in training (default: "
+                                         "the task's built-in pool)")
+    mc_answer_style: Literal["letter", "text"] | None = option(
+        None, help="multiple choice: the training recipe's mc_answer_style; text answers copy an option, so the "
+                   "generation budget holds the longest option (default: the task's style)")
     field_aliases: list[str] = option(help="NAME=FIELD pairs: the pool's {NAME} is the task's FIELD",
                                       default_factory=list)
     limit: int | None = option(None, help="evaluate the first N questions", positive=True)
@@ -130,6 +149,9 @@ class EvalSettings(Settings):
             raise SettingError("target_error", f"is an interval width between 0 and 1 (0.05), got {self.target_error}")
         if self.scoring == "loglik" and self.backend != "hf":
             raise SettingError("scoring", "loglik runs on the hf backend; set backend hf")
+        if self.pool is not None and self.templates not in SPLIT_SPECS:
+            raise SettingError("pool", f"names the pool whose split templates picks, but templates is the file "
+                                       f"{self.templates!r} (evaluated whole): give one of them")
 
 
 @dataclass(frozen=True)
@@ -152,15 +174,28 @@ def check_settings(settings: EvalSettings) -> None:
     model_labels(settings.models, settings.labels)
 
 
-def eval_templates(task: Task, spec: str, aliases: list[str]) -> PromptPool:
-    """The templates to evaluate: a split of the task's built-in pool, or a whole pool file."""
-    if spec in ("heldout", "train", "all"):
-        pool = load_task_pool(task, None, aliases).subset(spec)
-        if not pool.templates:
-            raise UserError(f"the built-in pool of task {task.name!r} has no {spec} templates")
-        return pool
+SPLIT_SPECS = ("heldout", "train", "all")  # what `templates` may name instead of a pool file
+
+
+def eval_templates(task: Task, spec: str, aliases: list[str], pool: str | None = None) -> PromptPool:
+    """The templates to evaluate: a split of ``pool`` (default: the task's built-in pool), or a whole pool file.
+
+    A pool without held-out templates trains fine, but has nothing unseen to evaluate: asking for its held-out
+    templates stops here, before any model loads.
+    """
+    if spec in SPLIT_SPECS:
+        loaded = load_task_pool(task, pool, aliases)
+        chosen = loaded.subset(spec)
+        if not chosen.templates:
+            where = f"the built-in pool of task {task.name!r}" if pool is None else f"pool {loaded.name}"
+            if spec != "heldout":
+                raise UserError(f"{where} has no {spec} templates")
+            raise UserError(f"{where} has no held-out templates, so no template unseen in training can be "
+                            "evaluated: mark some with split heldout (paft-rl pool split), or set templates to "
+                            "train, all or a pool file")
+        return chosen
     if not Path(spec).exists() and spec not in builtin_names():
-        close = difflib.get_close_matches(spec, ["heldout", "train", "all"], n=1)
+        close = difflib.get_close_matches(spec, SPLIT_SPECS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UserError(f"--templates {spec!r} is neither a split of the task's pool nor a pool file: {hint}use "
                         "heldout, train, all, or the path of a pool file")
@@ -184,6 +219,24 @@ def build_cells(task: Task, pool: PromptPool, settings: EvalSettings) -> list[Ce
         for template in pool.templates
         for row_id, example in examples
     ]
+
+
+def generation_budget(task: Task, cells: list[Cell], settings: EvalSettings) -> tuple[int, str | None]:
+    """``max_new_tokens``: the setting, else the task's. A ``text`` answer to multiple choice copies an option, so
+    the task's budget grows to hold the longest option (measured with each model's tokenizer); a budget set
+    smaller than that is kept, with a note to say that right answers will be cut (the second value)."""
+    budget = settings.max_new_tokens or task.max_new_tokens
+    if settings.scoring != "generate" or not task.answers_with_text:
+        return budget, None
+    options = {cell.row: cell.options for cell in cells}.values()  # each question's, once
+    tokens, option = max(text_answer_tokens(task, options, load_tokenizer(resolve_model(spec)))
+                         for spec in settings.models)
+    if settings.max_new_tokens is None:
+        return max(budget, tokens + TEXT_ANSWER_MARGIN), None
+    if settings.max_new_tokens < tokens:
+        return budget, (f"paft-rl eval: note: max_new_tokens {budget} cuts text answers: option {short_value(option)} "
+                        f"is {tokens} tokens (leave max_new_tokens unset to size the budget from the options)")
+    return budget, None
 
 
 def chance_accuracy(cells: list[Cell]) -> float | None:
@@ -378,16 +431,16 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     """
     check_settings(settings)
     check_output(settings.out, "--out")
-    task = get_task(settings.task)
+    task = get_task(settings.task).with_answer_style(settings.mc_answer_style)
     if settings.scoring == "loglik" and not task.is_multiple_choice:
         raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")
     parse_field_aliases(settings.field_aliases)
-    pool = eval_templates(task, settings.templates, settings.field_aliases)
-    max_new_tokens = settings.max_new_tokens or task.max_new_tokens
+    pool = eval_templates(task, settings.templates, settings.field_aliases, settings.pool)
     top_threshold = task.top_threshold if settings.top_threshold is None else settings.top_threshold
     for spec in settings.models:
         resolve_model(spec)  # a mistyped path fails before the data is loaded
     cells = build_cells(task, pool, settings)
+    max_new_tokens, budget_note = generation_budget(task, cells, settings)
     budgeted = settings.budget is not None or settings.target_error is not None
     plan = plan_budget(cells, [t.id for t in pool.templates], settings.budget, settings.seed) if budgeted else None
     prepared = {spec: prepare_model(spec, cells, settings, max_new_tokens) for spec in settings.models}
@@ -416,6 +469,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
                   f"-> {log.model_fingerprint}): evaluating it again", file=sys.stderr)
     for line in changed_kept_models(previous, settings.models):
         print(line, file=sys.stderr)
+    if budget_note:  # said once every input is checked, so a refusal stays one line
+        print(budget_note, file=sys.stderr)
     records: list[dict] = []
     for spec, label in zip(settings.models, results["settings"]["labels"]):
         if plan is None:

@@ -6,8 +6,17 @@ from collections.abc import Iterable
 
 from prompt_pool import PromptPool, UserError, load_pool
 
-from .base import LETTERS, Example, Task, choice_example, lettered_fields
-from .data import load_rows
+from .base import (
+    LETTERS,
+    TEXT_ANSWER_MARGIN,
+    Example,
+    Task,
+    choice_example,
+    lettered_fields,
+    longest_option_tokens,
+    text_answer_tokens,
+)
+from .data import load_row, load_rows
 from .hub import HUB_TASKS
 from .synthetic import SYNTHETIC_TASKS
 
@@ -23,7 +32,7 @@ def get_task(name: str) -> Task:
 
 
 def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
-    """Parse ``NAME=FIELD`` pairs (``--field-alias`` or a recipe list/mapping) into ``{NAME: FIELD}``."""
+    """Parse ``NAME=FIELD`` pairs (``--field_aliases`` or a recipe list/mapping) into ``{NAME: FIELD}``."""
     if not pairs:
         return {}
     if isinstance(pairs, dict):
@@ -32,7 +41,7 @@ def parse_field_aliases(pairs: Iterable[str] | dict | None) -> dict[str, str]:
     for pair in pairs:
         name, sep, target = str(pair).partition("=")
         if not sep or not name.strip().isidentifier() or not target.strip().isidentifier():
-            raise UserError(f"--field-alias expects NAME=FIELD with identifier names, got {pair!r}")
+            raise UserError(f"field_aliases expects NAME=FIELD with identifier names, got {pair!r}")
         aliases[name.strip()] = target.strip()
     return aliases
 
@@ -51,6 +60,6 @@ def load_task_pool(task: Task, pool: str | None = None, aliases: Iterable[str] |
 
 __all__ = [
     "load_task_pool",
-    "LETTERS", "TASKS", "Example", "Task", "choice_example", "get_task", "lettered_fields", "load_rows",
-    "parse_field_aliases",
+    "LETTERS", "TASKS", "TEXT_ANSWER_MARGIN", "Example", "Task", "choice_example", "get_task", "lettered_fields",
+    "load_row", "load_rows", "longest_option_tokens", "parse_field_aliases", "text_answer_tokens",
 ]

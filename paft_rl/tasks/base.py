@@ -8,7 +8,7 @@ rollouts and held-out evaluation answers, so training and evaluation cannot drif
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,9 @@ class Task:
         train_split / eval_split (`str`): default splits.
         max_new_tokens (`int`): generation budget for evaluation.
         top_threshold (`float`): accuracy a template must reach to count in the Top share (PAFT's thresholds).
-        generate (`Callable[[int, int, str], list[dict]]`, *optional*): for synthetic tasks, rows from
-            ``(n, seed, split)`` instead of a hub dataset.
+        generate (`Callable[..., list[dict]]`, *optional*): for synthetic tasks, rows from ``(n, seed, split,
+            start=0)`` instead of a hub dataset: rows ``start`` to ``start + n - 1``, each a pure function of
+            ``(seed, split, index)``.
         mc_answer_style (`str`): for multiple choice, whether the reference completion is the ``letter`` or
             the option ``text`` (small models learn the text far faster; the reward accepts both).
         pool (`str`, *optional*): built-in pool name when it differs from the task name.
@@ -79,7 +80,7 @@ class Task:
     eval_split: str = "test"
     max_new_tokens: int = 32
     top_threshold: float = 0.8
-    generate: Callable[[int, int, str], list[dict]] | None = None
+    generate: Callable[..., list[dict]] | None = None
     mc_answer_style: str = "letter"
     synthetic_size: int = field(default=1000)
     pool: str | None = None
@@ -93,6 +94,11 @@ class Task:
     @property
     def is_multiple_choice(self) -> bool:
         return bool(self.option_sets)
+
+    @property
+    def answers_with_text(self) -> bool:
+        """Multiple choice answered with the option's text (a right answer copies an option, however long)."""
+        return self.is_multiple_choice and self.mc_answer_style == "text"
 
     def example(self, row: Mapping[str, Any]) -> Example:
         """Map one dataset row to an `Example`, with a clear error when the row does not fit."""
@@ -113,6 +119,29 @@ class Task:
         if style not in ("letter", "text"):
             raise UserError(f"answer style must be 'letter' or 'text', got {style!r}")
         return replace(self, mc_answer_style=style)
+
+
+# A text answer is the option, maybe after a letter or a lead-in ("B. "), then the end-of-text token.
+TEXT_ANSWER_MARGIN = 4
+
+
+def longest_option_tokens(option_lists: Iterable[Sequence[str] | None], tokenizer) -> tuple[int, str]:
+    """The longest option in tokens, and its text: what a multiple-choice answer in ``text`` style copies, so
+    the least generation budget that lets every right answer be written whole."""
+    texts = sorted({str(option) for options in option_lists for option in options or ()})
+    if not texts:
+        return 0, ""
+    lengths = []
+    for start in range(0, len(texts), 512):  # short calls: Ctrl-C is only seen between them
+        lengths += [len(ids) for ids in tokenizer(texts[start : start + 512], add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    return lengths[longest], texts[longest]
+
+
+def text_answer_tokens(task: Task, option_lists: Iterable[Sequence[str] | None], tokenizer) -> tuple[int, str] | None:
+    """For a multiple-choice task answered with the option's ``text``, the longest option in tokens and its text:
+    the least generation budget a right answer needs. ``None`` for other tasks and for letter answers."""
+    return longest_option_tokens(option_lists, tokenizer) if task.answers_with_text else None
 
 
 def lettered_fields(options: Sequence[str], letters: int | None = None) -> dict[str, str]:

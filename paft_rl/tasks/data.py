@@ -7,11 +7,14 @@ from pathlib import Path
 
 import datasets
 
-from prompt_pool import UserError, first_line, read_jsonl
+from prompt_pool import UserError, first_line, is_blank, read_jsonl
 
 from .base import Task
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# A synthetic split never ends; more rows than this at once is a typo (`--limit 99999999`), not an evaluation: it
+# would hold gigabytes of prompts. Benchmarks' evaluation splits are this size (HellaSwag's validation: 10,042).
+SYNTHETIC_MAX_ROWS = 10_000
 
 
 def load_rows(task: Task, data: str | None = None, split: str | None = None, limit: int | None = None,
@@ -31,6 +34,9 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
     split = split or task.train_split
     if data is None and task.generate is not None:
         size = limit or task.synthetic_size
+        if size > SYNTHETIC_MAX_ROWS:
+            raise UserError(f"a limit of {size} rows is more than task {task.name!r} generates at once "
+                            f"({SYNTHETIC_MAX_ROWS}): lower it")
         dataset = datasets.Dataset.from_list(task.generate(size, seed, split))
     elif data is None and task.hub_id is None:
         raise UserError(f"task {task.name!r} has no default dataset: pass --data FILE")
@@ -47,12 +53,18 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
     return dataset
 
 
-def _is_blank(path: Path) -> bool:
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
+def load_row(task: Task, data: str | None, split: str | None, index: int, seed: int = 0) -> dict:
+    """Row ``index`` of a split (as `load_rows` would give it): made alone for a synthetic task, whatever the
+    index; read from the data otherwise."""
+    if index < 0:
+        raise UserError(f"--index must be >= 0, got {index}")
+    if data is None and task.generate is not None:
+        (row,) = task.generate(1, seed, split or task.train_split, start=index)
+        return {**row, "row_id": index}
+    rows = load_rows(task, data, split, seed=seed)
+    if index >= len(rows):
+        raise UserError(f"--index {index} is past the end of the data ({len(rows)} rows)")
+    return rows[index]
 
 
 def check_jsonl_lines(path: Path) -> None:
@@ -76,7 +88,7 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            if _is_blank(path):
+            if is_blank(path):
                 raise UserError(f"data file {source!r} is empty: it needs one row per example")
             try:
                 return datasets.load_dataset(builder, data_files=str(path), split="train")

@@ -1,8 +1,10 @@
 """Synthetic tasks generated in code from a seed, for the offline demo and the tests.
 
 They need no hub and no download, yet have the shape of the real tasks: a numeric word problem (GSM8K's
-shape), a four-option multiple choice (HellaSwag's shape) and a tool call (BFCL's shape). Rows are a pure
-function of ``(n, seed, split)``; train and test use different streams of the same generator.
+shape), a four-option multiple choice (HellaSwag's shape) and a tool call (BFCL's shape). Row ``i`` is a pure
+function of ``(seed, split, i)``: rows come in blocks of `BLOCK`, each drawn from a stream seeded by the block's
+number, so any row is made without the rows before it (``pool render --index 99999999`` makes one block), and
+train and test use different streams of the same generator.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Iris", 
 ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins", "stamps"]
 
 
-def _rng(name: str, seed: int, split: str) -> random.Random:
-    return random.Random(f"{name}:{split}:{seed}")
+BLOCK = 1000  # rows per seeded stream: a row costs at most BLOCK rows of work, whatever its index
+
+
+def _rng(name: str, seed: int, split: str, block: int = 0) -> random.Random:
+    # Block 0 keeps the stream of the generator before blocks, so the first BLOCK rows are the same as then.
+    return random.Random(f"{name}:{split}:{seed}" + (f":{block}" if block else ""))
 
 
 # ---------------------------------------------------------------------------- arithmetic word problems
@@ -144,9 +150,17 @@ def _tool_example(row: Mapping[str, Any]) -> Example:
 
 
 def _generator(make_row):
-    def generate(n: int, seed: int, split: str) -> list[dict]:
-        rng = _rng(make_row.__name__, seed, split)
-        return [make_row(rng) for _ in range(n)]
+    def generate(n: int, seed: int, split: str, start: int = 0) -> list[dict]:
+        """Rows ``start`` to ``start + n - 1`` of the split."""
+        rows = []
+        for block in range(start // BLOCK, (start + n - 1) // BLOCK + 1 if n > 0 else 0):
+            rng = _rng(make_row.__name__, seed, split, block)
+            first = block * BLOCK
+            for index in range(first, min(first + BLOCK, start + n)):
+                row = make_row(rng)
+                if index >= start:
+                    rows.append(row)
+        return rows
 
     return generate
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 
 from ..eval.folder import result_settings
-from ..eval.runner import EvalSettings
+from ..eval.runner import SPLIT_SPECS, EvalSettings, eval_templates
 from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..stages import (
@@ -44,6 +44,7 @@ from ..stages import (
     trained_precision,
     training_prompt_settings,
 )
+from ..tasks import get_task
 
 STAGES = ("sft", "grpo")
 
@@ -54,6 +55,9 @@ class PipelineEval(EvalSettings, Settings):
 
     The pipeline sets ``out`` (its ``output_dir/eval``) and ``labels`` (the role names) itself, and takes
     ``prompt_format`` and ``system_prompt`` from the training recipes: writing any of them differently is refused.
+    So is ``pool``: ``templates: heldout`` evaluates the held-out templates of the pool the stages train on
+    (with their ``field_aliases``), the templates unseen in training; ``mc_answer_style`` defaults to ``text``
+    when a stage trains text answers.
 
     Args:
         models (`list[str]`, *optional*): roles to evaluate: ``base`` (the first recipe's starting model), ``sft``,
@@ -288,6 +292,7 @@ def evaluation_settings(config: PipelineConfig, parsed: dict[str, Any]) -> tuple
     from ..eval.runner import check_settings
 
     section = replace(config.eval, **eval_prompt_settings(config, parsed), task=config.eval.task or eval_task(parsed))
+    section = replace(section, **eval_pool_settings(section, parsed))
     recipes = {stage: stage_recipe(stage, path, {}) for stage, path in config.recipes().items()}
     where = {"base": next(iter(recipes.values()))["model_name_or_path"],
              **{stage: recipe["output_dir"] for stage, recipe in recipes.items()}}
@@ -295,7 +300,37 @@ def evaluation_settings(config: PipelineConfig, parsed: dict[str, Any]) -> tuple
     settings = EvalSettings(**{**asdict(section), "models": [where[role] for role in roles], "labels": list(roles),
                                "out": str(Path(config.output_dir) / "eval")})
     check_settings(settings)
+    eval_templates(get_task(settings.task), settings.templates, settings.field_aliases, settings.pool)
     return section, settings
+
+
+def eval_pool_settings(section: PipelineEval, parsed: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation's pool and answer style, from the stages that train on its task.
+
+    A split in ``templates`` is a split of the pool they train on, so ``heldout`` is what no stage saw; stages on
+    different pools, or an ``eval.pool`` other than theirs, are refused. Text answers in any stage make the
+    generation budget hold the longest option.
+    """
+    trained = {stage: args for stage, args in parsed.items() if args.task == section.task}
+    if not trained:
+        return {}
+    styles = {get_task(args.task).with_answer_style(args.mc_answer_style).mc_answer_style for args in trained.values()}
+    found = {"mc_answer_style": section.mc_answer_style or ("text" if "text" in styles else None)}
+    if section.templates not in SPLIT_SPECS:
+        return found  # a pool file, evaluated whole
+    pools = {stage: (args.pool, tuple(args.field_aliases or ())) for stage, args in trained.items()}
+    if len(set(pools.values())) > 1:
+        named = "; ".join(f"{stage}: {pool or 'the built-in pool'}" + (f" with {', '.join(aliases)}" if aliases else "")
+                          for stage, (pool, aliases) in pools.items())
+        raise UserError(f"the stages train on different pools ({named}): set the same pool and field_aliases in "
+                        "both recipes, so the held-out templates are unseen by every model, or set eval.templates "
+                        "to a pool file")
+    pool, aliases = next(iter(pools.values()))
+    if section.pool not in (None, pool or get_task(section.task).builtin_pool):
+        raise UserError(f"eval.pool is {section.pool!r} but the stages train on {pool or 'the built-in pool'!r}: "
+                        "remove eval.pool (templates heldout are those of the pool trained on), or set "
+                        "eval.templates to a pool file to evaluate it whole")
+    return {**found, "pool": pool, "field_aliases": [*aliases, *section.field_aliases]}
 
 
 def evaluate_stage(settings: EvalSettings) -> dict[str, Any]:

@@ -43,8 +43,8 @@ def check_evaluation(settings: EvalSettings, where: str) -> None:
     from ..tasks import get_task, parse_field_aliases
 
     try:
-        task = get_task(settings.task)
+        task = get_task(settings.task).with_answer_style(settings.mc_answer_style)
         parse_field_aliases(settings.field_aliases)
-        build_cells(task, eval_templates(task, settings.templates, settings.field_aliases), settings)
+        build_cells(task, eval_templates(task, settings.templates, settings.field_aliases, settings.pool), settings)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None

@@ -28,7 +28,7 @@ from prompt_pool import atomic_write_text
 
 from ..eval.fingerprint import folder_fingerprint
 from ..eval.folder import result_settings
-from ..eval.runner import EvalSettings
+from ..eval.runner import SPLIT_SPECS, EvalSettings
 from ..outputs import check_output
 from ..selection.continual import sequence_metrics
 from ..settings import SettingError, Settings, option
@@ -43,6 +43,7 @@ from ..stages import (
     trained_precision,
     training_prompt_settings,
 )
+from ..tasks import get_task
 from ..training import recipe_configs
 from .select import SelectOptions, check_rows, select_template, write_selection
 
@@ -100,6 +101,8 @@ SET_BY_SEQUENCE = {
     "split": "give a task eval_split in tasks:",
     "prompt_format": "each task is evaluated with its training recipe's; set it in sft: or a task's sft:",
     "system_prompt": "each task is evaluated with its training recipe's; set it in sft: or a task's sft:",
+    "pool": "each task's held-out templates are those of the pool it trains on; set pool in sft: or a task's sft:",
+    "mc_answer_style": "each task is evaluated with its training recipe's; set it in sft: or a task's sft:",
 }
 
 
@@ -154,8 +157,6 @@ class SequenceConfig(Settings):
                                                                   "base model and one LoRA adapter per task")
 
     def __post_init__(self) -> None:
-        from ..tasks import get_task
-
         super().__post_init__()
         check_sft_section(self.sft)
         if not self.tasks:
@@ -196,31 +197,37 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
     for i, stage in enumerate(config.tasks):
         check_training("sft", stage_recipe(config, i, config.model_name_or_path, out / f"stage_{i + 1}"),
                        f"{where}.tasks[{i}] ({stage.task})")
-        check_evaluation(_eval_settings(config, config.model_name_or_path, i, recipes[i], out),
+        check_evaluation(eval_settings(config, i, recipes[i], config.model_name_or_path, out),
                          f"{where}.tasks[{i}] ({stage.task}) evaluation")
     return recipes
 
 
-def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -> float:
-    """Mean accuracy of ``model`` over the held-out templates of task ``index``, prompted as that task trains.
+def eval_settings(config: SequenceConfig, index: int, args, model: str, out: Path) -> EvalSettings:
+    """The evaluation of task ``index`` with ``model``: the eval section, prompted as that task trains, on the
+    held-out templates of the pool it trains on (its ``pool`` and ``field_aliases``; a pool file in
+    ``eval.templates`` is evaluated whole instead).
 
     A task may name its evaluation data (``eval_data``, ``eval_split``); by default the task's evaluation split
     of the data it trains on.
     """
+    stage = config.tasks[index]
+    pool = {}
+    if config.eval.templates in SPLIT_SPECS:
+        pool = {"pool": args.pool, "field_aliases": [*(args.field_aliases or ()), *config.eval.field_aliases]}
+    return config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
+                                data=stage.eval_data or args.data, split=stage.eval_split,
+                                mc_answer_style=args.mc_answer_style, **pool, **training_prompt_settings(args))
+
+
+def _evaluate(config: SequenceConfig, model: str, index: int, args, out: Path) -> float:
+    """Mean accuracy of ``model`` over the held-out templates of task ``index`` (`eval_settings`)."""
     from ..eval.report import write_outputs
     from ..eval.runner import evaluate
 
-    results, records = evaluate(_eval_settings(config, model, index, args, out))
+    settings = eval_settings(config, index, args, model, out)
+    results, records = evaluate(settings)
     write_outputs(results, records, out)
     return float(results["models"][model]["mean"])
-
-
-def _eval_settings(config: SequenceConfig, model: str, index: int, args, out: Path) -> EvalSettings:
-    """The settings of one evaluation of task ``index`` (`_evaluate`)."""
-    stage = config.tasks[index]
-    return config.eval.for_task(task=stage.task, models=[model], out=str(out), labels=[],
-                                data=stage.eval_data or args.data, split=stage.eval_split,
-                                **training_prompt_settings(args))
 
 
 def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequence", log=print) -> dict:
