@@ -100,9 +100,9 @@ def recipe_help(parser, command: str) -> str:
     """``paft-rl sft|grpo --help``: the recipe file first, paft-rl's own options next, then TRL's, in plain text."""
     from dataclasses import fields
 
-    from ..configs import PaftArguments
+    from ..configs import PaftArguments, PaftGroupArguments
 
-    own = {f.name for f in fields(PaftArguments)}
+    own = {f.name for options in (PaftArguments, PaftGroupArguments) for f in fields(options)}
     actions = [action for action in parser._actions if action.option_strings and action.dest != "help"]
     for action in actions:
         action.help = _plain(action.help or "")
