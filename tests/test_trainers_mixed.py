@@ -145,6 +145,29 @@ def test_same_groups_are_unchanged(model_dir, format_pool, tmp_path):
         assert template_id == the_chooser.choose(row_id, step).id == mixed.group_templates(row_id, step)[0].id
 
 
+def test_cli_mixed_groups_with_sapo_reward_and_evaluation_during_training(model_dir, format_pool, tmp_path, capsys):
+    import yaml
+
+    from paft_rl.cli import main
+    from paft_rl.selection.adaptive import STATE_FILE
+
+    recipe = dict(model_name_or_path=str(model_dir), task="synth_arith", pool=str(format_pool),
+                  output_dir=str(tmp_path / "run"), group_templates="mixed", templates_per_group=2, num_generations=G,
+                  per_device_train_batch_size=8, per_device_eval_batch_size=4, max_completion_length=4, max_steps=2,
+                  save_steps=2, template_draw="sapo_reward", sapo_every=1, eval_strategy="steps", eval_steps=2,
+                  eval_data_limit=2, data_limit=8, report_to="none", bf16=False, use_cpu=True, logging_steps=1,
+                  learning_rate=0.05, rewards=["helpers.digit_share", "template_format"])
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["grpo", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / STATE_FILE).read_text())
+    assert sum(state["reward_count"].values()) == 2 * 8  # each completion's reward went to its own template
+    assert abs(sum(state["weights"].values()) - 1) < 1e-6
+    assert "'eval_paft/reward_template_mean'" in out and "'eval_paft/reward_by_template/h0'" in out
+    assert "'rewards/template_format/mean'" in out
+
+
 # ---------------------------------------------------------------------------- the draw
 def test_group_templates_are_distinct_and_a_pure_function():
     mixed = chooser().grouped(3)
