@@ -12,11 +12,12 @@ thread on a CPU (the shared machine's load does not count) and wall seconds on a
     python bench/grpo_mixed.py --quick              # a smoke run in seconds (the test suite runs it)
     .venv-vllm/bin/python bench/grpo_mixed.py --vllm --model smollm2    # colocated vLLM (make bench-vllm)
 
-Besides the step times, each side prints its prompt tokens per generation batch and how many of them an ideal
-prefix cache would still have to prefill (the distinct prefixes of the batch's prompts): vLLM's automatic prefix
-caching computes a same-template group's prompt once for its G completions, a mixed group's m prompts m times
-(they share at most the text before the question). That is what prefix sharing loses with mixed groups; HF
-generation computes every completion's prompt anyway.
+Besides the step times, each side prints its prompt tokens per generation batch, the same padded to the batch's
+longest prompt, and how many of them an ideal prefix cache would still have to prefill (the distinct prefixes of
+the batch's prompts). HF generation and the loss's forward pass pad every prompt to the longest: a mixed batch
+holds m times as many distinct prompts, so its longest is longer (the one cost of mixing that grows with the
+model). vLLM's automatic prefix caching computes a same-template group's prompt once for its G completions, a mixed
+group's m prompts m times (they share at most the text before the question): what prefix sharing loses.
 
 Prints ``grpo_mixed_step_time_ratio`` (mixed / same) last. Goal with HF generation: <= 1.05.
 """
@@ -53,13 +54,15 @@ GROUP = 4
 
 
 class CountingTrainer(PaftGRPOTrainer):
-    """Counts, per generation batch, the prompt tokens, the distinct prefixes among them (what an ideal prefix cache
-    prefills) and the distinct templates of each group."""
+    """Counts, per generation batch, the prompt tokens, the same padded to the longest prompt (what HF generation and
+    the loss's forward pass compute), the distinct prefixes among them (what an ideal prefix cache prefills) and the
+    distinct templates of each group."""
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.model.training:
             counts = self.paft_counts
             counts["prompt_tokens"].append(sum(len(ids) for ids in prompt_ids))
+            counts["padded_tokens"].append(max(len(ids) for ids in prompt_ids) * len(prompt_ids))
             counts["prefill_tokens"].append(distinct_prefixes(prompt_ids))
             ids = self._paft_group_template_ids
             counts["templates_per_group"] += [len(set(ids[i:i + GROUP])) for i in range(0, len(ids), GROUP)]
@@ -96,7 +99,7 @@ def build(model_path: str, tokenizer, workdir: Path, options, mixed: bool, clock
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     trainer = CountingTrainer(model_path, reward_functions(None, task), args, dataset, build_chooser(args, task),
                               conversational=True, processing_class=tokenizer, peft_config=lora, callbacks=[clock])
-    trainer.paft_counts = {"prompt_tokens": [], "prefill_tokens": [], "templates_per_group": []}
+    trainer.paft_counts = {"prompt_tokens": [], "padded_tokens": [], "prefill_tokens": [], "templates_per_group": []}
     return trainer
 
 
@@ -145,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         times = dict(zip(("mixed", "same"), alternate(trainers["mixed"], trainers["same"], clocks["mixed"],
                                                       clocks["same"], options.repeats)))
     for name, trainer in trainers.items():
-        counts = trainer.paft_counts
-        prompt, prefill = statistics.fmean(counts["prompt_tokens"]), statistics.fmean(counts["prefill_tokens"])
+        counts = {key: statistics.fmean(values) for key, values in trainer.paft_counts.items()}
         print(f"{name}: median step {times[name]:.3f} s (IQR {iqr(clocks[name].intervals)}, "
-              f"{len(clocks[name].intervals)} steps); {statistics.fmean(counts['templates_per_group']):.2f} templates "
-              f"per group; prompt tokens per generation {prompt:.0f}, with an ideal prefix cache {prefill:.0f}")
-    same, mixed = (statistics.fmean(trainers[n].paft_counts["prefill_tokens"]) for n in ("same", "mixed"))
-    print(f"prefix sharing: mixed groups prefill {mixed / same:.2f}x the prompt tokens of same-template groups")
+              f"{len(clocks[name].intervals)} steps); {counts['templates_per_group']:.2f} templates per group; prompt "
+              f"tokens per generation {counts['prompt_tokens']:.0f}, padded {counts['padded_tokens']:.0f}, with an "
+              f"ideal prefix cache {counts['prefill_tokens']:.0f}")
+    def ratio(key: str) -> float:
+        return statistics.fmean(trainers["mixed"].paft_counts[key]) / statistics.fmean(trainers["same"].paft_counts[key])
+
+    print(f"padding: mixed batches pad to {ratio('padded_tokens'):.2f}x the prompt tokens of same-template batches "
+          f"(their prompts: {ratio('prompt_tokens'):.2f}x)")
+    print(f"prefix sharing: mixed groups prefill {ratio('prefill_tokens'):.2f}x the prompt tokens of same-template "
+          "groups")
     print(f"grpo_mixed_step_time_ratio {times['mixed'] / times['same']:.3f}")
     return 0
 

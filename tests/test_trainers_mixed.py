@@ -54,8 +54,8 @@ def group_args(output_dir, **overrides) -> PaftGRPOConfig:
 
 
 def recording_trainer_class():
-    """A PaftGRPOTrainer that records, at TRL's generation call, the decoded prompt of every completion, and what
-    each reward call received as ``answer_format``."""
+    """A PaftGRPOTrainer that records, at TRL's generation call, (step, row id, template id, decoded prompt) of
+    every completion."""
     from paft_rl.trainers.grpo import PaftGRPOTrainer
 
     class Recording(PaftGRPOTrainer):
@@ -247,6 +247,7 @@ def test_bench_quick_times_mixed_against_same_groups():
     assert "; 4.00 templates per group;" in sides["mixed"] and "; 1.00 templates per group;" in sides["same"]
     prefill = {name: int(re.search(r"ideal prefix cache (\d+)$", line).group(1)) for name, line in sides.items()}
     assert prefill["mixed"] > 2 * prefill["same"]  # a same-template group's G prompts share one prefix
+    assert any(re.fullmatch(r"padding: mixed batches pad to \d+\.\d\dx .*", line) for line in lines)
 
 
 @pytest.mark.slow
