@@ -1,7 +1,7 @@
 """GRPO step time with mixed-template groups against same-template groups, alternated in one process.
 
 Both sides are `PaftGRPOTrainer` with the same settings (synth_arith, LoRA r16 on the attention projections, 8
-prompts x 4 completions a step, the same seed and rows); one sets ``group_templates: mixed`` (4 templates per
+completions a step = 2 questions x 4, the same seed and rows); one sets ``group_templates: mixed`` (4 templates per
 group, one completion each). Completions have a fixed length (``min_new_tokens``, or vLLM's ``min_tokens``), so
 sampling luck does not change the work. Runs alternate ABBA; a step time is the interval between consecutive
 ``on_step_end`` events (the first step of each run, which includes setup, is dropped), in CPU seconds of one
@@ -19,7 +19,8 @@ holds m times as many distinct prompts, so its longest is longer (the one cost o
 model). vLLM's automatic prefix caching computes a same-template group's prompt once for its G completions, a mixed
 group's m prompts m times (they share at most the text before the question): what prefix sharing loses.
 
-Prints ``grpo_mixed_step_time_ratio`` (mixed / same) last. Goal with HF generation: <= 1.05.
+Prints ``grpo_mixed_step_time_ratio`` (mixed / same) last. Goal with HF generation: <= 1.05. Measured numbers and
+the machine they come from are in README.md ("Mixed-template groups").
 """
 
 from __future__ import annotations
