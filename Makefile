@@ -39,6 +39,7 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/rewards.py
 	HF_HUB_OFFLINE=1 $(PY) bench/select_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
+	HF_HUB_OFFLINE=1 $(PY) bench/grpo_mixed.py
 
 # GRPO with one template vs the pool (same / mixed groups, format reward), judged on held-out templates: about an
 # hour on 2 cores; resumable (rerun to continue). Results and times: docs/experiments.md.
@@ -67,6 +68,7 @@ test-vllm: vllm-env
 bench-vllm: $(MODEL_STAMP) vllm-env
 	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_vllm.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_mixed.py --vllm --model smollm2
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -20,6 +20,7 @@ from .settings import SettingError, _range_problem, check_values, option
 
 TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
 PromptFormat = Literal["auto", "chat", "plain"]
+GroupTemplates = Literal["same", "mixed"]
 
 
 @dataclass
@@ -162,8 +163,60 @@ class PaftArguments:
 
 
 @dataclass
-class PaftGRPOConfig(GRPOConfig, PaftArguments):
-    """TRL's `GRPOConfig` plus the pool options of `PaftArguments` (one template per rollout group)."""
+class PaftGroupArguments:
+    """GRPO's rollout-group options: over how many templates the completions of one question are spread.
+
+    Args:
+        group_templates (`str`, defaults to `"same"`):
+            ``same``: the ``num_generations`` completions of a question share one drawn template; ``mixed``: they
+            are spread over ``templates_per_group`` distinct train templates of it, in equal shares, so the group's
+            advantage compares answers across wordings (TA-GRPO's shared baseline).
+        templates_per_group (`int`, *optional*):
+            For ``mixed``: the number m of distinct templates in a group. Defaults to ``num_generations`` (one
+            completion each); it must divide ``num_generations`` and not exceed the pool's train templates.
+    """
+
+    group_templates: GroupTemplates = option(
+        "same", help="same (a rollout group shares one drawn template) or mixed (its num_generations completions "
+                     "are spread over templates_per_group distinct train templates, in equal shares).")
+    templates_per_group: int | None = option(
+        None, help="group_templates mixed: distinct templates per group; must divide num_generations. Default: "
+                   "num_generations.", positive=True)
+
+    def templates_in_group(self) -> int:
+        """m: the distinct templates of one rollout group (1 for ``same``)."""
+        if self.group_templates == "same":
+            return 1
+        return self.templates_per_group or self.num_generations
+
+    def check_group_arguments(self) -> None:
+        """Raise `UserError` naming the option to change when the group options cannot hold."""
+        check_values(self, PaftGroupArguments)
+        if self.group_templates == "same":
+            if self.templates_per_group is not None:
+                raise UserError("templates_per_group is set but group_templates is 'same', which ignores it: set "
+                                "group_templates: mixed, or remove templates_per_group")
+            return
+        if self.template_draw in ("fixed", "top"):
+            raise UserError(f"group_templates 'mixed' spreads each group over several pool templates, but "
+                            f"template_draw {self.template_draw!r} trains one: use template_draw uniform, sapo or "
+                            "sapo_reward, or group_templates: same")
+        templates, generations = self.templates_in_group(), self.num_generations
+        if templates > generations:
+            raise UserError(f"templates_per_group {templates} exceeds num_generations {generations}: a group of "
+                            f"{generations} completions covers at most {generations} templates; lower "
+                            "templates_per_group or raise num_generations")
+        if generations % templates:
+            divisors = [str(d) for d in range(1, generations + 1) if generations % d == 0]
+            raise UserError(f"templates_per_group {templates} does not divide num_generations {generations}: each "
+                            f"template of a mixed group gets the same number of completions; use one of "
+                            f"{', '.join(divisors)}")
+
+
+@dataclass
+class PaftGRPOConfig(GRPOConfig, PaftGroupArguments, PaftArguments):
+    """TRL's `GRPOConfig` plus the pool options of `PaftArguments` and the group options of `PaftGroupArguments`
+    (one template per rollout group, or several with ``group_templates: mixed``)."""
 
     def __post_init__(self):
         self.check_paft_arguments()
@@ -178,6 +231,7 @@ class PaftGRPOConfig(GRPOConfig, PaftArguments):
                     f"steps_per_generation completions and must hold whole groups: change "
                     f"per_device_train_batch_size, steps_per_generation or num_generations") from None
             raise UserError(f"invalid GRPO options: {message}") from None
+        self.check_group_arguments()
 
 
 POSITIVE = ("(", 0, None, ")")

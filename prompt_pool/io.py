@@ -124,12 +124,15 @@ def write_jsonl(pool: PromptPool, path: str | Path) -> Path:
 
 
 def _spreadsheet_rows(records: list[dict]) -> list[list[str]]:
-    """Header and rows of a spreadsheet pool; a structured ``source`` is kept as JSON text."""
-    rows = [["id", "text", "split", "source"]]
+    """Header and rows of a spreadsheet pool; a structured ``source`` is kept as JSON text. The ``answer_format``
+    column is written when a template declares one."""
+    formats = any("answer_format" in record for record in records)
+    rows = [["id", "text", "split", "source"] + (["answer_format"] if formats else [])]
     for record in records:
         source = record.get("source")
         source = "" if source is None else source if isinstance(source, str) else json.dumps(source, ensure_ascii=False)
-        rows.append([record["id"], record["text"], record["split"], source])
+        row = [record["id"], record["text"], record["split"], source]
+        rows.append(row + ([record.get("answer_format", "")] if formats else []))
     return rows
 
 

@@ -7,6 +7,7 @@ so that unseen evaluation templates cannot leak into training: ``draw`` only eve
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,10 @@ from .sampling import draw_index, unit_hash
 from .template import normalise_whitespace, placeholders, render
 
 SPLITS = ("train", "heldout")
+# The answer formats a template may ask for (``Template.answer_format``), besides ``regex:<pattern>``; the
+# ``template_format`` reward (rewards/format.py) checks each of them.
+ANSWER_FORMATS = ("boxed", "answer_is", "answer_tags", "hashes", "last_line", "option_letter", "option_text")
+REGEX_FORMAT = "regex:"
 
 
 @dataclass(frozen=True)
@@ -30,12 +35,17 @@ class Template:
         text (`str`): template text with ``{field}`` placeholders.
         split (`str`, defaults to `"train"`): ``"train"`` or ``"heldout"``.
         source (`Any`, *optional*): provenance (a file, a generator model and mode, a person).
+        answer_format (`str`, *optional*): the answer format the text asks for: one of `ANSWER_FORMATS`
+            (``boxed``, ``answer_is`` "The answer is N", ``answer_tags`` <answer>..</answer>, ``hashes`` "#### N",
+            ``last_line``, ``option_letter``, ``option_text``) or ``regex:<pattern>``. Only the ``template_format``
+            reward reads it; the accuracy rewards never see the template.
     """
 
     id: str
     text: str
     split: str = "train"
     source: Any = None
+    answer_format: str | None = None
 
     @property
     def fields(self) -> list[str]:
@@ -46,8 +56,9 @@ class Template:
 
     def to_dict(self) -> dict:
         record = asdict(self)
-        if record["source"] is None:
-            del record["source"]
+        for optional in ("source", "answer_format"):
+            if record[optional] is None:
+                del record[optional]
         return record
 
 
@@ -236,6 +247,9 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
     for template in templates:
         if template.split not in SPLITS:
             problems.append(f"template {template.id!r} has split {template.split!r}: use 'train' or 'heldout'")
+        problem = _answer_format_problem(template.answer_format)
+        if problem:
+            problems.append(f"template {template.id!r}: {problem}")
         if not template.text.strip():
             problems.append(f"template {template.id!r} is empty: give it text or remove it")
             continue
@@ -251,6 +265,27 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
         else:
             problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): remove one")
     return problems
+
+
+def _answer_format_problem(answer_format: Any) -> str | None:
+    """What is wrong with a declared answer format (`None` when it is valid or absent)."""
+    if answer_format is None:
+        return None
+    if not isinstance(answer_format, str):
+        return f"answer_format must be text, got {type(answer_format).__name__}"
+    if answer_format.startswith(REGEX_FORMAT):
+        pattern = answer_format[len(REGEX_FORMAT):]
+        if not pattern:
+            return "answer_format 'regex:' has no pattern: write regex:<pattern>"
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            return f"answer_format {answer_format!r} is not a valid regular expression ({error})"
+        return None
+    if answer_format not in ANSWER_FORMATS:
+        return (f"unknown answer_format {answer_format!r}: use one of {', '.join(ANSWER_FORMATS)}, or "
+                "regex:<pattern>")
+    return None
 
 
 def _alias_problems(aliases: Mapping[str, str], task: FieldSpec) -> list[str]:

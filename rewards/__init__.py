@@ -13,7 +13,7 @@ or conversational completions, never raises on bad input, and has a stable `__na
 from collections.abc import Callable, Sequence
 
 from . import format, math, metrics, qa, tools
-from .format import answer_cue, length_penalty, think_answer_format
+from .format import answer_cue, length_penalty, template_format, think_answer_format
 from .math import MathAccuracy, extract_answer, get_math_accuracy_reward, math_accuracy, score_math
 from .metrics import parse_failures, reset_parse_failures
 from .qa import extract_choice, mc_accuracy, qa_exact_match, qa_f1, score_choice
@@ -33,6 +33,7 @@ REWARDS: dict[str, Callable] = {
         tool_call_arguments,
         think_answer_format,
         answer_cue,
+        template_format,
         length_penalty,
     )
 }

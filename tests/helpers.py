@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -94,6 +95,15 @@ def recording_grpo_trainer():
             return super()._generate_and_score_completions(inputs)
 
     return Recording
+
+
+def torchrun(script_args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2`` (as ``python -m torch.distributed.run``, so it is this interpreter's)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(20000 + (os.getpid() * 7 + len(str(tmp_path))) % 20000), *script_args]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def weights_digest(model) -> str:

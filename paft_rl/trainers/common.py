@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from prompt_pool import PromptPool, Template, UserError
+from prompt_pool import PromptPool, Template, UserError, draw_index
 from prompt_pool.template import placeholders
 
 from ..formatting import build_prompt, prompt_text
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 FIELDS_COLUMN = "paft_fields"  # JSON of the example's template fields (Arrow cannot hold rows of varying keys)
 EVAL_TEMPLATE_COLUMN = "paft_eval_template"  # the template id of an eval row (fixed for the whole run)
+ANSWER_FORMAT_COLUMN = "answer_format"  # GRPO: the answer format each completion's template declared (template_format)
 
 logger = logging.getLogger("paft_rl.trainers")
 
@@ -50,6 +51,7 @@ class TemplateChooser:
             as the run learns); uniform draws without it. See `following`.
         eval_pool (`PromptPool`, *optional*): the templates of evaluation during training; defaults to the
             pool's held-out templates.
+        per_group (`int`, defaults to `1`): GRPO's m, the distinct templates of one rollout group (see `grouped`).
     """
 
     pool: PromptPool
@@ -59,6 +61,7 @@ class TemplateChooser:
     fixed: Template | None = None
     adaptive: AdaptiveWeights | None = None
     eval_pool: PromptPool | None = None
+    per_group: int = 1
 
     def position(self, step: int) -> int:
         """The draw position of optimizer step ``step``: the block of K steps it falls in."""
@@ -79,11 +82,45 @@ class TemplateChooser:
                             "both from the same pool")
         return replace(self, adaptive=adaptive)
 
-    def choose(self, row_id: Any, step: int) -> Template:
-        """The template of row ``row_id`` at optimizer step ``step``."""
+    def grouped(self, templates: int) -> TemplateChooser:
+        """This chooser, spreading each GRPO rollout group over ``templates`` distinct train templates (1: one)."""
+        if templates > 1 and self.fixed is not None:
+            raise UserError(f"template_draw {self.draw!r} trains one template: mixed groups need a pool draw "
+                            "(template_draw: uniform, sapo or sapo_reward)")
+        if templates > len(self.pool.train):
+            raise UserError(f"templates_per_group {templates} exceeds the {len(self.pool.train)} train templates of "
+                            f"{self.pool.name}: lower templates_per_group to at most {len(self.pool.train)}, or use "
+                            "a pool with more train templates")
+        return replace(self, per_group=templates)
+
+    def choose(self, row_id: Any, step: int, slot: int = 0) -> Template:
+        """The template of row ``row_id`` at optimizer step ``step``; ``slot``: which of its group's
+        `group_templates` (0 to ``per_group - 1``; a group with one template has only slot 0)."""
         if self.fixed is not None:
             return self.fixed
-        return self.pool.draw(self.seed, row_id, self.position(step), self.weights)
+        if self.per_group == 1:
+            return self.pool.draw(self.seed, row_id, self.position(step), self.weights)
+        return self.group_templates(row_id, step)[slot]
+
+    def group_templates(self, row_id: Any, step: int) -> list[Template]:
+        """The ``per_group`` distinct train templates of row ``row_id``'s rollout group at step ``step``.
+
+        Drawn without replacement, each draw a pure function of ``(seed, row id, position, k)``: by the draw weights
+        when there are any (templates of zero weight come last, uniformly), uniformly otherwise. The first is the
+        template a group of one template gets.
+        """
+        candidates = list(self.pool.train)
+        weights = self.weights
+        masses = [float(weights.get(t.id, 0.0)) for t in candidates] if weights is not None else None
+        position = self.position(step)
+        chosen = []
+        for k in range(self.per_group):
+            weighted = masses if masses is not None and sum(masses) > 0 else None
+            index = draw_index(self.seed, row_id, position if k == 0 else f"{position}/{k}", len(candidates), weighted)
+            chosen.append(candidates.pop(index))
+            if masses is not None:
+                masses.pop(index)
+        return chosen
 
     def render(self, template: Template, fields: Mapping[str, object]) -> str:
         return self.pool.render(template, fields)

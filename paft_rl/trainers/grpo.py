@@ -1,15 +1,22 @@
-"""PAFT for GRPO: every rollout group is prompted with a template drawn from the train pool.
+"""PAFT for GRPO: every rollout group is prompted with a template drawn from the train pool (or, with
+``group_templates: mixed``, with m distinct templates of it).
 
 TRL's `RepeatSampler` hands each dataset row to the trainer ``num_generations`` times, spread over the
 processes. Before TRL sees a generation batch we rebuild each input's ``prompt`` from its fields and the
 template chosen for ``(seed, row_id, step // K)``, ``step`` being the optimizer step at which the generation
 cycle starts (a cycle of ``steps_per_generation x num_iterations`` micro-batches can span several steps). Every
-copy of a row, on every rank, computes the same three numbers, so all completions of a group share one prompt string: what TRL's vLLM server mode assumes when it
-samples a whole group from the group's first prompt. The rewrite happens before TRL's generation dispatch, so HF
-generation, vLLM colocate and vLLM server all receive the rewritten prompts.
+copy of a row, on every rank, computes the same three numbers, so all completions of a group share one prompt
+string: what TRL's vLLM server mode assumes when it samples a whole group from the group's first prompt. The
+rewrite happens before TRL's generation dispatch, so HF generation, vLLM colocate and vLLM server all receive the
+rewritten prompts.
+
+Mixed groups: the template of a copy is also a function of its place in the group (`group_slots`), in blocks of
+G/m consecutive copies, so the server branch is asked for G/m completions of each of a group's m prompts
+(`_generate_single_turn`). TRL's advantage still takes each group of G completions as one baseline.
 
 The reward functions receive the dataset columns (``gold``, ``options``...) but never the template id; the
-id is logged per completion in TRL's completions table and the mean reward per template as a metric.
+id is logged per completion in TRL's completions table and the mean reward per template as a metric. Only the
+answer format the template declared travels, in the ``answer_format`` column, for the ``template_format`` reward.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from trl import GRPOTrainer
 from ..formatting import build_prompt
 from ..selection.adaptive import AdaptiveWeights, saving_callback
 from .common import (
+    ANSWER_FORMAT_COLUMN,
     TemplateChooser,
     check_resume_point,
     cycle_start_step,
@@ -48,7 +56,8 @@ class PaftGRPOTrainer(GRPOTrainer):
         args (`PaftGRPOConfig`): TRL's GRPO options plus the pool options.
         train_dataset (`datasets.Dataset`): rows with ``row_id`` and the ``paft_fields`` column
             (see `paft_rl.trainers.common.build_dataset`); a placeholder ``prompt`` column is added.
-        chooser (`TemplateChooser`): which template each group gets.
+        chooser (`TemplateChooser`): which template each group gets (spread over ``args.templates_in_group()``
+            templates with ``group_templates: mixed``).
         conversational (`bool`, defaults to `False`): render the template into a chat's user message.
         system_prompt (`str`, *optional*): system message of chat prompts.
         adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights (``template_draw: sapo`` or
@@ -60,7 +69,8 @@ class PaftGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args, train_dataset, chooser: TemplateChooser,
                  conversational: bool = False, system_prompt: str | None = None, eval_dataset=None,
                  adaptive: AdaptiveWeights | None = None, **kwargs):
-        self.chooser = chooser if adaptive is None else chooser.following(adaptive)
+        chooser = chooser if adaptive is None else chooser.following(adaptive)
+        self.chooser = chooser.grouped(args.templates_in_group())  # refuses m > train templates before loading
         self.adaptive = adaptive
         self.conversational = conversational
         self.system_prompt = system_prompt
@@ -96,18 +106,47 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ the rewrite
     def render_inputs(self, inputs: list[dict[str, Any]], step: int) -> tuple[list[dict[str, Any]], list[str]]:
-        """Rebuild ``prompt`` of each input for optimizer step ``step`` (eval rows: their eval template); return
-        the inputs and template ids."""
+        """Rebuild ``prompt`` of each input for optimizer step ``step`` (eval rows: their eval template), and set
+        its ``answer_format`` column to what that template declares; return the inputs and template ids."""
         rendered, template_ids = [], []
-        for row in inputs:
+        slots = self.group_slots(inputs) if self.model.training else [0] * len(inputs)
+        for row, slot in zip(inputs, slots, strict=True):
             if self.model.training:
-                template = self.chooser.choose(row["row_id"], step)
+                template = self.chooser.choose(row["row_id"], step, slot)
                 text = self.chooser.render(template, example_fields(row))
             else:
                 template, text = self.chooser.eval_prompt_text(row)
-            rendered.append({**row, "prompt": build_prompt(text, self.conversational, self.system_prompt)})
+            prompt = build_prompt(text, self.conversational, self.system_prompt)
+            rendered.append({**row, "prompt": prompt, ANSWER_FORMAT_COLUMN: template.answer_format})
             template_ids.append(template.id)
         return rendered, template_ids
+
+    def group_slots(self, inputs: list[dict[str, Any]]) -> list[int]:
+        """Which of its group's templates each training input gets: its place in the group, in blocks of G/m.
+
+        TRL's `RepeatSampler` yields each row G times in a row, and the processes get consecutive slices of every
+        generation batch (rank 0's first), which holds whole groups: an input's place in its group is its index
+        in the generation batch over all processes, modulo G. Every process computes the same, and a resumed run's
+        sampler replays the same order, so each (row, place) keeps its template.
+        """
+        templates, generations = self.chooser.per_group, self.num_generations
+        if templates == 1:
+            return [0] * len(inputs)
+        start = self.accelerator.process_index * len(inputs)
+        places = [(start + index) % generations for index in range(len(inputs))]
+        for index in range(1, len(inputs)):
+            if places[index] and inputs[index]["row_id"] != inputs[index - 1]["row_id"]:
+                raise RuntimeError("paft-rl: a generation batch does not hold each row's num_generations copies in a "
+                                   "row; mixed template groups need TRL's RepeatSampler order")
+        return [place // (generations // templates) for place in places]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # TRL's vLLM server branch asks for `num_generations` completions of every `num_generations`-th prompt. In a
+        # mixed group each prompt repeats G/m times in a row: ask for that many of each. HF generation and colocated
+        # vLLM generate one completion per prompt and ignore the count.
+        if self.model.training and num_generations == self.num_generations:
+            num_generations //= self.chooser.per_group
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
         step = self.generation_step()

@@ -20,6 +20,7 @@ from ..formatting import build_prompt, resolve_conversational
 from ..settings import SettingError, _range_problem, check_options, parsed, settings_parser
 from ..tasks import Task
 from .common import (
+    ANSWER_FORMAT_COLUMN,
     TemplateChooser,
     build_chooser,
     check_fields_available,
@@ -116,9 +117,9 @@ FIRST_OPTIONS = ("model_name_or_path", "task", "data", "pool", "output_dir", "ma
 def recipe_help(parser, command: str) -> str:
     """``paft-rl sft|grpo --help``: the recipe file, the options a recipe sets first, paft-rl's own options, then
     TRL's and transformers' by the groups their documentation gives them, in plain text."""
-    from ..configs import PaftArguments
+    from ..configs import PaftArguments, PaftGroupArguments
 
-    own = {f.name for f in fields(PaftArguments)}
+    own = {f.name for options in (PaftArguments, PaftGroupArguments) for f in fields(options)}
     actions = [action for action in parser._actions if action.option_strings and action.dest != "help"]
     for action in actions:
         action.help = _plain(action.help or "")
@@ -477,6 +478,10 @@ def check_rewards_score_the_task(inputs: RunInputs, names: list[str] | None, sys
     answers = [row["target"] if isinstance(row["target"], str) else str(row["gold"]) for row in sample]
     completions = [[{"role": "assistant", "content": a}] for a in answers] if inputs.conversational else answers
     columns = {key: values for key, values in sample.to_dict().items() if key not in ("prompt", "completion")}
+    # The trainer adds each completion's declared answer format (template_format reads it): probe with one a
+    # candidate template declares, so the format reward is refused only when no template declares any.
+    declared = next((t.answer_format for t in inputs.chooser.candidates if t.answer_format), None)
+    columns.setdefault(ANSWER_FORMAT_COLUMN, [declared] * len(sample))
     calls = {"prompts": prompts, "completions": completions, **columns, "trainer_state": TrainerState(),
              "completion_ids": [inputs.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers],
              "log_extra": _not_logged, "log_metric": _not_logged}
