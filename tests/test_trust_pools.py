@@ -249,7 +249,8 @@ def test_sequence_evaluates_each_task_on_the_held_out_templates_of_its_pool(tmp_
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
     assert main(["sequence", "--config", str(tmp_path / "s.yaml")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("paft-rl sequence: error: pool all_train.jsonl has no held-out templates") and "\n" not in err
+    assert err.startswith("paft-rl sequence: error: s.yaml.tasks[1] (synth_mc) evaluation: pool all_train.jsonl has "
+                          "no held-out templates") and "\n" not in err
     assert not (tmp_path / "seq").exists()
     config["eval"] = {"pool": str(pool)}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))

@@ -8,6 +8,8 @@ from: training changes weights, not the architecture or the tokenizer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prompt_pool import UserError
@@ -30,8 +32,9 @@ def check_training(command: str, recipe: dict[str, Any], where: str, model: str 
     from ..training import recipe_configs
 
     try:
-        args, model_args = recipe_configs(command, recipe)
-        preflight(args, model_args, model=model, own_output=False)
+        with quiet_progress():
+            args, model_args = recipe_configs(command, recipe)
+            preflight(args, model_args, model=model, own_output=False)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
 
@@ -43,8 +46,23 @@ def check_evaluation(settings: EvalSettings, where: str) -> None:
     from ..tasks import get_task, parse_field_aliases
 
     try:
-        task = get_task(settings.task).with_answer_style(settings.mc_answer_style)
-        parse_field_aliases(settings.field_aliases)
-        build_cells(task, eval_templates(task, settings.templates, settings.field_aliases, settings.pool), settings)
+        with quiet_progress():
+            task = get_task(settings.task).with_answer_style(settings.mc_answer_style)
+            parse_field_aliases(settings.field_aliases)
+            build_cells(task, eval_templates(task, settings.templates, settings.field_aliases, settings.pool), settings)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No `datasets` progress bars while checking: a check that passes prints nothing, one that fails one line."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
