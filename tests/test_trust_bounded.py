@@ -79,8 +79,11 @@ def interrupt_when(command: list[str], ready: str, also=lambda: True,
     """Run ``paft-rl COMMAND`` and send it SIGINT once a stderr line holds ``ready`` and ``also()`` is true; returns
     the seconds from the signal to the end of the process, the stderr lines after the signal, and the exit status."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # A library used earlier in this pytest process may have set SIGINT to "ignore", which a child inherits (and then
+    # Python installs no KeyboardInterrupt handler): the command must start as a terminal would start it.
     process = subprocess.Popen([sys.executable, "-m", "paft_rl.cli", *command], stderr=subprocess.PIPE, text=True,
-                               stdout=subprocess.DEVNULL, env=env)
+                               stdout=subprocess.DEVNULL, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, sent = [], []
     timer = threading.Timer(timeout, process.kill)
     timer.start()
