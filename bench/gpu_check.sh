@@ -60,7 +60,7 @@ case "${1:-}" in
         ;;
     *)
         dir="$1"
-        site="$(mktemp -d /tmp/paft-gpu-site.XXXXXX)"
+        site="$(mktemp -d -t paft-gpu-site.XXXXXX)"
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$dir"/wheels/*.whl
         export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
         export PYTHONUNBUFFERED=1
