@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install model bench experiment-grpo vllm-env test-vllm bench-vllm clean
+.PHONY: test lint demo install model bench experiment-grpo vllm-env test-vllm bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ model: $(MODEL_STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# Lint and import order (rules in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 demo: $(MODEL_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/paft-rl demo

@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from prompt_pool import UserError, write_jsonl  # noqa: E402
 from paft_rl.eval import EvalSettings, evaluate, write_outputs  # noqa: E402
 from paft_rl.eval.export import jinja_template  # noqa: E402
 from paft_rl.eval.runner import Cell  # noqa: E402
 from paft_rl.eval.scoring import score_cells  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402
 from paft_rl.tasks import get_task, load_rows, load_task_pool  # noqa: E402
+from prompt_pool import UserError, write_jsonl  # noqa: E402
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

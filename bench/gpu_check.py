@@ -76,9 +76,9 @@ def model_folder(spec: str | None, scratch: Path, cpu: bool) -> str:
 
 # ---------------------------------------------------------------------------- GRPO
 def grpo_trainers(model_path: str, tokenizer, workdir: Path, size: dict, cpu: bool, clocks: dict) -> dict:
+    from overhead import NEVER, fixed_prompts
     from trl import GRPOTrainer
 
-    from overhead import NEVER, fixed_prompts
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import get_task, load_rows
     from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset
@@ -107,9 +107,8 @@ def grpo_trainers(model_path: str, tokenizer, workdir: Path, size: dict, cpu: bo
 
 
 def run_grpo(model_path: str, workdir: Path, size: dict, cpu: bool) -> dict[str, float]:
-    from transformers import AutoTokenizer
-
     from overhead import StepClock, iqr
+    from transformers import AutoTokenizer
 
     clock = "wall"  # on a GPU, CPU seconds say nothing; on the CPU smoke run only the lines matter
     clocks = {side: StepClock(clock) for side in SIDES}
@@ -143,9 +142,9 @@ def zero2_config() -> dict:
 
 def sft_worker(model_path: str, output_dir: str, cpu: bool) -> None:
     """Runs under torchrun: PAFT SFT with DeepSpeed ZeRO-2; rank 0 prints step time, peak memory and losses."""
+    from overhead import StepClock
     from transformers import AutoTokenizer
 
-    from overhead import StepClock
     from paft_rl.cli import close_process_group
     from paft_rl.configs import PaftSFTConfig
     from paft_rl.tasks import get_task, load_rows

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from paft_rl import precision  # noqa: E402
 from paft_rl.configs import PaftGRPOConfig  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402
-from paft_rl import precision  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
 from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset  # noqa: E402
 from paft_rl.trainers.common import reward_functions  # noqa: E402

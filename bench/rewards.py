@@ -28,9 +28,8 @@ import random
 import re
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -148,7 +147,7 @@ def _unboxed(solution: str) -> str:
     if start < 0:
         return solution
     depth, i = 0, start + len("\\boxed")
-    for i in range(i, len(solution)):
+    for i in range(start + len("\\boxed"), len(solution)):
         depth += {"{": 1, "}": -1}.get(solution[i], 0)
         if depth == 0:
             break

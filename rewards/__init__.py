@@ -19,7 +19,6 @@ from .metrics import parse_failures, reset_parse_failures
 from .qa import extract_choice, mc_accuracy, qa_exact_match, qa_f1, score_choice
 from .tools import parse_tool_calls, tool_call_accuracy, tool_call_arguments, tool_call_format, tool_call_name
 
-
 REWARDS: dict[str, Callable] = {
     fn.__name__: fn
     for fn in (

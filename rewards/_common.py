@@ -13,7 +13,6 @@ from typing import Any
 
 from .metrics import count_failure
 
-
 logger = logging.getLogger(__name__)
 
 # Inputs longer than this are cut before any regex runs: a reward must stay linear-time on a 10 MB blob.

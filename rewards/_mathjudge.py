@@ -13,7 +13,6 @@ import struct
 import sys
 import threading
 
-
 _HEADER = struct.Struct("!I")
 
 

@@ -9,7 +9,6 @@ import ast
 import cmath
 import re
 
-
 _COMMANDS = [
     (re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)"), r"((\1)/(\2))"),  # \frac12
     (re.compile(r"\\[dt]?frac"), "FRAC"),

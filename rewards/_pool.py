@@ -26,7 +26,6 @@ from pathlib import Path
 
 from . import _mathjudge
 
-
 logger = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])

@@ -15,7 +15,6 @@ from ._common import batch_size, column, completion_text, report, safe_item
 from .metrics import count_failure
 from .qa import _letters, _options_column, normalize_answer
 
-
 _THINK_ANSWER = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
 _TAGS = re.compile(r"</?(?:think|answer)>")
 _CUES = re.compile(

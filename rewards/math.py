@@ -26,7 +26,6 @@ from . import _mathjudge, _numeric, _pool
 from ._common import as_text, batch_size, column, completion_text, report
 from .metrics import count_failure
 
-
 NAME = "math_accuracy"
 
 # ------------------------------------------------------------------------------------------------------------

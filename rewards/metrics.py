@@ -11,7 +11,6 @@ hard per-item timeout fired, `"<reward>/error"`: an unexpected exception that wa
 import threading
 from collections import Counter
 
-
 _LOCK = threading.Lock()
 _COUNTS: Counter = Counter()
 

@@ -18,7 +18,6 @@ from typing import Any
 from ._common import as_text, batch_size, column, completion_text, report, safe_item
 from .metrics import count_failure
 
-
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _CUE = re.compile(  # whole words: "(optional)" in an option is no cue
     r"(?:(?:correct|final|right|best)\s+)?(?<![A-Za-z])(?:answer|option|choice)(?![A-Za-z])"

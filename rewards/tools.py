@@ -18,10 +18,16 @@ from dataclasses import dataclass
 from itertools import permutations
 from typing import Any
 
-from ._common import MAX_CHARS, as_text, batch_size, column, completion_text, content_to_text
-from ._common import last_assistant_message, report, safe_item
+from ._common import (
+    MAX_CHARS,
+    batch_size,
+    column,
+    completion_text,
+    last_assistant_message,
+    report,
+    safe_item,
+)
 from .metrics import count_failure
-
 
 _TAG = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json|python|tool_code|py)?\s*(.*?)```", re.DOTALL)

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 import yaml
+from tiny import make_tiny_model_dir
 
 from paft_rl.cli import main as cli
-from tiny import make_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

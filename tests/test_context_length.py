@@ -4,11 +4,11 @@ real tokenizer limit; the tokenizer's "no limit" sentinel is ignored."""
 from __future__ import annotations
 
 import pytest
+from tiny import make_tiny_tokenizer
 from transformers import AutoConfig
 
 from paft_rl.eval.models import context_length, resolve_model
 from prompt_pool import UserError
-from tiny import make_tiny_tokenizer
 
 NO_LIMIT = int(1e30)  # what transformers reports for a tokenizer whose files set no model_max_length
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import yaml
+from tiny import make_tiny_model_dir
 
 from paft_rl.cli import main
 from paft_rl.workflows import demo
-from tiny import make_tiny_model_dir
 
 SYSTEM_PROMPT = "Reply with the option text."
 

@@ -7,10 +7,10 @@ import json
 import math
 
 import pytest
-
 from helpers import use_scripted_backend
+
 from paft_rl import cli
-from paft_rl.eval import EvalSettings, evaluate, prompt_sensitivity, summarize, write_outputs
+from paft_rl.eval import EvalSettings, evaluate, prompt_sensitivity, summarize
 from paft_rl.eval import backends as eval_backends
 from paft_rl.eval.backends import Generation, Request, length_batches, shared_prefix_length
 from paft_rl.eval.metrics import model_metrics

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import use_scripted_backend
+
 from paft_rl import cli
 from paft_rl.eval import EvalSettings, evaluate, format_table, write_outputs
 from paft_rl.eval.answers import balanced_accuracy, option_bias

@@ -81,7 +81,6 @@ def test_two_machines_share_group_prompts_and_weights(tmp_path):
 def gathered_weights_digest(model) -> str:
     """Digest of the full weights; under ZeRO-3 each rank holds a shard, so gather them first."""
     import deepspeed
-
     from helpers import weights_digest
 
     with deepspeed.zero.GatheredParameters(list(model.parameters())):
@@ -90,13 +89,13 @@ def gathered_weights_digest(model) -> str:
 
 def machine_worker(model_dir: str, output_dir: str) -> None:
     import torch.distributed
-
     from helpers import GROUP, digit_share, recording_grpo_trainer
+    from tiny import make_tiny_tokenizer
+
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
-    from tiny import make_tiny_tokenizer
 
     args = PaftGRPOConfig(output_dir=output_dir, task="synth_arith", max_steps=2, per_device_train_batch_size=6,
                           num_generations=GROUP, max_completion_length=4, learning_rate=0.05, report_to="none",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shlex
 
 import pytest
-
 from helpers import dry_run, run_slurm_script
 
 RECIPE = "launch/recipes/gsm8k_grpo_qwen2.5-7b_multinode.yaml"

@@ -64,9 +64,9 @@ def test_training_is_a_library_call(tmp_path):
     """`train_recipe` trains from a mapping (no file in between) and says where the model went."""
     import torch
     from safetensors.torch import load_file
+    from tiny import make_tiny_model_dir
 
     from paft_rl.training import train_recipe
-    from tiny import make_tiny_model_dir
 
     model_dir = make_tiny_model_dir(tmp_path / "m")
     before = load_file(str(model_dir / "model.safetensors"))

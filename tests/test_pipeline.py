@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 import yaml
+from helpers import assert_adapter_trained
 from transformers import AutoModelForCausalLM
 
-from helpers import assert_adapter_trained
 from paft_rl.cli import main
 from prompt_pool import UserError
 from tests.tiny import make_tiny_model_dir

@@ -2,14 +2,22 @@
 
 import pytest
 
-from prompt_pool import Template, UserError
 from paft_rl.construction import config_from_dict, parse_templates
 from paft_rl.construction.config import FilterConfig, SplitConfig, TaskSpec
-from paft_rl.construction.filters import (answer_cue_problem, apply_filters, exact_duplicates, jaccard,
-                                              length_problem, near_duplicates, ngrams, normalised,
-                                              placeholder_problem)
+from paft_rl.construction.filters import (
+    answer_cue_problem,
+    apply_filters,
+    exact_duplicates,
+    jaccard,
+    length_problem,
+    near_duplicates,
+    ngrams,
+    normalised,
+    placeholder_problem,
+)
 from paft_rl.construction.prompts import build_requests
 from paft_rl.construction.split import diversity, seed_pool_templates, split_pool
+from prompt_pool import Template, UserError
 
 MC = TaskSpec(name="mc", description="Pick the right option.", fields=("question", "A", "B", "C", "D", "options"),
               required_fields=("question",), option_sets=(("A", "B", "C", "D"), ("options",)), answer_cue="Answer:")
@@ -267,8 +275,8 @@ def test_seed_templates_from_a_pool(seeds, count, tmp_path):
 def test_shipped_pool_configs_load(name, task, generators, seeds, monkeypatch):
     from pathlib import Path
 
-    from prompt_pool import load_pool
     from paft_rl.construction import load_config
+    from prompt_pool import load_pool
 
     for key in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.setenv(key, "sk-test")

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from prompt_pool import UserError, read_pool
 from paft_rl.construction import config_from_dict, generate_pool
 from paft_rl.construction.cli import main as generate_main
+from prompt_pool import UserError, read_pool
 
 WORDS = ("please kindly now solve answer this quiz item carefully read consider the following prompt task below "
          "respond think briefly state reply choose decide given text exam friend hello short formal casual sheet "

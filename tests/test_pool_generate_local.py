@@ -12,11 +12,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prompt_pool import Template, UserError, read_pool
 from paft_rl.construction import ResponseCache, build_requests, config_from_dict, generate_pool
 from paft_rl.construction.collect import collect_responses
 from paft_rl.construction.screen import screen_templates
+from prompt_pool import Template, UserError, read_pool
 from tests.tiny import make_tiny_model_dir
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():

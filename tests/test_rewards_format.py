@@ -5,7 +5,6 @@ import pytest
 import rewards
 from rewards.format import LengthPenalty
 
-
 # (completion, expected think_answer_format)
 THINK_CASES = [
     ("<think>reason</think><answer>42</answer>", 1.0),

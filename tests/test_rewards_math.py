@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import rewards
-from rewards import _pool, math as rmath
-
+from rewards import _pool
+from rewards import math as rmath
 
 GSM = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
 SOL = "We simplify and find the value is $\\boxed{\\frac{1}{2}}$, as claimed."

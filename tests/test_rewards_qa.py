@@ -5,7 +5,6 @@ import pytest
 import rewards
 from rewards import qa
 
-
 OPTS = ["Paris", "London", "hot dog", "dog"]
 
 # (completion, gold letter, options, expected score)

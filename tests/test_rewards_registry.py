@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 import rewards
 from rewards import math as rmath
 
-
 NAMES = [
     "math_accuracy", "mc_accuracy", "qa_exact_match", "qa_f1", "tool_call_accuracy", "tool_call_format",
     "tool_call_name", "tool_call_arguments", "think_answer_format", "answer_cue", "length_penalty", "template_format",

@@ -8,7 +8,6 @@ import pytest
 import rewards
 from rewards import tools
 
-
 AREA = [{"area": {"base": [10], "height": [5], "unit": ["units", ""]}}]
 WEATHER = [{"weather": {"city": ["Paris", "Paris, France"], "days": [3, ""]}}]
 PARALLEL = [{"area": {"base": [10], "height": [5]}}, {"area": {"base": [4], "height": [2]}}]

@@ -9,15 +9,15 @@ from collections import Counter
 
 import pytest
 import yaml
-
 from helpers import RecordingCollator, StopAfter, digit_share, recording_grpo_trainer
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.selection.adaptive import STATE_FILE, AdaptiveWeights, softmax_scores
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import PaftSFTTrainer, build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
 from prompt_pool import UserError
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 COMMON = dict(task="synth_arith", max_steps=6, save_strategy="steps", save_steps=3, report_to="none", use_cpu=True,
               bf16=False, seed=2, logging_steps=1, learning_rate=0.05, template_draw="sapo", sapo_every=2,

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from helpers import assert_adapter_trained
+
 from paft_rl.cli import main
 from paft_rl.selection.continual import sequence_metrics
 from tests.tiny import make_tiny_model_dir

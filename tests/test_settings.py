@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pytest
 
 from paft_rl.settings import (
-    Settings,
     SettingError,
+    Settings,
     option,
     parse_settings,
     read_settings_file,

@@ -6,9 +6,9 @@ import inspect
 import json
 
 import pytest
+from tiny import make_tiny_model_dir
 
 from paft_rl.cli import main as cli
-from tiny import make_tiny_model_dir
 
 GOOD_POOL = [{"id": "a", "text": "Question: {question}\nAnswer:", "split": "train"},
              {"id": "b", "text": "Solve: {question}", "split": "train"}]

@@ -8,13 +8,13 @@ from collections import Counter
 
 import pytest
 import torch
-
 from helpers import ARITH_TEMPLATES, RecordLogs, recording_grpo_trainer, write_pool
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 HELDOUT = ("Held out zero: {question}", "Held out one -> {question}")
 TRAIN_IDS = {tid for tid, _ in ARITH_TEMPLATES}

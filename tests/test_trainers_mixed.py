@@ -15,15 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from helpers import StopAfter, chooser, torchrun, write_pool
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
 from paft_rl.configs import PaftGRPOConfig
 from paft_rl.formatting import build_prompt
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import build_chooser, build_dataset
 from paft_rl.trainers.common import example_fields, resolve_task
 from prompt_pool import UserError
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 G = 4
 FORMATS = {"a1": "answer_is", "a2": "hashes", "a3": "boxed", "a4": None, "a5": "last_line", "a6": "regex:\\d"}

@@ -9,9 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from helpers import (GROUP, assert_groups_share_one_prompt, assert_weights_trained, digit_share,
-                     recording_grpo_trainer, torchrun, weights_digest)
+from helpers import (
+    GROUP,
+    assert_groups_share_one_prompt,
+    assert_weights_trained,
+    digit_share,
+    recording_grpo_trainer,
+    torchrun,
+    weights_digest,
+)
 
 
 def read_records(output_dir: Path) -> list[dict]:
@@ -57,11 +63,12 @@ def deepspeed_config(stage: int) -> dict:
             "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
 
 def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
+    from tiny import make_tiny_tokenizer
+
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
-    from tiny import make_tiny_tokenizer
 
     options = dict(output_dir=output_dir, task="synth_arith", max_steps=2, per_device_train_batch_size=6,
                    num_generations=GROUP, max_completion_length=4, learning_rate=0.05, report_to="none",

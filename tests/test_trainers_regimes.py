@@ -7,14 +7,14 @@ import logging
 from collections import defaultdict
 
 import pytest
-
 from helpers import ARITH_TEMPLATES, RecordLogs, digit_share, recording_grpo_trainer, write_pool
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
+
 from paft_rl.configs import PaftGRPOConfig
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 BASE = dict(task="synth_arith", per_device_train_batch_size=4, num_generations=2, max_completion_length=4,
             learning_rate=0.05, report_to="none", use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
@@ -48,7 +48,7 @@ def none_for_every_third_row(prompts, completions, row_id, trainer_state, **kwar
 def test_unscorable_completions_are_left_out_of_reward_by_template(model_dir, tmp_path):
     logged = []
     trainer = grpo_trainer(model_dir, tmp_path / "o", reward=none_for_every_third_row, max_steps=2, logging_steps=2,
-                           per_device_train_batch_size=8, 
+                           per_device_train_batch_size=8,
                            pool=str(write_pool(tmp_path / "pool.jsonl", ARITH_TEMPLATES[:3])),
                            callbacks=[RecordLogs(logged)])
     trainer.train()

@@ -8,15 +8,15 @@ import json
 
 import pytest
 import torch
+from helpers import chooser
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from helpers import chooser
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftSFTConfig
 from paft_rl.tasks import get_task, load_rows
 from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
 from paft_rl.trainers.common import resolve_task
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 MAX_LENGTH = 256  # longer than any example here, so only packing and the truncation tests cut
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import (
+    ARITH_TEMPLATES,
+    RecordLogs,
+    assert_adapter_trained,
+    assert_weights_trained,
+    chooser,
+    digit_share,
+    write_pool,
+)
+from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
-from helpers import (ARITH_TEMPLATES, RecordLogs, assert_adapter_trained, assert_weights_trained, chooser,
-                     digit_share, write_pool)
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import get_task, load_rows
@@ -15,7 +23,6 @@ from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
 from paft_rl.trainers.sft import PaftSFTCollator
 from prompt_pool import Template
-from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,7 @@
 """The tiny in-test model and tokenizer that the trainer, evaluation and selection tests build on."""
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_tiny_tokenizer_round_trips_any_text_and_has_chat_template():

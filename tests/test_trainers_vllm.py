@@ -189,8 +189,7 @@ def assert_mixed_groups_at_vllm(records: list[dict], sent_to_server: list | None
     """In gather order, every GROUP completions are one row's group: its MIXED templates (the chooser's, for that
     row and step) in blocks, each completion generated from its own template's prompt. Against a server: it was
     asked for GROUP // MIXED completions of each block's prompt, in order."""
-    from paft_rl.tasks import load_rows
-    from paft_rl.trainers import build_chooser, build_dataset
+    from paft_rl.trainers import build_chooser
     from paft_rl.trainers.common import resolve_task
 
     args = worker_config(str(ROOT / "unused"), 1, mixed=True)
@@ -382,10 +381,11 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None, 
     """Train with colocated vLLM, or with ``server_url``: against that server, weights frozen (see below);
     ``mixed``: with mixed-template groups."""
     from helpers import digit_share, weights_digest
+    from tiny import make_tiny_tokenizer
+
     from paft_rl.tasks import load_rows
     from paft_rl.trainers import build_chooser, build_dataset
     from paft_rl.trainers.common import resolve_task
-    from tiny import make_tiny_tokenizer
 
     args = worker_config(output_dir, int(os.environ.get("WORLD_SIZE", "1")), server_url, mixed)
     task = resolve_task(args)

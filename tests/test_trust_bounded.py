@@ -10,11 +10,10 @@ import threading
 import time
 
 import pytest
+from test_pool_generate_http import server  # noqa: F401 - the scripted HTTP server fixture
 
 from paft_rl.cli import main
-from paft_rl.tasks import get_task, load_row, load_rows
-from paft_rl.tasks import synthetic
-from test_pool_generate_http import server  # noqa: F401 - the scripted HTTP server fixture
+from paft_rl.tasks import get_task, load_row, load_rows, synthetic
 
 
 def test_render_of_an_absurd_index_makes_one_row(capsys):
@@ -104,10 +103,9 @@ def interrupt_when(command: list[str], ready: str, also=lambda: True,
     return ended - sent[0], lines, status
 
 
-def test_pool_generate_answers_ctrl_c_while_requests_are_in_flight(server, tmp_path):
+def test_pool_generate_answers_ctrl_c_while_requests_are_in_flight(server, tmp_path):  # noqa: F811 - fixture
     """Before: Ctrl-C waited for every request in flight (its timeout, then its retries): here about 20 s."""
     import yaml
-
     from test_pool_generate_http import TASK
 
     server.scripts = {"slow": [(200, "{}", {}, 30)]}  # every reply takes 30 s

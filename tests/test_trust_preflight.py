@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import make_tiny_model_dir
 
 from paft_rl.cli import main as cli
-from tiny import make_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = [{"id": "a", "text": "Question: {question}\nAnswer:", "split": "train"},

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prompt_pool import PoolValidationError, UserError, load_pool
 
-from ..settings import Settings, SettingError, option, parse_settings, settings_parser
+from ..settings import SettingError, Settings, option, parse_settings, settings_parser
 from . import refuse_renamed
 
 

@@ -9,8 +9,17 @@ needs a local model or the accuracy screen.
 """
 
 from .cache import ResponseCache
-from .config import (FilterConfig, GenerateConfig, GeneratorConfig, RequestConfig, ScreenConfig, SplitConfig,
-                     TaskSpec, config_from_dict, load_config)
+from .config import (
+    FilterConfig,
+    GenerateConfig,
+    GeneratorConfig,
+    RequestConfig,
+    ScreenConfig,
+    SplitConfig,
+    TaskSpec,
+    config_from_dict,
+    load_config,
+)
 from .filters import apply_filters, exact_duplicates, jaccard, near_duplicates, ngrams, normalised
 from .parse import parse_templates
 from .prompts import build_requests

@@ -15,7 +15,7 @@ from pathlib import Path
 from prompt_pool.io import atomic_write_text
 
 from ..outputs import check_output, refuse_replacing
-from ..settings import Settings, SettingError, option, parse_settings, settings_parser
+from ..settings import SettingError, Settings, option, parse_settings, settings_parser
 from .config import load_config
 from .prompts import build_requests
 from .run import cache_location, default_report_path, generate_pool, report_text

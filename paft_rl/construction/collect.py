@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .cache import ResponseCache
 from .config import GenerateConfig, GeneratorConfig
@@ -69,7 +69,7 @@ def response_record(request: Request, generator: GeneratorConfig, text: str) -> 
     """The cache record of one response; its fields become the provenance of the templates parsed from it."""
     return {"key": request.key, "generator": generator.name, "backend": generator.backend, "model": generator.model,
             "mode": request.mode, "sample": request.sample, "temperature": request.temperature,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "text": text}
+            "time": datetime.now(UTC).isoformat(timespec="seconds"), "text": text}
 
 
 def collect_responses(config: GenerateConfig, requests: list[Request], cache: ResponseCache,

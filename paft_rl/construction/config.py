@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from prompt_pool.errors import UserError, unknown_key_error
 
-from ..settings import Settings, SettingError, option, read_settings_file, settings_from_mapping
+from ..settings import SettingError, Settings, option, read_settings_file, settings_from_mapping
 
 Mode = Literal["few_shot", "zero_shot"]
 Backend = Literal["openai", "transformers", "vllm"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import socket
 import threading
 import time
 import urllib.error
@@ -89,7 +88,7 @@ class OpenAIChatClient:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as error:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise _Retryable(f"connection error: {reason}") from None
         return _assistant_text(payload)

@@ -128,7 +128,6 @@ def config_context_length(config, tokenizer) -> int | None:
 
 def load_hf_model(source: ModelSource, device: str, dtype: str = "auto"):
     """Load the model for generation (the adapter merged into its base, so generation runs at full speed)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _torch_dtype(dtype, device)

@@ -154,9 +154,9 @@ def training_stage(title: str, command: str, recipe: dict, out: Path, name: str,
 def run_demo(settings: DemoSettings) -> dict:
     """Train and evaluate the demo's models; returns each model's mean / std / min / max held-out accuracy (also
     written to ``out/summary.json``)."""
+    from ..eval.folder import result_settings
     from ..eval.models import resolve_model
     from ..eval.report import format_table, write_outputs
-    from ..eval.folder import result_settings
     from ..eval.runner import EvalSettings, check_settings, evaluate
     from ..smollm import smollm2_dir
     from .preflight import check_training

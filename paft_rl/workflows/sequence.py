@@ -47,7 +47,6 @@ from ..tasks import get_task
 from ..training import recipe_configs
 from .select import SelectOptions, check_rows, select_template, write_selection
 
-
 # Recipe options each stage's SFT recipe gets from the sequence, refused in an sft section.
 SFT_SET_BY_SEQUENCE = {
     "model_name_or_path": "the top-level model_name_or_path starts the sequence; each stage trains the one before",
