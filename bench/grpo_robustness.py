@@ -172,7 +172,8 @@ def run_experiment(settings: ExperimentSettings) -> dict:
     summary["seconds"] = {"total": round(time.perf_counter() - started, 1),
                           **{name: stage.get("seconds") for name, stage in trained.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = summary_table(summary)
+    summary["paired"] = paired_differences(out, runs)
+    table = summary_table(summary) + "\n\n" + paired_table(summary["paired"])
     (out / "summary.md").write_text(table + "\n")
     plot(results, out / "grpo_robustness.png")
     print()
@@ -201,6 +202,46 @@ def evaluation_stage(out: Path, name: str, model: str, after: dict | None, quest
 
     settings = {"eval": result_settings(evaluation), "after": after["fingerprint"] if after else None}
     return run_stage(f"evaluate {name} on the held-out templates", folder, work, settings)["metrics"]
+
+
+def cell_scores(out: Path, name: str) -> dict[tuple[str, str], float]:
+    """(template id, row id) -> score of one evaluated model, from its evaluation's generations log."""
+    with open(out / "eval" / name / "generations.jsonl") as lines:
+        return {(r["template"], r["row_id"]): float(r["score"]) for r in map(json.loads, lines)}
+
+
+def paired_differences(out: Path, runs: dict, resamples: int = 2000) -> dict[str, dict[str, float]]:
+    """Each condition against the fixed template and the base model on the same (template, question) cells: the mean
+    difference of the per-cell scores (a condition's seeds averaged per cell) and its 95 % bootstrap interval over
+    cells. The interval holds the evaluation's sampling noise, not the spread over seeds."""
+    import numpy as np
+
+    base = cell_scores(out, "base")
+    cells = sorted(base)
+    by_condition = {}
+    for condition in dict.fromkeys(c for c, _ in runs):
+        seeds = [cell_scores(out, run_name(c, s)) for c, s in runs if c == condition]
+        by_condition[condition] = np.array([[seed[cell] for cell in cells] for seed in seeds]).mean(axis=0)
+    references = {"base": np.array([base[cell] for cell in cells])}
+    if "fixed" in by_condition:
+        references["fixed"] = by_condition["fixed"]
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(cells), size=(resamples, len(cells)))
+    paired = {}
+    for condition, scores in by_condition.items():
+        for reference, against in references.items():
+            if condition == reference:
+                continue
+            diff = scores - against
+            low, high = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
+            paired[f"{condition} - {reference}"] = {"mean": float(diff.mean()), "low": float(low), "high": float(high)}
+    return paired
+
+
+def paired_table(paired: dict[str, dict[str, float]]) -> str:
+    lines = ["| paired difference on the same cells | mean | 95 % interval (bootstrap over cells) |", "|---|---|---|"]
+    lines += [f"| {name} | {d['mean']:+.3f} | {d['low']:+.3f} to {d['high']:+.3f} |" for name, d in paired.items()]
+    return "\n".join(lines)
 
 
 def _smollm2() -> str:
