@@ -221,20 +221,6 @@ class PromptPool:
             "sources": dict(sources.most_common()),
         }
 
-    # ---------------------------------------------------------------- files
-    @classmethod
-    def load(cls, path: str | Path) -> PromptPool:
-        """Load a pool from JSONL, JSON, YAML, CSV or XLSX (see `prompt_pool.io`)."""
-        from .io import read_pool
-
-        return read_pool(path)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the pool atomically, in the format the file suffix names (JSONL, JSON, YAML, CSV or XLSX)."""
-        from .io import write_pool
-
-        return write_pool(self, path)
-
 
 def _structure_problems(templates: Iterable[Template]) -> list[str]:
     problems = []

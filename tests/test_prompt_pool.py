@@ -6,7 +6,17 @@ import pytest
 import yaml
 
 from paft_rl.tasks import get_task
-from prompt_pool import PoolValidationError, PromptPool, Template, UserError, load_pool, placeholders, read_pool, render
+from prompt_pool import (
+    PoolValidationError,
+    PromptPool,
+    Template,
+    UserError,
+    load_pool,
+    placeholders,
+    read_pool,
+    render,
+    write_pool,
+)
 
 
 def write_jsonl(path, records):
@@ -45,7 +55,7 @@ def test_jsonl_defaults_ids_split_and_roundtrip(tmp_path):
     pool = read_pool(path)
     assert [t.id for t in pool] == ["p-0", "x"]
     assert [t.split for t in pool] == ["train", "heldout"]
-    pool.save(tmp_path / "out.jsonl")
+    write_pool(pool, tmp_path / "out.jsonl")
     again = read_pool(tmp_path / "out.jsonl")
     assert again.templates == pool.templates
 

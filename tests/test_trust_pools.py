@@ -123,13 +123,13 @@ def test_every_written_format_reads_back_the_same_pool(tmp_path):
     """The writers write only keys the schema accepts (ids, splits, a structured source)."""
     source = {"generator": "m", "mode": "paraphrase"}
     templates = [Template("a", "Q: {question}", "train", source), Template("b", "H {question}", "heldout")]
-    from prompt_pool import PromptPool
+    from prompt_pool import PromptPool, write_pool
 
     pool = PromptPool(templates)
     for suffix in (".jsonl", ".json", ".yaml", ".csv", ".xlsx"):
         if suffix == ".xlsx":
             pytest.importorskip("openpyxl")
-        back = read_pool(pool.save(tmp_path / f"p{suffix}"))
+        back = read_pool(write_pool(pool, tmp_path / f"p{suffix}"))
         assert back.templates == templates, suffix
 
 

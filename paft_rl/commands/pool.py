@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from prompt_pool import PoolValidationError, UserError, load_pool
+from prompt_pool import PoolValidationError, UserError, load_pool, write_pool
 
 from ..settings import SettingError, Settings, option, parse_settings, settings_parser
 from . import refuse_renamed
@@ -171,7 +171,7 @@ def run_split(file: str, flags: SplitFlags) -> int:
     check_output(out, "--out", "file")
     refuse_replacing(out, "--out", [out.name] if out.exists() else [], flags.force)
     pool = load_pool(file).split(flags.heldout_fraction, flags.seed)
-    pool.save(out)
+    write_pool(pool, out)
     print(f"wrote {flags.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {flags.seed})")
     return 0
 

@@ -327,9 +327,9 @@ def check_config(config: GenerateConfig, where: str = "config") -> None:
             raise UserError(f"{where}.generators[{i}]: generator {g.name!r} reads its API key from ${g.api_key_env}, "
                             f"which is not set; export {g.api_key_env}=... or remove api_key_env")
     _check_seeds(config, where)
-    from .screen import check_screen
-
-    check_screen(config, where)
+    if config.screen.enabled and config.registry_task is None:  # the screen evaluates: it needs data and a reward
+        raise UserError(f"{where}: screen needs a registry task (its data and reward); name one in 'task' "
+                        "or turn the screen off")
 
 
 def _check_seeds(config: GenerateConfig, where: str) -> None:

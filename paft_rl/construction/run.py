@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prompt_pool.errors import UserError
+from prompt_pool.io import write_pool
 from prompt_pool.pool import PromptPool, Template
 
 from .cache import ResponseCache
@@ -76,7 +77,7 @@ def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Pat
         raise UserError(f"none of {len(candidates)} generated candidates survived the filters ({_steps_line(steps)}); "
                         "loosen the filters, raise per_model_per_mode or use stronger generators")
     pool = split_pool(kept, seeds, config.split, name=Path(out).name)
-    pool.save(out)
+    write_pool(pool, out)
     report = build_report(config, collection, parsed, candidates, steps, pool, time.monotonic() - start)
     log(f"wrote {len(pool)} templates ({len(pool.train)} train, {len(pool.heldout)} held-out) to {out}")
     return GenerateResult(pool, report, collection.failure_lines())
