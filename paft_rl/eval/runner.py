@@ -7,15 +7,14 @@ then every cell is scored by the task's reward, the very function that scores GR
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from prompt_pool import PromptPool, UserError, builtin_names, short_value
+from prompt_pool import PromptPool, UserError, short_value
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
 from ..outputs import check_output
@@ -25,7 +24,6 @@ from ..tasks import (
     Task,
     get_task,
     load_rows,
-    load_task_pool,
     parse_field_aliases,
     text_answer_tokens,
 )
@@ -37,6 +35,7 @@ from .fingerprint import model_fingerprint
 from .folder import changed_kept_models, check_same_evaluation, keep_previous_models, previous_results
 from .metrics import model_metrics
 from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
+from .templates import SPLIT_SPECS, eval_templates
 
 
 @dataclass
@@ -172,40 +171,6 @@ def check_settings(settings: EvalSettings) -> None:
     if len(set(settings.models)) != len(settings.models):
         raise UserError("the same model is given twice in --models")
     model_labels(settings.models, settings.labels)
-
-
-SPLIT_SPECS = ("heldout", "train", "all")  # what `templates` may name instead of a pool file
-
-
-def eval_templates(task: Task, spec: str, aliases: list[str], pool: str | None = None) -> PromptPool:
-    """The templates to evaluate: a split of ``pool`` (default: the task's built-in pool), or a whole pool file.
-
-    A pool without held-out templates trains fine, but has nothing unseen to evaluate: asking for its held-out
-    templates stops here, before any model loads.
-    """
-    if spec in SPLIT_SPECS:
-        loaded = load_task_pool(task, pool, aliases)
-        chosen = loaded.subset(spec)
-        if not chosen.templates:
-            where = f"the built-in pool of task {task.name!r}" if pool is None else f"pool {loaded.name}"
-            if spec != "heldout":
-                raise UserError(f"{where} has no {spec} templates")
-            raise UserError(f"{where} has no held-out templates, so no template unseen in training can be "
-                            "evaluated: mark some with split heldout (paft-rl pool split), or set templates to "
-                            "train, all or a pool file")
-        return chosen
-    if not Path(spec).exists() and spec not in builtin_names():
-        close = difflib.get_close_matches(spec, SPLIT_SPECS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"--templates {spec!r} is neither a split of the task's pool nor a pool file: {hint}use "
-                        "heldout, train, all, or the path of a pool file")
-    pool = load_task_pool(task, spec, aliases, validate=False)
-    # A file is evaluated whole, so it is validated as if every template were usable (no train split needed).
-    everything_usable = replace(pool, templates=[replace(t, split="train") for t in pool.templates])
-    everything_usable.validate(task)
-    if not pool.templates:
-        raise UserError(f"template file {spec!r} holds no template")
-    return pool
 
 
 def build_cells(task: Task, pool: PromptPool, settings: EvalSettings) -> list[Cell]:
