@@ -10,12 +10,22 @@ from dataclasses import dataclass
 from prompt_pool import PoolValidationError, UserError, load_pool, write_pool
 
 from ..settings import SettingError, Settings, option, parse_settings, settings_parser
-from . import refuse_renamed
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one spelling per flag (no abbreviations, as the other commands) and one-line errors (a
+    `UserError`) instead of the usage and an exit."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paft-rl pool", description="Validate, inspect, split and render template pools.")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    parser = OneLineParser(prog="paft-rl pool", description="Validate, inspect, split and render template pools.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
 
     validate = actions.add_parser("validate", help="check a pool (for a task when --task is given)")
     validate.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
@@ -81,10 +91,6 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
-# Spellings of earlier versions: what to write now (the same names as eval's options and recipes' keys).
-RENAMED = {"--field-alias": "--field_aliases NAME=FIELD ...", "--drop-duplicates": "--drop_duplicate_templates"}
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "generate":
         from ..construction.cli import main as generate_main
@@ -92,7 +98,6 @@ def main(argv: list[str]) -> int:
         return generate_main(argv[1:])
     if argv and argv[0] == "split":
         return run_split(*parse_split_flags(argv[1:]))
-    refuse_renamed(argv, RENAMED)
     args = build_parser().parse_args(argv)
     return {"validate": run_validate, "stats": run_stats, "render": run_render, "export": run_export}[args.action](args)
 
