@@ -81,7 +81,8 @@ class GeneratorConfig(Settings):
                                      positive=True)
     extra_body: dict = option(help="extra fields merged into each chat request body", default_factory=dict)
     device: str = option("cpu", help="transformers only: the torch device")
-    dtype: str = option("auto", help="transformers only: auto, float32, bfloat16...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="transformers only: the weights' dtype; auto: float32 on CPU, bfloat16 on GPU (as paft-rl eval)")
     batch_size: int = option(4, help="transformers only: prompts per generate call", positive=True)
     threads: int | None = option(None, help="torch CPU threads (transformers only); on a CPU shared with other "
                                             "jobs, 1 can be many times faster than competing threads", positive=True)
