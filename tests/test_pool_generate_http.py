@@ -283,6 +283,8 @@ def write_generate_config(tmp_path, server, **overrides) -> str:
     (lambda url: {"templates_per_request": 0}, "gen.yaml.templates_per_request must be a positive number, got 0"),
     (lambda url: {"requests": {"timeout": 0}}, "gen.yaml.requests.timeout must be a positive number, got 0"),
     (lambda url: {"filters": {"ngramm": 2}}, "gen.yaml.filters: unknown key 'ngramm'; did you mean 'ngram'?"),
+    (lambda url: {"generators": [{"name": "local", "backend": "transformers", "model": "m", "dtype": "float64"}]},
+     "gen.yaml.generators[0].dtype must be one of auto, float32, bfloat16, float16, got 'float64'"),
 ])
 def test_bad_config_is_refused_before_any_request(server, tmp_path, capsys, override, message):
     from paft_rl.cli import main as paft_rl_main

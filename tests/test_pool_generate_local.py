@@ -110,6 +110,21 @@ def test_transformers_responses_are_cached(taught_model_dir, tmp_path):
     assert again.responses == first.responses
 
 
+def test_local_generator_loads_the_model_as_eval_does(tmp_path):
+    """Before: pool generation loaded models its own way, and ``dtype: auto`` kept a bfloat16 checkpoint in
+    bfloat16 on CPU (slow there, and other numbers than `paft-rl eval` computes with the same model)."""
+    from paft_rl.construction.generators import TransformersGenerator
+
+    model_dir = make_tiny_model_dir(tmp_path / "m")
+    AutoModelForCausalLM.from_pretrained(model_dir).to(torch.bfloat16).save_pretrained(model_dir)
+    config = local_config(model_dir, tmp_path)
+    config.generators[0].dtype = "auto"
+    generator = TransformersGenerator(config.generators[0])
+    generator.load()
+    assert generator.model.dtype == torch.float32 and not generator.model.training
+    assert generator.tokenizer.padding_side == "left" and generator.tokenizer.pad_token is not None
+
+
 def test_missing_model_fails_that_generator_only(tmp_path):
     config = local_config(tmp_path / "no-such-model", tmp_path)
     requests = build_requests(config)
