@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prompt_pool import UserError, short_value
 
+from ..jsonlog import read_log
 from .fingerprint import model_fingerprint
 
 # How fast and how visibly a run went: the same evaluation with other values gives the same results.
@@ -60,7 +61,7 @@ def keep_previous_models(previous: dict | None, results: dict, records: list[dic
     kept = [spec for spec in previous.get("models", {}) if spec not in results["models"]]
     if not kept:
         return results, records
-    old_records = _records(Path(out_dir) / "generations.jsonl", set(kept))
+    old_records = [r for r in read_log(Path(out_dir) / "generations.jsonl") if r.get("model") in kept]
     models = {spec: previous["models"][spec] for spec in kept}
     labels = [previous["models"][spec].get("label", spec) for spec in kept]
     results = {**results, "models": {**models, **results["models"]},
@@ -85,19 +86,3 @@ def changed_kept_models(previous: dict | None, evaluated: list[str]) -> list[str
             lines.append(f"note: the results of model {spec} kept in this folder are of an earlier version of it "
                          f"(fingerprint {recorded} -> {now}): pass it in --models to evaluate it again")
     return lines
-
-
-def _records(path: Path, models: set[str]) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("model") in models:
-                records.append(record)
-    return records
-
