@@ -127,7 +127,8 @@ class PromptPool:
         return template.render(fields)
 
     # ---------------------------------------------------------------- drawing
-    def draw(self, seed: int, row_id: object, position: int, weights: Sequence[float] | Mapping[str, float] | None = None) -> Template:
+    def draw(self, seed: int, row_id: object, position: int,
+             weights: Sequence[float] | Mapping[str, float] | None = None) -> Template:
         """Draw a train template as a pure function of ``(seed, row_id, position)``.
 
         Args:
@@ -248,7 +249,8 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
                 "a held-out template must be unseen in training; remove one of them"
             )
         else:
-            problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): remove one")
+            problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): "
+                            "remove one")
     return problems
 
 

@@ -63,7 +63,8 @@ def _add_export_parser(actions) -> None:
     export.add_argument("file", help="pool file or built-in pool name")
     export.add_argument("--task", required=True, help="task whose fields, gold and answer format the tasks use")
     export.add_argument("--format", required=True, choices=["lm-eval"], help="what to export to")
-    export.add_argument("--out", required=True, metavar="DIR", help="folder for the task files (lm_eval --include_path)")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the task files (lm_eval --include_path)")
     export.add_argument("--templates", default="all", choices=["all", "train", "heldout"],
                         help="which of the pool's templates (default: all, as `paft-rl eval --templates FILE`)")
     export.add_argument("--data", help="hub id or local file (default: the task's dataset)")
@@ -119,7 +120,8 @@ def run_validate(args: argparse.Namespace) -> int:
         return 2  # bad input, as every other command's (1 is for bugs)
     target = f" for task {task.name!r}" if task else ""
     note = f" ({len(dropped)} duplicate(s) dropped)" if dropped else ""
-    print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, {len(pool.heldout)} held-out{note}")
+    print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, "
+          f"{len(pool.heldout)} held-out{note}")
     return 0
 
 

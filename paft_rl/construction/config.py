@@ -322,7 +322,8 @@ def _metaprompt_files(raw: dict[str, str], base_dir: Path, where: str) -> dict[s
 def check_config(config: GenerateConfig, where: str = "config") -> None:
     """What the values alone cannot show (the environment, the seed templates' contents), raised before any work."""
     if "few_shot" in config.modes and not config.seed_templates:
-        raise UserError(f"{where}: few_shot mode needs seed_templates (human-written examples); add some or use modes: [zero_shot]")
+        raise UserError(f"{where}: few_shot mode needs seed_templates (human-written examples); add some or use "
+                        "modes: [zero_shot]")
     for i, g in enumerate(config.generators):
         if g.api_key_env and not os.environ.get(g.api_key_env):
             raise UserError(f"{where}.generators[{i}]: generator {g.name!r} reads its API key from ${g.api_key_env}, "
@@ -337,7 +338,8 @@ def _check_seeds(config: GenerateConfig, where: str) -> None:
     """Seed templates are shown to the models as examples of valid templates: they must be valid."""
     from prompt_pool.pool import PromptPool, Template
 
-    pool = PromptPool([Template(f"seed-{i}", text) for i, text in enumerate(config.seed_templates)], name="seed_templates")
+    pool = PromptPool([Template(f"seed-{i}", text) for i, text in enumerate(config.seed_templates)],
+                      name="seed_templates")
     problems = pool.problems(config.task) if config.seed_templates else []
     if problems:
         raise UserError(f"{where}: seed_templates are not valid for task {config.task.name!r}: {problems[0]}"

@@ -53,7 +53,8 @@ class OpenAIChatClient:
         sleep (`Callable[[float], None]`, defaults to `time.sleep`): how to wait between tries.
     """
 
-    def __init__(self, generator: GeneratorConfig, settings: RequestConfig, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, generator: GeneratorConfig, settings: RequestConfig,
+                 sleep: Callable[[float], None] = time.sleep):
         self.generator = generator
         self.settings = settings
         self.sleep = sleep

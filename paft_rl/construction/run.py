@@ -46,7 +46,8 @@ def default_report_path(out: str | Path) -> Path:
 
 
 def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Path | None = None,
-                  log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> GenerateResult:
+                  log: Callable[[str], None] | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> GenerateResult:
     """Build a pool from ``config`` and write it to ``out`` (JSONL).
 
     Args:
@@ -117,7 +118,8 @@ def _candidate(text: str, response: dict) -> Template:
 def build_report(config: GenerateConfig, collection: Collection, parsed: Counter, candidates: list[Template],
                  steps: list[FilterStep], pool: PromptPool, seconds: float) -> dict:
     """Everything a user needs to judge the run: requests, per-generator counts, filters, split, diversity."""
-    kept_by = Counter((t.source["generator"], t.source["mode"]) for t in pool.templates if t.source.get("generator") != "human")
+    kept_by = Counter((t.source["generator"], t.source["mode"]) for t in pool.templates
+                      if t.source.get("generator") != "human")
     cand_by = Counter((t.source["generator"], t.source["mode"]) for t in candidates)
     generators = {}
     for name, outcome in collection.outcomes.items():

@@ -157,8 +157,8 @@ class HFBackend:
         self.share_prefix = share_prefix
         self.prefixes = PrefixCache(self.model)
         # The wave decoder when it computes what `generate` would for this model; None: use `generate`.
-        self.waves = (WaveGreedy(self.model, self.eos_ids, tokenizer.pad_token_id, max_new_tokens, self.max_batch_tokens)
-                      if supports_wave_greedy(self.model) else None)
+        self.waves = (WaveGreedy(self.model, self.eos_ids, tokenizer.pad_token_id, max_new_tokens,
+                                 self.max_batch_tokens) if supports_wave_greedy(self.model) else None)
 
     def generate(self, requests: Sequence[Request], on_batch: OnBatch, progress=None) -> None:
         """Complete every request, calling ``on_batch`` with the results of each batch as it finishes."""
@@ -176,7 +176,8 @@ class HFBackend:
         from .loglik import score_choices
 
         def emit(results):
-            on_batch([(key, Generation(letter, 0, seconds, tuple(logliks))) for key, letter, logliks, seconds in results])
+            on_batch([(key, Generation(letter, 0, seconds, tuple(logliks)))
+                      for key, letter, logliks, seconds in results])
             if progress is not None:
                 progress.update(len(results))
 

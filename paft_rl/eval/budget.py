@@ -56,7 +56,8 @@ def budget_cells(budget: int | float | str, n_templates: int, n_questions: int) 
             cells = int(text)
             fraction = None
     except ValueError:
-        raise UserError(f"--budget is a fraction of the grid (0.1, 10%) or a number of cells (500), got {budget!r}") from None
+        raise UserError(f"--budget is a fraction of the grid (0.1, 10%) or a number of cells (500), "
+                        f"got {budget!r}") from None
     if fraction is not None:
         if not 0.0 < fraction <= 1.0:
             raise UserError(f"--budget as a fraction must be in (0, 1], got {budget!r}")
@@ -65,8 +66,8 @@ def budget_cells(budget: int | float | str, n_templates: int, n_questions: int) 
         raise UserError(f"--budget {budget} asks for {cells} cells but the grid has only {total} "
                         f"({n_templates} templates x {n_questions} questions); give at most {total} or a fraction")
     if cells < n_templates:
-        raise UserError(f"--budget {budget} gives {cells} cells, fewer than the {n_templates} templates; every template "
-                        f"needs at least one cell: use a budget of at least {n_templates} cells "
+        raise UserError(f"--budget {budget} gives {cells} cells, fewer than the {n_templates} templates; every "
+                        f"template needs at least one cell: use a budget of at least {n_templates} cells "
                         f"({n_templates / total:.1%} of the grid), or fewer templates")
     return cells
 

@@ -45,8 +45,8 @@ def check_same_evaluation(previous: dict, settings: dict, out_dir: str | Path) -
     """Refuse to write into a folder that holds another evaluation's results."""
     before = {k: v for k, v in previous.get("settings", {}).items() if k not in RUN_ONLY}
     now = {k: v for k, v in settings.items() if k not in RUN_ONLY}
-    differs = [f"{key}: {short_value(before.get(key))} -> {short_value(now.get(key))}" for key in sorted(set(before) | set(now))
-               if before.get(key) != now.get(key)]
+    differs = [f"{key}: {short_value(before.get(key))} -> {short_value(now.get(key))}"
+               for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     if differs:
         raise UserError(f"{out_dir} holds results of another evaluation ({'; '.join(differs[:4])}"
                         f"{'; ...' if len(differs) > 4 else ''}): choose another --out, or remove its results.json "

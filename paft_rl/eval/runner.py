@@ -279,7 +279,8 @@ def prepare_choices(spec: str, tokenizer, cells: list[Cell], prompts: dict, prom
     longest = max(choices.values(), key=lambda r: r.longest)
     if limit is not None and longest.longest > limit:
         raise UserError(f"model {spec!r} holds {limit} tokens but template {longest.key[0]!r} on question "
-                        f"{longest.key[1]} needs {longest.longest} with its longest option; use shorter templates or data")
+                        f"{longest.key[1]} needs {longest.longest} with its longest option; use shorter templates "
+                        "or data")
     return choices
 
 
@@ -418,7 +419,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
         "settings": {**asdict(settings), "max_new_tokens": max_new_tokens, "top_threshold": top_threshold,
                      "split": settings.split or task.eval_split, "reward": task.reward,
                      "template_ids": [t.id for t in pool.templates], "n_questions": len(cells) // len(pool.templates),
-                     "labels": model_labels(settings.models, settings.labels), "chance_accuracy": chance_accuracy(cells)},
+                     "labels": model_labels(settings.models, settings.labels),
+                     "chance_accuracy": chance_accuracy(cells)},
         "models": {},
     }
     previous = previous_results(settings.out)
@@ -465,7 +467,8 @@ def evaluate_budgeted(spec: str, prepared: PreparedModel, plan: BudgetPlan, task
         generated += count
         records, generations = score_generated(prepared, chosen, task)
         metrics = estimated_metrics(plan, records, top_threshold, settings.seed)
-        if settings.target_error is None or cells_used == len(plan.cells) or plan.narrow_enough(metrics, settings.target_error):
+        if (settings.target_error is None or cells_used == len(plan.cells)
+                or plan.narrow_enough(metrics, settings.target_error)):
             break
         cells_used = min(len(plan.cells), cells_used + plan.first_cells)
     metrics["estimated"]["rounds"] = rounds
