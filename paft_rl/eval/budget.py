@@ -6,7 +6,7 @@ model, because templates and questions each have a difficulty of their own. Here
 
 - ``design_cells`` picks the cells: a seeded, balanced sequence (every template before any template twice, and
   questions spread as evenly), whose first ``n`` cells are the design for budget ``n``. A larger budget or a
-  further ``--target-error`` round only adds cells, so a resumed or extended run reuses every cell generated.
+  further ``--target_error`` round only adds cells, so a resumed or extended run reuses every cell generated.
 - ``fit_rasch`` fits P(correct | template, question) = sigmoid(b + a_template + d_question) with scikit-learn's
   logistic regression. Gaussian priors on the effects (the one-hot columns are scaled by the prior's standard
   deviation, so one L2 penalty gives each group its own prior) shrink a template seen on few cells towards the
@@ -248,7 +248,7 @@ def naive_accuracies(observed: Mapping[tuple[int, int], float], n_templates: int
 @dataclass
 class BudgetPlan:
     """The cells of a budgeted run, in design order: ``cells[:first_cells]`` are generated first, and each
-    ``--target-error`` round adds the next ``first_cells``.
+    ``--target_error`` round adds the next ``first_cells``.
 
     Args:
         template_ids (`list[str]`): templates in pool order.
@@ -268,7 +268,7 @@ class BudgetPlan:
 
 
 def plan_budget(cells: list, template_ids: list[str], budget, seed: int) -> BudgetPlan:
-    """Order the grid's cells by the balanced design; ``budget`` ``None`` (a bare ``--target-error``) starts from
+    """Order the grid's cells by the balanced design; ``budget`` ``None`` (a bare ``--target_error``) starts from
     the fewest cells that show every template and every question once."""
     row_ids = list(dict.fromkeys(cell.row for cell in cells))
     n_templates, n_questions = len(template_ids), len(row_ids)

@@ -258,7 +258,7 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
         raise UserError(
             f"model {spec!r} holds {limit} tokens but template {longest_key[0]!r} on question {longest_key[1]} needs "
             f"{len(prompt_ids[longest_key])} prompt + {max_new_tokens} new tokens; use shorter templates or data, "
-            "a smaller --max-new-tokens, or a model with a longer context")
+            "a smaller --max_new_tokens, or a model with a longer context")
     log_settings = {"model": _model_identity(source), "backend": settings.backend, "max_new_tokens": max_new_tokens,
                     "chat": chat, "dtype": settings.dtype}
     choices = None
