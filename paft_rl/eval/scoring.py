@@ -3,7 +3,7 @@
 The reward is called exactly as GRPO calls it (TRL's signature, one batch, the dataset's ``gold`` and ``options``
 columns as keyword arguments), so an evaluation score and a training reward can never disagree. Whether an
 answer could be read at all is also the reward's call: its extractor (`rewards.get_extractor`) gives the answer
-it reads in each completion, `None` for those it scores as unparsed, the share GRPO logs as ``unparsed_frac``.
+it reads in each completion, `None` for those it scores as unparsed (no answer it could read).
 """
 
 from __future__ import annotations
