@@ -356,7 +356,9 @@ def _qa_batch(name: str, scorer, completions: Any, gold: Any, kwargs: dict) -> l
     n = batch_size(completions)
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
     scores = [safe_item(name, scorer, c, g) for c, g in zip(completions, column(gold, n))]
-    report(kwargs, name, scores, sum(1 for s in scores if s == 0.0))
+    # Unparsed: no answer to read (`_short_answer`), not a wrong one.
+    unparsed = sum(1 for c, s in zip(completions, scores) if s is not None and _short_answer(c) is None)
+    report(kwargs, name, scores, unparsed)
     return scores
 
 

@@ -325,8 +325,11 @@ def _component(completion: Any, gold: Any, part: str) -> float | None:
 def _tool_batch(name: str, part: str, completions: Any, gold: Any, kwargs: dict) -> list[float | None]:
     n = batch_size(completions)
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
-    scores = [safe_item(name, _component, c, g, part) for c, g in zip(completions, column(gold, n))]
-    report(kwargs, name, scores, sum(1 for s in scores if s == 0.0))
+    golds = column(gold, n)
+    scores = [safe_item(name, _component, c, g, part) for c, g in zip(completions, golds)]
+    # Unparsed: no calls where calls were due (`_calls_made`), not wrong ones.
+    report(kwargs, name, scores, sum(1 for c, g, s in zip(completions, golds, scores)
+                                     if s is not None and _calls_made(c, g) is None))
     return scores
 
 
