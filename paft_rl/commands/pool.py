@@ -208,7 +208,7 @@ def run_export(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     check_exportable(task, args.scoring)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
-        raise UserError(f"--max_new_tokens must be a positive number, got {args.max_new_tokens}")
+        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     whole = eval_templates(task, args.file, args.field_aliases)
     pool = whole.subset(args.templates)
     if not pool.templates:  # nothing unseen in training would be exported under the name held-out
