@@ -41,7 +41,8 @@ def load_pool(spec: str | Path) -> PromptPool:
         pool = read_pool(BUILTIN_DIR / f"{spec}.jsonl")
         pool.name = f"builtin:{spec}"
         return pool
-    raise UserError(f"pool {str(spec)!r} is neither a file nor a built-in pool (built-in: {', '.join(builtin_names())})")
+    raise UserError(f"pool {str(spec)!r} is neither a file nor a built-in pool "
+                    f"(built-in: {', '.join(builtin_names())})")
 
 
 def read_pool(path: str | Path) -> PromptPool:
@@ -204,7 +205,8 @@ def read_jsonl(path: str | Path, errors: str = "strict") -> list[tuple[int, Any]
             try:
                 records.append((line_number, json.loads(line)))
             except json.JSONDecodeError as error:
-                raise UserError(f"{path.name}:{line_number}: not valid JSON ({error.msg}); fix or remove that line") from None
+                raise UserError(f"{path.name}:{line_number}: not valid JSON ({error.msg}); "
+                                "fix or remove that line") from None
     return records
 
 

@@ -12,7 +12,6 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import PoolValidationError, UserError
@@ -128,7 +127,8 @@ class PromptPool:
         return template.render(fields)
 
     # ---------------------------------------------------------------- drawing
-    def draw(self, seed: int, row_id: object, position: int, weights: Sequence[float] | Mapping[str, float] | None = None) -> Template:
+    def draw(self, seed: int, row_id: object, position: int,
+             weights: Sequence[float] | Mapping[str, float] | None = None) -> Template:
         """Draw a train template as a pure function of ``(seed, row_id, position)``.
 
         Args:
@@ -221,20 +221,6 @@ class PromptPool:
             "sources": dict(sources.most_common()),
         }
 
-    # ---------------------------------------------------------------- files
-    @classmethod
-    def load(cls, path: str | Path) -> PromptPool:
-        """Load a pool from JSONL, JSON, YAML, CSV or XLSX (see `prompt_pool.io`)."""
-        from .io import read_pool
-
-        return read_pool(path)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the pool atomically, in the format the file suffix names (JSONL, JSON, YAML, CSV or XLSX)."""
-        from .io import write_pool
-
-        return write_pool(self, path)
-
 
 def _structure_problems(templates: Iterable[Template]) -> list[str]:
     problems = []
@@ -263,7 +249,8 @@ def _structure_problems(templates: Iterable[Template]) -> list[str]:
                 "a held-out template must be unseen in training; remove one of them"
             )
         else:
-            problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): remove one")
+            problems.append(f"template {template.id!r} duplicates {earlier.id!r} (same text up to whitespace): "
+                            "remove one")
     return problems
 
 

@@ -2,7 +2,9 @@
 
 Every reward has TRL's signature `fn(prompts, completions, gold, **kwargs) -> list[float | None]`, takes plain
 or conversational completions, never raises on bad input, and has a stable `__name__` (TRL logs
-`rewards/<name>/mean`). `None` means "does not apply to this row" (e.g. a gold that cannot be read).
+`rewards/<name>/mean`). `None` means "does not apply to this row" (e.g. a gold that cannot be read). Each
+registered reward also has `extract(completion, **row) -> answer | None`: the answer it reads in one completion
+(a letter, a number, tool calls), `None` for a completion it scores as unparsed (`get_extractor`).
 
 ```python
 >>> from rewards import get_reward, resolve_rewards
@@ -11,8 +13,10 @@ or conversational completions, never raises on bad input, and has a stable `__na
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import format, math, metrics, qa, tools
+from ._common import completion_text
 from .format import answer_cue, length_penalty, template_format, think_answer_format
 from .math import MathAccuracy, extract_answer, get_math_accuracy_reward, math_accuracy, score_math
 from .metrics import parse_failures, reset_parse_failures
@@ -47,6 +51,19 @@ def get_reward(name: str) -> Callable:
         return _import_reward(name)
     raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}, or a dotted path "
                      "module.function to your own")
+
+
+def read_whole_completion(completion: Any, **row: Any) -> str:
+    """The extractor of a reward that defines none: the completion's text is its answer, never unparsed."""
+    return completion_text(completion).strip()
+
+
+def get_extractor(reward: Callable) -> Callable[..., Any]:
+    """``reward.extract``: ``(completion, **row) -> answer | None``, `None` where the reward reads no answer.
+
+    A reward of the user's own (a dotted path) need not define one: its answer is then the whole completion.
+    """
+    return getattr(reward, "extract", read_whole_completion)
 
 
 def _import_reward(path: str) -> Callable:
@@ -94,6 +111,7 @@ def resolve_rewards(
 __all__ = [
     "REWARDS",
     "get_reward",
+    "get_extractor",
     "resolve_rewards",
     "parse_failures",
     "reset_parse_failures",

@@ -109,6 +109,24 @@ def safe_item(name: str, scorer: Callable[..., float | None], *args: Any) -> flo
         return 0.0
 
 
+def with_extract(reward: Callable, extract: Callable[..., Any]) -> Callable:
+    """Give ``reward`` its ``extract(completion, **row) -> answer | None``: the answer the reward reads in one
+    completion (the row's dataset columns as keywords, as the reward gets them), `None` where it reads none, the
+    completions it counts as unparsed. Like the reward it never raises: an error reads as no answer."""
+    name = reward.__name__
+
+    def safe_extract(completion: Any, **row: Any) -> Any:
+        try:
+            return extract(completion, **row)
+        except Exception as exc:  # noqa: BLE001 - showing an answer must never end a run either
+            count_failure(f"{name}/error")
+            logger.debug("extractor of %s swallowed %r", name, exc)
+            return None
+
+    reward.extract = safe_extract
+    return reward
+
+
 def report(kwargs: dict, name: str, rewards: list[float | None], unparsed: int) -> None:
     """Log the share of unreadable rows through TRL's `log_metric` hook when the trainer provides it."""
     log_metric = kwargs.get("log_metric")

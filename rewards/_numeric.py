@@ -45,7 +45,8 @@ def _eval(node: ast.AST) -> complex:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = _eval(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sqrt" and len(node.args) == 1:
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sqrt"
+            and len(node.args) == 1):
         return cmath.sqrt(_eval(node.args[0]))
     if isinstance(node, ast.BinOp):
         return _binop(node)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ._common import batch_size, column, completion_text, report, safe_item
+from ._common import batch_size, column, completion_text, report, safe_item, with_extract
 from .metrics import count_failure
 from .qa import _letters, _options_column, normalize_answer
 
@@ -54,6 +54,21 @@ def think_answer_format(prompts: Any, completions: Any, gold: Any = None, **kwar
 def answer_cue(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float]:
     """Reward `1.0` when the completion contains an explicit answer cue, `0.0` otherwise."""
     return _batch("answer_cue", score_answer_cue, completions, kwargs)
+
+
+def _think_answer(completion: Any, **row: Any) -> str | None:
+    """The ``<answer>`` block of a completion laid out as `think_answer_format` asks, else `None`."""
+    text = completion_text(completion)
+    return _THINK_ANSWER.fullmatch(text)["answer"].strip() if score_think_answer(text) else None
+
+
+def _with_cue(completion: Any, **row: Any) -> str | None:
+    """The completion when it states its answer with a cue `answer_cue` reads, else `None`."""
+    return completion_text(completion) if score_answer_cue(completion) else None
+
+
+with_extract(think_answer_format, _think_answer)
+with_extract(answer_cue, _with_cue)
 
 
 # ---------------------------------------------------------------------------- the format a template asked for
@@ -188,6 +203,14 @@ def template_format(prompts: Any, completions: Any, gold: Any = None, answer_for
     return scores
 
 
+def _followed_format(completion: Any, answer_format: Any = None, options: Any = None, **row: Any) -> str | None:
+    """The completion, `None` when it misses the format its template asked for (what `template_format` counts)."""
+    return None if score_template_format(completion, answer_format, options) == 0.0 else completion_text(completion)
+
+
+with_extract(template_format, _followed_format)
+
+
 class LengthPenalty:
     """Penalty for long completions: `0.0` up to `budget` tokens, falling linearly to `-1.0` at `limit`.
 
@@ -220,6 +243,10 @@ class LengthPenalty:
             texts = completions if isinstance(completions, (list, tuple)) else [completions]
             lengths = [len(completion_text(c).split()) for c in texts]
         return [self.penalty(length) for length in lengths]
+
+    def extract(self, completion: Any, **row: Any) -> str:
+        """No answer to read: the completion itself (a length always counts)."""
+        return completion_text(completion)
 
 
 length_penalty = LengthPenalty()

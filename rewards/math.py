@@ -408,6 +408,10 @@ class MathAccuracy:
             return 0.0
         return 0.0 if score is None else score
 
+    def extract(self, completion: Any, **row: Any) -> str | None:
+        """The final answer the reward reads in one completion (`extract_answer`), `None` when it states none."""
+        return extract_answer(completion_text(completion))
+
     def judge_hard(self, pairs: list[tuple[str, str]]) -> list[bool]:
         """Symbolic verdicts for pairs the fast path could not settle (pool with hard timeout, or in-process)."""
         if not pairs:

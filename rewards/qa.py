@@ -15,7 +15,7 @@ import string
 from collections import Counter
 from typing import Any
 
-from ._common import as_text, batch_size, column, completion_text, report, safe_item
+from ._common import as_text, batch_size, column, completion_text, report, safe_item, with_extract
 from .metrics import count_failure
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
@@ -257,9 +257,12 @@ def mc_accuracy(prompts: Any, completions: Any, gold: Any = None, options: Any =
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
     golds, opts = column(gold, n), _options_column(options, n)
     scores = [safe_item("mc_accuracy", score_choice, c, g, o) for c, g, o in zip(completions, golds, opts)]
-    unread = sum(1 for c, g, o in zip(completions, golds, opts) if extract_choice(c, o, g) is None)
+    unread = sum(1 for c, g, o in zip(completions, golds, opts) if mc_accuracy.extract(c, gold=g, options=o) is None)
     report(kwargs, "mc_accuracy", scores, unread)
     return scores
+
+
+with_extract(mc_accuracy, lambda completion, options=None, gold=None, **row: extract_choice(completion, options, gold))
 
 
 def _options_column(options: Any, n: int) -> list:
@@ -353,7 +356,9 @@ def _qa_batch(name: str, scorer, completions: Any, gold: Any, kwargs: dict) -> l
     n = batch_size(completions)
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
     scores = [safe_item(name, scorer, c, g) for c, g in zip(completions, column(gold, n))]
-    report(kwargs, name, scores, sum(1 for s in scores if s == 0.0))
+    # Unparsed: no answer to read (`_short_answer`), not a wrong one.
+    unparsed = sum(1 for c, s in zip(completions, scores) if s is not None and _short_answer(c) is None)
+    report(kwargs, name, scores, unparsed)
     return scores
 
 
@@ -365,3 +370,13 @@ def qa_exact_match(prompts: Any, completions: Any, gold: Any = None, **kwargs: A
 def qa_f1(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
     """Short-answer token F1 (SQuAD); `gold` is an answer or a JSON list of answers."""
     return _qa_batch("qa_f1", score_f1, completions, gold, kwargs)
+
+
+def _short_answer(completion: Any, **row: Any) -> str | None:
+    """The short answer as written, `None` when nothing of it is left after normalisation (scored unparsed)."""
+    answer = extract_short_answer(completion)
+    return answer if normalize_answer(answer) else None
+
+
+with_extract(qa_exact_match, _short_answer)
+with_extract(qa_f1, _short_answer)

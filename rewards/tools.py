@@ -26,6 +26,7 @@ from ._common import (
     last_assistant_message,
     report,
     safe_item,
+    with_extract,
 )
 from .metrics import count_failure
 
@@ -324,8 +325,11 @@ def _component(completion: Any, gold: Any, part: str) -> float | None:
 def _tool_batch(name: str, part: str, completions: Any, gold: Any, kwargs: dict) -> list[float | None]:
     n = batch_size(completions)
     completions = completions if isinstance(completions, (list, tuple)) else [completions]
-    scores = [safe_item(name, _component, c, g, part) for c, g in zip(completions, column(gold, n))]
-    report(kwargs, name, scores, sum(1 for s in scores if s == 0.0))
+    golds = column(gold, n)
+    scores = [safe_item(name, _component, c, g, part) for c, g in zip(completions, golds)]
+    # Unparsed: no calls where calls were due (`_calls_made`), not wrong ones.
+    report(kwargs, name, scores, sum(1 for c, g, s in zip(completions, golds, scores)
+                                     if s is not None and _calls_made(c, g) is None))
     return scores
 
 
@@ -354,3 +358,14 @@ def tool_call_name(prompts: Any, completions: Any, gold: Any = None, **kwargs: A
 def tool_call_arguments(prompts: Any, completions: Any, gold: Any = None, **kwargs: Any) -> list[float | None]:
     """Argument credit averaged over expected calls (missing and extra calls lower it)."""
     return _tool_batch("tool_call_arguments", "arguments", completions, gold, kwargs)
+
+
+def _calls_made(completion: Any, gold: Any = None, **row: Any) -> list[dict] | None:
+    """The calls a completion makes, `None` without any; where the gold asks for none (irrelevance), making none
+    is the answer `[]`."""
+    calls = parse_tool_calls(completion)
+    return calls if calls else ([] if parse_gold_calls(gold) == [] else None)
+
+
+for _reward in (tool_call_accuracy, tool_call_format, tool_call_name, tool_call_arguments):
+    with_extract(_reward, _calls_made)

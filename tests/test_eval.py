@@ -102,11 +102,26 @@ def test_prefix_sharing_gives_the_same_generations(tmp_path, tiny_model):
         collected = []
         backend.generate(requests, collected.extend)
         results[share] = dict(collected)
-    assert results[True] == {k: Generation(g.text, g.tokens, results[True][k].seconds) for k, g in results[False].items()}
+    assert results[True] == {k: Generation(g.text, g.tokens, results[True][k].seconds)
+                             for k, g in results[False].items()}
     assert any(g.text for g in results[True].values())
 
 
 # ------------------------------------------------------------------------ scoring through the task reward
+def test_batched_scoring_equals_per_item_and_reads_every_answer():
+    """Before: eval scored one completion per reward call and told an unparsed one by a process-global counter;
+    it read the answer for three rewards it knew by name, and showed any other reward's (qa_f1's) as the whole
+    completion."""
+    from paft_rl.eval.scoring import score_with_answers
+
+    completions = ["The answer is Paris.", "", "I think the answer: london", "no"]
+    golds = ["Paris", "Paris", "London", "Rome"]
+    scores, answers = score_with_answers("qa_f1", [""] * 4, completions, gold=golds)
+    one_by_one = [score_with_answers("qa_f1", [""], [c], gold=[g]) for c, g in zip(completions, golds)]
+    assert scores == [1.0, 0.0, 1.0, 0.0] == [s for (s,), _ in one_by_one]
+    assert answers == ["Paris", None, "london", "no"] == [a for _, (a,) in one_by_one]  # None: unparsed
+
+
 def test_pipeline_metrics_match_hand_computed(tmp_path, tiny_model, monkeypatch):
     from paft_rl.tasks import get_task, load_rows
 
@@ -221,8 +236,9 @@ def run_cli(capsys, *argv):
 def test_bad_input_is_one_line(tmp_path, tiny_model, capsys, case):
     pool_path = write_pool(tmp_path / "pool.jsonl")
     argv = {"task": "no_such_task", "model": str(tiny_model), "templates": str(pool_path), "limit": "2"}
-    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem", "limit": "limit must be a positive number",
-                "context": "holds 512 tokens", "threads": "threads must be a positive number"}[case]
+    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem",
+                "limit": "limit must be a positive number", "context": "holds 512 tokens",
+                "threads": "threads must be a positive number"}[case]
     if case == "model":
         argv.update(task="synth_mc", model=str(tmp_path / "missing-model"))
     elif case == "pool":

@@ -88,6 +88,25 @@ def test_estimator_on_the_full_grid_is_the_grid():
     assert estimate["std"][0] == pytest.approx(grid.mean(axis=1).std())
 
 
+def test_a_statistic_defined_once_is_reported_by_full_and_budgeted_runs(monkeypatch):
+    """Before: a full run (`metrics.summarize`) and a budgeted one (`budget.summary_statistics`) each listed and
+    computed the statistics; a metric added to one was missing from the other."""
+    from paft_rl.eval import metrics
+    from paft_rl.eval.budget import BudgetPlan, estimated_metrics
+
+    monkeypatch.setitem(metrics.SUMMARY_STATISTICS, "median", lambda accuracies, _: np.median(accuracies, axis=-1))
+    grid = synthetic_grid(6, 10, seed=1)
+    templates, rows = [f"t{t}" for t in range(6)], [f"r{q}" for q in range(10)]
+    full = metrics.summarize({t: grid[i].mean() for i, t in enumerate(templates)}, top_threshold=0.5)
+    records = [{"template": t, "row_id": r, "score": grid[i, j]} for i, t in enumerate(templates)
+               for j, r in enumerate(rows)]
+    budgeted = estimated_metrics(BudgetPlan(templates, rows, [], len(records)), records, 0.5, seed=0)
+    assert full["median"] == pytest.approx(np.median(grid.mean(axis=1)))
+    assert "median" in budgeted["estimated"]["fields"] and "median" in budgeted["estimated"]["intervals"]
+    for name in metrics.SUMMARY_STATISTICS:  # the whole grid observed: the estimates are the measured values
+        assert budgeted[name] == pytest.approx(full[name]), name
+
+
 def test_estimator_when_every_observed_cell_agrees():
     observed = {cell: 0.0 for cell in design_cells(5, 8, 10, seed=0)}
     estimate = estimate_accuracies(observed, 5, 8, top_threshold=0.5, seed=0)
@@ -139,7 +158,8 @@ def test_budgeted_run_honours_the_budget_covers_the_grid_and_resumes(tmp_path, t
     capsys.readouterr()
     assert cli.main(budget_argv(tiny_model, out)) == 0
     full = json.loads((out / "results.json").read_text())["models"][str(tiny_model)]
-    assert full["generated_this_run"] == 204 - 60 and "estimated" not in full and "estimated from" not in capsys.readouterr().out
+    assert (full["generated_this_run"] == 204 - 60 and "estimated" not in full
+            and "estimated from" not in capsys.readouterr().out)
 
 
 def with_known_outcomes(monkeypatch, grid: np.ndarray):

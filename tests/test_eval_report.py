@@ -76,7 +76,8 @@ def test_generations_hold_the_text_the_model_saw(scripted_run):
     saved = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     first = next(r for r in saved if r["template"] == "letters")
     # The tiny tokenizer's chat template: the user turn, its end token, then the opened assistant turn.
-    assert first["prompt"].startswith("<|user|>Q: ") and first["prompt"].endswith("Reply with a letter.</s><|assistant|>")
+    assert first["prompt"].startswith("<|user|>Q: ")
+    assert first["prompt"].endswith("Reply with a letter.</s><|assistant|>")
 
 
 def test_plain_prompt_record_shows_the_bos_the_tokenizer_added(tmp_path, tiny_model, monkeypatch, examples):
@@ -162,8 +163,9 @@ def test_label_option_and_its_errors(tmp_path, tiny_model, capsys, monkeypatch, 
     assert cli.main([*argv, "--labels", "a", "b"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "one label per model in --labels (1 models, 2 labels)" in err
-    assert cli.main([*argv, "--label", "a"]) == 2  # the argparse version's spelling is named, not ignored
-    assert capsys.readouterr().err.strip() == "paft-rl eval: error: --label is now --labels A B"
+    assert cli.main([*argv, "--label", "a"]) == 2  # one spelling: a near miss is named, not ignored
+    assert capsys.readouterr().err.strip() == ("paft-rl eval: error: command line: unknown option '--label'; did you "
+                                               "mean '--labels'?")
 
 
 def _results(per_template_by_model: dict[str, list[float]], chance=0.25) -> dict:

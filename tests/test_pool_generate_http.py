@@ -148,7 +148,8 @@ def test_pool_from_two_endpoints_with_messy_replies(server, tmp_path):
         (g, m) for g in ("alpha", "beta") for m in ("few_shot", "zero_shot")}
     assert all(t.source["time"] and t.source["temperature"] == 0.9 for t in generated)
     assert "Sure!" not in " ".join(t.text for t in generated) and "Enjoy" not in " ".join(t.text for t in generated)
-    few_shot_prompts = [b["messages"][1]["content"] for b in server.bodies if "Q: {question}" in b["messages"][1]["content"]]
+    few_shot_prompts = [b["messages"][1]["content"] for b in server.bodies
+                        if "Q: {question}" in b["messages"][1]["content"]]
     assert len(few_shot_prompts) == 4  # the seed template is shown in few-shot requests only
     assert [s["step"] for s in result.report["filters"]] == [
         "placeholders", "answer_cue", "length", "exact_duplicates", "near_duplicates"]
@@ -283,6 +284,8 @@ def write_generate_config(tmp_path, server, **overrides) -> str:
     (lambda url: {"templates_per_request": 0}, "gen.yaml.templates_per_request must be a positive number, got 0"),
     (lambda url: {"requests": {"timeout": 0}}, "gen.yaml.requests.timeout must be a positive number, got 0"),
     (lambda url: {"filters": {"ngramm": 2}}, "gen.yaml.filters: unknown key 'ngramm'; did you mean 'ngram'?"),
+    (lambda url: {"generators": [{"name": "local", "backend": "transformers", "model": "m", "dtype": "float64"}]},
+     "gen.yaml.generators[0].dtype must be one of auto, float32, bfloat16, float16, got 'float64'"),
 ])
 def test_bad_config_is_refused_before_any_request(server, tmp_path, capsys, override, message):
     from paft_rl.cli import main as paft_rl_main

@@ -41,7 +41,8 @@ def short_metaprompts(folder):
 
 
 def local_config(model_dir, tmp_path, **overrides):
-    data = {"task": TASK, "modes": ["zero_shot"], "metaprompts": short_metaprompts(tmp_path), "per_model_per_mode": 2, "templates_per_request": 1,
+    data = {"task": TASK, "modes": ["zero_shot"], "metaprompts": short_metaprompts(tmp_path), "per_model_per_mode": 2,
+            "templates_per_request": 1,
             "temperature": 0.7, "cache": str(tmp_path / "cache.jsonl"), "filters": {"min_chars": 10},
             "generators": [{"name": "tiny", "backend": "transformers", "model": str(model_dir), "dtype": "float32",
                             "batch_size": 2, "max_tokens": 40}]}
@@ -108,6 +109,21 @@ def test_transformers_responses_are_cached(taught_model_dir, tmp_path):
     again = collect_responses(config, build_requests(config), ResponseCache(tmp_path / "cache.jsonl"))
     assert again.outcomes["tiny"].cached == 3 and again.outcomes["tiny"].fatal is None
     assert again.responses == first.responses
+
+
+def test_local_generator_loads_the_model_as_eval_does(tmp_path):
+    """Before: pool generation loaded models its own way, and ``dtype: auto`` kept a bfloat16 checkpoint in
+    bfloat16 on CPU (slow there, and other numbers than `paft-rl eval` computes with the same model)."""
+    from paft_rl.construction.generators import TransformersGenerator
+
+    model_dir = make_tiny_model_dir(tmp_path / "m")
+    AutoModelForCausalLM.from_pretrained(model_dir).to(torch.bfloat16).save_pretrained(model_dir)
+    config = local_config(model_dir, tmp_path)
+    config.generators[0].dtype = "auto"
+    generator = TransformersGenerator(config.generators[0])
+    generator.load()
+    assert generator.model.dtype == torch.float32 and not generator.model.training
+    assert generator.tokenizer.padding_side == "left" and generator.tokenizer.pad_token is not None
 
 
 def test_missing_model_fails_that_generator_only(tmp_path):

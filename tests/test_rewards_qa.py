@@ -129,6 +129,17 @@ def test_qa_f1_table(completion, gold, em, f1):
     assert score == (None if f1 is None else pytest.approx(f1))
 
 
+@pytest.mark.parametrize("name, gold, wrong", [("qa_f1", "Paris", "The answer is Rome."),
+                                                ("qa_exact_match", "Paris", "Rome"),
+                                                ("tool_call_name", '[{"area": {"base": [10]}}]', '{"volume": {}}')])
+def test_unparsed_frac_counts_unreadable_answers_not_wrong_ones(name, gold, wrong):
+    """Before: the short-answer and tool rewards logged every 0.0 as unparsed, wrong answers included; now the
+    share is of the completions their extractor reads no answer in, as for math and multiple choice."""
+    logged = {}
+    scores = rewards.get_reward(name)(None, [wrong, ""], [gold, gold], log_metric=logged.__setitem__)
+    assert scores == [0.0, 0.0] and logged[f"rewards/{name}/unparsed_frac"] == 0.5
+
+
 def test_normalize_answer():
     assert qa.normalize_answer("The  Quick, brown fox!") == "quick brown fox"
 

@@ -107,6 +107,26 @@ def test_no_input_raises(name, completion, gold, options):
     assert out[0] is None if unscorable else isinstance(out[0], float)
 
 
+# The counter a reward bumps for a completion it cannot read (the tool rewards share one).
+UNPARSED_COUNTER = {name: "tool_call_accuracy" for name in NAMES if name.startswith("tool_call")}
+
+
+@_SETTINGS
+@given(name=st.sampled_from(NAMES), completion=_completion, gold=_cell, options=st.none() | st.lists(_text, max_size=4),
+       answer_format=st.sampled_from([None, "boxed", "option_letter", "option_text", "regex:\\d"]))
+def test_extract_reads_none_exactly_where_the_reward_reads_no_answer(name, completion, gold, options, answer_format):
+    """Every registered reward has an extractor that never raises and gives `None` exactly for the completions
+    the reward itself scores as unparsed (before: eval knew the extractors of three rewards by name)."""
+    reward = rewards.REWARDS[name]
+    row = {"gold": gold, "options": options, "answer_format": answer_format}
+    rewards.reset_parse_failures()
+    (score,) = reward(prompts=None, completions=[completion], **{key: [value] for key, value in row.items()})
+    unparsed = rewards.parse_failures().get(UNPARSED_COUNTER.get(name, name), 0) > 0
+    answer = rewards.get_extractor(reward)(completion, **row)
+    if score is not None:
+        assert (answer is None) == unparsed
+
+
 @_SETTINGS
 @given(completion=_text, gold=_text)
 def test_helpers_never_raise(completion, gold):

@@ -14,15 +14,6 @@ import sys
 from ..eval import EvalSettings, evaluate, format_table, write_outputs
 from ..eval.budget import format_estimates
 from ..settings import parse_settings, settings_parser
-from . import refuse_renamed
-
-# Spellings of the argparse version of this command that no field gives: what to write now.
-RENAMED = {
-    "--label": "--labels A B",
-    "--field-alias": "--field_aliases NAME=FIELD ...",
-    "--no-prefix-sharing": "--no_share_prefix",
-    "--no-chat-template": "--prompt_format plain",
-}
 
 
 def build_parser():
@@ -54,11 +45,10 @@ def eval_help(parser) -> str:
 
 
 def parse_eval_settings(argv: list[str]) -> EvalSettings:
-    """`EvalSettings` from ``--config F.yaml`` and flags; a flag renamed since the argparse version is named."""
+    """`EvalSettings` from ``--config F.yaml`` and flags."""
     if "-h" in argv or "--help" in argv:
         print(eval_help(build_parser()))
         raise SystemExit(0)
-    refuse_renamed(argv, RENAMED)
     (settings,) = parse_settings(build_parser(), argv)
     return settings
 

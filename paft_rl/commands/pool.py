@@ -7,15 +7,25 @@ import json
 import sys
 from dataclasses import dataclass
 
-from prompt_pool import PoolValidationError, UserError, load_pool
+from prompt_pool import PoolValidationError, UserError, load_pool, write_pool
 
 from ..settings import SettingError, Settings, option, parse_settings, settings_parser
-from . import refuse_renamed
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one spelling per flag (no abbreviations, as the other commands) and one-line errors (a
+    `UserError`) instead of the usage and an exit."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paft-rl pool", description="Validate, inspect, split and render template pools.")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    parser = OneLineParser(prog="paft-rl pool", description="Validate, inspect, split and render template pools.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
 
     validate = actions.add_parser("validate", help="check a pool (for a task when --task is given)")
     validate.add_argument("file", help="pool file (JSONL, YAML, JSON, CSV, XLSX) or built-in pool name")
@@ -53,7 +63,8 @@ def _add_export_parser(actions) -> None:
     export.add_argument("file", help="pool file or built-in pool name")
     export.add_argument("--task", required=True, help="task whose fields, gold and answer format the tasks use")
     export.add_argument("--format", required=True, choices=["lm-eval"], help="what to export to")
-    export.add_argument("--out", required=True, metavar="DIR", help="folder for the task files (lm_eval --include_path)")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the task files (lm_eval --include_path)")
     export.add_argument("--templates", default="all", choices=["all", "train", "heldout"],
                         help="which of the pool's templates (default: all, as `paft-rl eval --templates FILE`)")
     export.add_argument("--data", help="hub id or local file (default: the task's dataset)")
@@ -81,10 +92,6 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
-# Spellings of earlier versions: what to write now (the same names as eval's options and recipes' keys).
-RENAMED = {"--field-alias": "--field_aliases NAME=FIELD ...", "--drop-duplicates": "--drop_duplicate_templates"}
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "generate":
         from ..construction.cli import main as generate_main
@@ -92,7 +99,6 @@ def main(argv: list[str]) -> int:
         return generate_main(argv[1:])
     if argv and argv[0] == "split":
         return run_split(*parse_split_flags(argv[1:]))
-    refuse_renamed(argv, RENAMED)
     args = build_parser().parse_args(argv)
     return {"validate": run_validate, "stats": run_stats, "render": run_render, "export": run_export}[args.action](args)
 
@@ -114,7 +120,8 @@ def run_validate(args: argparse.Namespace) -> int:
         return 2  # bad input, as every other command's (1 is for bugs)
     target = f" for task {task.name!r}" if task else ""
     note = f" ({len(dropped)} duplicate(s) dropped)" if dropped else ""
-    print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, {len(pool.heldout)} held-out{note}")
+    print(f"{pool.name}: valid{target}: {len(pool)} templates, {len(pool.train)} train, "
+          f"{len(pool.heldout)} held-out{note}")
     return 0
 
 
@@ -171,7 +178,7 @@ def run_split(file: str, flags: SplitFlags) -> int:
     check_output(out, "--out", "file")
     refuse_replacing(out, "--out", [out.name] if out.exists() else [], flags.force)
     pool = load_pool(file).split(flags.heldout_fraction, flags.seed)
-    pool.save(out)
+    write_pool(pool, out)
     print(f"wrote {flags.out}: {len(pool.train)} train, {len(pool.heldout)} held-out (seed {flags.seed})")
     return 0
 

@@ -61,7 +61,8 @@ class Collection:
             if outcome.fatal:
                 lines.append(f"{name}: {outcome.fatal}")
             elif outcome.failed:
-                lines.append(f"{name}: {outcome.failed} of {outcome.requests} requests failed; first: {outcome.errors[0]}")
+                lines.append(f"{name}: {outcome.failed} of {outcome.requests} requests failed; "
+                             f"first: {outcome.errors[0]}")
         return lines
 
 

@@ -81,7 +81,8 @@ class GeneratorConfig(Settings):
                                      positive=True)
     extra_body: dict = option(help="extra fields merged into each chat request body", default_factory=dict)
     device: str = option("cpu", help="transformers only: the torch device")
-    dtype: str = option("auto", help="transformers only: auto, float32, bfloat16...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="transformers only: the weights' dtype; auto: float32 on CPU, bfloat16 on GPU (as paft-rl eval)")
     batch_size: int = option(4, help="transformers only: prompts per generate call", positive=True)
     threads: int | None = option(None, help="torch CPU threads (transformers only); on a CPU shared with other "
                                             "jobs, 1 can be many times faster than competing threads", positive=True)
@@ -321,22 +322,24 @@ def _metaprompt_files(raw: dict[str, str], base_dir: Path, where: str) -> dict[s
 def check_config(config: GenerateConfig, where: str = "config") -> None:
     """What the values alone cannot show (the environment, the seed templates' contents), raised before any work."""
     if "few_shot" in config.modes and not config.seed_templates:
-        raise UserError(f"{where}: few_shot mode needs seed_templates (human-written examples); add some or use modes: [zero_shot]")
+        raise UserError(f"{where}: few_shot mode needs seed_templates (human-written examples); add some or use "
+                        "modes: [zero_shot]")
     for i, g in enumerate(config.generators):
         if g.api_key_env and not os.environ.get(g.api_key_env):
             raise UserError(f"{where}.generators[{i}]: generator {g.name!r} reads its API key from ${g.api_key_env}, "
                             f"which is not set; export {g.api_key_env}=... or remove api_key_env")
     _check_seeds(config, where)
-    from .screen import check_screen
-
-    check_screen(config, where)
+    if config.screen.enabled and config.registry_task is None:  # the screen evaluates: it needs data and a reward
+        raise UserError(f"{where}: screen needs a registry task (its data and reward); name one in 'task' "
+                        "or turn the screen off")
 
 
 def _check_seeds(config: GenerateConfig, where: str) -> None:
     """Seed templates are shown to the models as examples of valid templates: they must be valid."""
     from prompt_pool.pool import PromptPool, Template
 
-    pool = PromptPool([Template(f"seed-{i}", text) for i, text in enumerate(config.seed_templates)], name="seed_templates")
+    pool = PromptPool([Template(f"seed-{i}", text) for i, text in enumerate(config.seed_templates)],
+                      name="seed_templates")
     problems = pool.problems(config.task) if config.seed_templates else []
     if problems:
         raise UserError(f"{where}: seed_templates are not valid for task {config.task.name!r}: {problems[0]}"

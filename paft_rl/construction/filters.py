@@ -82,7 +82,8 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b)
 
 
-def exact_duplicates(texts: Sequence[str], reference: Sequence[str] = (), labels: Sequence[str] | None = None) -> dict[int, str]:
+def exact_duplicates(texts: Sequence[str], reference: Sequence[str] = (),
+                     labels: Sequence[str] | None = None) -> dict[int, str]:
     """Index -> reason for each text whose normalised form equals an earlier text's or a reference's.
 
     ``labels`` name the texts in the reasons (default ``candidate <index>``); references are ``seed <index>``.
@@ -101,7 +102,8 @@ def exact_duplicates(texts: Sequence[str], reference: Sequence[str] = (), labels
 
 def near_duplicates(texts: Sequence[str], n: int, threshold: float, reference: Sequence[str] = (),
                     labels: Sequence[str] | None = None) -> dict[int, str]:
-    """Index -> reason for each text whose n-gram Jaccard with a kept earlier text (or reference) is above ``threshold``."""
+    """Index -> reason for each text whose n-gram Jaccard with a kept earlier text (or reference) is above
+    ``threshold``."""
     labels = labels or [f"candidate {i}" for i in range(len(texts))]
     kept: list[tuple[str, frozenset]] = [(f"seed {i}", ngrams(t, n)) for i, t in enumerate(reference)]
     dropped = {}

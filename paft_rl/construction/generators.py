@@ -17,10 +17,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
-from prompt_pool.errors import first_line
+from prompt_pool.errors import UserError, first_line
 
+from ..formatting import prompt_text
 from .config import GeneratorConfig, RequestConfig
 from .prompts import Request
 
@@ -53,7 +53,8 @@ class OpenAIChatClient:
         sleep (`Callable[[float], None]`, defaults to `time.sleep`): how to wait between tries.
     """
 
-    def __init__(self, generator: GeneratorConfig, settings: RequestConfig, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, generator: GeneratorConfig, settings: RequestConfig,
+                 sleep: Callable[[float], None] = time.sleep):
         self.generator = generator
         self.settings = settings
         self.sleep = sleep
@@ -159,7 +160,8 @@ def batches(items: list, size: int) -> Iterator[list]:
 
 
 class TransformersGenerator:
-    """Samples with ``AutoModelForCausalLM.generate`` from a local folder or hub id, in batches.
+    """Samples with ``generate`` from a local folder, hub id or LoRA adapter folder, in batches; the model and
+    tokenizer are loaded as `paft-rl eval` loads them (`paft_rl.eval.models`).
 
     Args:
         generator (`GeneratorConfig`): ``model``, ``device``, ``dtype``, ``batch_size``, ``max_tokens``.
@@ -172,27 +174,25 @@ class TransformersGenerator:
 
     def load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..eval.models import load_hf_model, load_tokenizer, resolve_model
 
         if self.generator.threads:
             torch.set_num_threads(self.generator.threads)
-        local = Path(self.generator.model).expanduser()
-        model = str(local) if local.exists() else self.generator.model  # "~/..." folder, else a hub id
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=self.generator.dtype)
-        except (OSError, ValueError) as error:
+            source = resolve_model(self.generator.model)
+            self.tokenizer = load_tokenizer(source)
+            self.model = load_hf_model(source, self.generator.device, self.generator.dtype)
+        except UserError as error:
             raise GeneratorFailed(f"generator {self.generator.name!r}: cannot load model {self.generator.model!r}: "
                                   f"{first_line(error)}") from None
-        self.model.to(self.generator.device).eval()
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def prompt_text(self, request: Request) -> str:
+        """The chat template applied as for evaluation and training (`formatting.prompt_text`); a model without
+        one gets the messages as plain paragraphs."""
         messages = list(request.messages)
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return prompt_text(self.tokenizer, messages)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
     def generate(self, requests: list[Request]) -> Iterator[tuple[Request, str]]:
@@ -218,7 +218,8 @@ class TransformersGenerator:
 
 
 class VLLMGenerator:
-    """Samples with vLLM's offline ``LLM.chat`` (one engine, all requests in one call).
+    """Samples with vLLM's offline ``LLM.chat`` (one engine, all requests in one call), the engine started as
+    `paft-rl eval --backend vllm` starts it (`paft_rl.eval.backends.vllm_engine`).
 
     Args:
         generator (`GeneratorConfig`): ``model``, ``max_tokens`` and ``engine_kwargs`` for ``vllm.LLM``.
@@ -228,12 +229,15 @@ class VLLMGenerator:
         self.generator = generator
 
     def generate(self, requests: list[Request]) -> Iterator[tuple[Request, str]]:
+        from ..eval.backends import vllm_engine
+
         try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise GeneratorFailed(f"generator {self.generator.name!r}: backend vllm needs the vllm package "
-                                  "(pip install 'paft-rl[vllm]')") from None
-        llm = LLM(model=self.generator.model, **self.generator.engine_kwargs)
+            llm = vllm_engine(f"generator {self.generator.name!r} (backend vllm)", model=self.generator.model,
+                              **self.generator.engine_kwargs)
+        except UserError as error:
+            raise GeneratorFailed(str(error)) from None
+        from vllm import SamplingParams
+
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                  seed=request_seed(r)) for r in requests]
         outputs = llm.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)

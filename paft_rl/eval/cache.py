@@ -1,10 +1,10 @@
 """The resume log: every finished generation is appended to a JSONL file as soon as its batch ends.
 
 A run killed at any moment (``kill -9`` included) loses at most the batch in flight: the next run with the
-same arguments reads the log, drops a torn last line, and generates only the cells it lacks. One log per
-model and generation settings (the file name carries their hash), and each line carries a hash of its
-exact prompt, so a changed template, row or chat format is regenerated, never reused. The log's first line
-records the fingerprint of the model's files (`paft_rl.eval.fingerprint`): answers of a model since retrained or
+same arguments reads the log (`paft_rl.jsonlog`, which drops a torn last line) and generates only the cells it
+lacks. One log per model and generation settings (the file name carries their hash), and each line carries a
+hash of its exact prompt, so a changed template, row or chat format is regenerated, never reused. The log's first
+line records the fingerprint of the model's files (`paft_rl.eval.fingerprint`): answers of a model since retrained or
 edited in place are discarded, never reused as the new model's.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from ..jsonlog import append_log, read_log
 from .backends import Generation
 
 
@@ -53,20 +53,13 @@ class GenerationLog:
         if not self.path.exists():
             return
         written_for, load_seconds, entries = None, 0.0, {}
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a crash: its cell is generated again
-                if not isinstance(entry, dict):
-                    continue
-                if "model_fingerprint" in entry:
-                    written_for = entry["model_fingerprint"]
-                elif "load_seconds" in entry:
-                    load_seconds = max(load_seconds, float(entry["load_seconds"]))
-                elif {"template", "row", "prompt_hash", "text"} <= entry.keys():
-                    entries[(entry["template"], entry["row"])] = entry
+        for entry in read_log(self.path):
+            if "model_fingerprint" in entry:
+                written_for = entry["model_fingerprint"]
+            elif "load_seconds" in entry:
+                load_seconds = max(load_seconds, float(entry["load_seconds"]))
+            elif {"template", "row", "prompt_hash", "text"} <= entry.keys():
+                entries[(entry["template"], entry["row"])] = entry
         if written_for != self.model_fingerprint:
             if entries:
                 self.replaced = written_for or "unrecorded"
@@ -99,18 +92,9 @@ class GenerationLog:
         self._append(lines)
 
     def _append(self, entries: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The first record after the model changed (or into a new log) starts the file with the model's fingerprint.
         fresh = self._restart or not self.path.exists() or not self.path.stat().st_size
         if fresh:
             entries = [{"model_fingerprint": self.model_fingerprint}, *entries]
-            self._restart, needs_newline = False, False
-        else:
-            with self.path.open("rb") as handle:  # a torn last line must not swallow the next record
-                handle.seek(-1, os.SEEK_END)
-                needs_newline = handle.read(1) != b"\n"
-        text = ("\n" if needs_newline else "") + "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
-        with self.path.open("w" if fresh else "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            self._restart = False
+        append_log(self.path, entries, restart=fresh)

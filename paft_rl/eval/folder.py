@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prompt_pool import UserError, short_value
 
+from ..jsonlog import read_log
 from .fingerprint import model_fingerprint
 
 # How fast and how visibly a run went: the same evaluation with other values gives the same results.
@@ -44,8 +45,8 @@ def check_same_evaluation(previous: dict, settings: dict, out_dir: str | Path) -
     """Refuse to write into a folder that holds another evaluation's results."""
     before = {k: v for k, v in previous.get("settings", {}).items() if k not in RUN_ONLY}
     now = {k: v for k, v in settings.items() if k not in RUN_ONLY}
-    differs = [f"{key}: {short_value(before.get(key))} -> {short_value(now.get(key))}" for key in sorted(set(before) | set(now))
-               if before.get(key) != now.get(key)]
+    differs = [f"{key}: {short_value(before.get(key))} -> {short_value(now.get(key))}"
+               for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     if differs:
         raise UserError(f"{out_dir} holds results of another evaluation ({'; '.join(differs[:4])}"
                         f"{'; ...' if len(differs) > 4 else ''}): choose another --out, or remove its results.json "
@@ -60,7 +61,7 @@ def keep_previous_models(previous: dict | None, results: dict, records: list[dic
     kept = [spec for spec in previous.get("models", {}) if spec not in results["models"]]
     if not kept:
         return results, records
-    old_records = _records(Path(out_dir) / "generations.jsonl", set(kept))
+    old_records = [r for r in read_log(Path(out_dir) / "generations.jsonl") if r.get("model") in kept]
     models = {spec: previous["models"][spec] for spec in kept}
     labels = [previous["models"][spec].get("label", spec) for spec in kept]
     results = {**results, "models": {**models, **results["models"]},
@@ -85,19 +86,3 @@ def changed_kept_models(previous: dict | None, evaluated: list[str]) -> list[str
             lines.append(f"note: the results of model {spec} kept in this folder are of an earlier version of it "
                          f"(fingerprint {recorded} -> {now}): pass it in --models to evaluate it again")
     return lines
-
-
-def _records(path: Path, models: set[str]) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("model") in models:
-                records.append(record)
-    return records
-

@@ -13,8 +13,9 @@ where the reward does not apply (an unreadable gold); ``None`` cells are left ou
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 
 Grid = Mapping[str, Mapping[object, float | None]]  # template id -> question id -> score
 
@@ -46,6 +47,26 @@ def prompt_sensitivity(grid: Grid) -> float | None:
     return sum(per_question_pss) / len(per_question_pss) if per_question_pss else None
 
 
+# The statistics of a model's accuracies over templates, each a function of an array of accuracies (any leading
+# axes, templates last) and the Top threshold. Full and budgeted evaluations both report exactly these: a full
+# run of its measured accuracies, a budgeted one of every posterior draw (`budget.estimate_accuracies`).
+SUMMARY_STATISTICS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "mean": lambda accuracies, threshold: accuracies.mean(axis=-1),
+    # Population std (ddof=0): the templates evaluated are the whole set being described.
+    "std": lambda accuracies, threshold: accuracies.std(axis=-1),
+    "min": lambda accuracies, threshold: accuracies.min(axis=-1),
+    "max": lambda accuracies, threshold: accuracies.max(axis=-1),
+    "spread": lambda accuracies, threshold: accuracies.max(axis=-1) - accuracies.min(axis=-1),
+    "top": lambda accuracies, threshold: (accuracies >= threshold - 1e-12).mean(axis=-1),
+}
+
+
+def summary_statistics(accuracies: np.ndarray, top_threshold: float) -> dict[str, np.ndarray]:
+    """Every `SUMMARY_STATISTICS` of ``accuracies`` (templates on the last axis), one value per leading index."""
+    accuracies = np.asarray(accuracies, dtype=float)
+    return {name: statistic(accuracies, top_threshold) for name, statistic in SUMMARY_STATISTICS.items()}
+
+
 def summarize(per_template: Mapping[str, float | None], top_threshold: float) -> dict:
     """Mean, population standard deviation, min, max, spread (max - min) and Top share of template accuracies.
 
@@ -54,24 +75,14 @@ def summarize(per_template: Mapping[str, float | None], top_threshold: float) ->
         top_threshold (`float`): a template counts in ``top`` when its accuracy is at least this.
 
     Returns:
-        `dict`: ``mean``, ``std``, ``min``, ``max``, ``spread``, ``top`` (a share in [0, 1]) and
-        ``n_templates``; the statistics are ``None`` when no template has an accuracy.
+        `dict`: each of `SUMMARY_STATISTICS` (``top`` is a share in [0, 1]) and ``n_templates``; the statistics
+        are ``None`` when no template has an accuracy.
     """
     values = [v for v in per_template.values() if v is not None]
     if not values:
-        return {"mean": None, "std": None, "min": None, "max": None, "spread": None, "top": None, "n_templates": 0}
-    mean = sum(values) / len(values)
-    # Population std (ddof=0): the templates evaluated are the whole set being described.
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-    return {
-        "mean": mean,
-        "std": std,
-        "min": min(values),
-        "max": max(values),
-        "spread": max(values) - min(values),
-        "top": sum(v >= top_threshold - 1e-12 for v in values) / len(values),
-        "n_templates": len(values),
-    }
+        return {**dict.fromkeys(SUMMARY_STATISTICS), "n_templates": 0}
+    statistics = {name: float(value) for name, value in summary_statistics(np.array(values), top_threshold).items()}
+    return {**statistics, "n_templates": len(values)}
 
 
 def model_metrics(grid: Grid, top_threshold: float, tokens: Sequence[int] = (), seconds: float = 0.0) -> dict:

@@ -69,7 +69,8 @@ def distribution_figure(results: dict):
     positions = list(range(1, len(specs) + 1))
     drawable = [(p, v) for p, v in zip(positions, values) if len(set(v)) >= VIOLIN_MIN_DISTINCT]
     if drawable:
-        parts = axis.violinplot([v for _, v in drawable], positions=[p for p, _ in drawable], showextrema=False, widths=0.8)
+        parts = axis.violinplot([v for _, v in drawable], positions=[p for p, _ in drawable], showextrema=False,
+                                widths=0.8)
         for body in parts["bodies"]:
             body.set_alpha(0.3)
     for index, (position, accuracies) in enumerate(zip(positions, values)):
@@ -133,8 +134,8 @@ def draw_estimate_intervals(axis, results: dict, specs: list[str], positions: li
         for name, color, offset in (("mean", "crimson", 0.38), ("min", "navy", 0.44)):
             low, high = estimated["intervals"][name]
             value = metrics[name]
-            axis.errorbar([position + offset], [value], yerr=[[max(0.0, value - low)], [max(0.0, high - value)]], fmt="o", markersize=3,
-                          color=color, capsize=3, zorder=5,
+            axis.errorbar([position + offset], [value], yerr=[[max(0.0, value - low)], [max(0.0, high - value)]],
+                          fmt="o", markersize=3, color=color, capsize=3, zorder=5,
                           label=None if labelled else f"{name if name == 'mean' else 'worst'} (90 % interval)")
         labelled = True
 

@@ -97,7 +97,8 @@ def format_table(results: dict) -> str:
         title += f", chance {settings['chance_accuracy']:.2f}"
     if settings.get("scoring") == "loglik":
         title += ", scored by option log-likelihood"
-    notes = [note for spec, metrics in results["models"].items() for note in _notes(metrics.get("label", spec), metrics)]
+    notes = [note for spec, metrics in results["models"].items()
+             for note in _notes(metrics.get("label", spec), metrics)]
     return "\n".join([title, *lines, *notes])
 
 

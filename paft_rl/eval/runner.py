@@ -7,15 +7,14 @@ then every cell is scored by the task's reward, the very function that scores GR
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from prompt_pool import PromptPool, UserError, builtin_names, short_value
+from prompt_pool import PromptPool, UserError, short_value
 
 from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
 from ..outputs import check_output
@@ -25,7 +24,6 @@ from ..tasks import (
     Task,
     get_task,
     load_rows,
-    load_task_pool,
     parse_field_aliases,
     text_answer_tokens,
 )
@@ -37,6 +35,7 @@ from .fingerprint import model_fingerprint
 from .folder import changed_kept_models, check_same_evaluation, keep_previous_models, previous_results
 from .metrics import model_metrics
 from .models import ModelSource, context_length, load_tokenizer, model_labels, resolve_model
+from .templates import SPLIT_SPECS, eval_templates
 
 
 @dataclass
@@ -174,40 +173,6 @@ def check_settings(settings: EvalSettings) -> None:
     model_labels(settings.models, settings.labels)
 
 
-SPLIT_SPECS = ("heldout", "train", "all")  # what `templates` may name instead of a pool file
-
-
-def eval_templates(task: Task, spec: str, aliases: list[str], pool: str | None = None) -> PromptPool:
-    """The templates to evaluate: a split of ``pool`` (default: the task's built-in pool), or a whole pool file.
-
-    A pool without held-out templates trains fine, but has nothing unseen to evaluate: asking for its held-out
-    templates stops here, before any model loads.
-    """
-    if spec in SPLIT_SPECS:
-        loaded = load_task_pool(task, pool, aliases)
-        chosen = loaded.subset(spec)
-        if not chosen.templates:
-            where = f"the built-in pool of task {task.name!r}" if pool is None else f"pool {loaded.name}"
-            if spec != "heldout":
-                raise UserError(f"{where} has no {spec} templates")
-            raise UserError(f"{where} has no held-out templates, so no template unseen in training can be "
-                            "evaluated: mark some with split heldout (paft-rl pool split), or set templates to "
-                            "train, all or a pool file")
-        return chosen
-    if not Path(spec).exists() and spec not in builtin_names():
-        close = difflib.get_close_matches(spec, SPLIT_SPECS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"--templates {spec!r} is neither a split of the task's pool nor a pool file: {hint}use "
-                        "heldout, train, all, or the path of a pool file")
-    pool = load_task_pool(task, spec, aliases, validate=False)
-    # A file is evaluated whole, so it is validated as if every template were usable (no train split needed).
-    everything_usable = replace(pool, templates=[replace(t, split="train") for t in pool.templates])
-    everything_usable.validate(task)
-    if not pool.templates:
-        raise UserError(f"template file {spec!r} holds no template")
-    return pool
-
-
 def build_cells(task: Task, pool: PromptPool, settings: EvalSettings) -> list[Cell]:
     """Every (template, question) cell, template-major."""
     rows = load_rows(task, settings.data, settings.split or task.eval_split, settings.limit, settings.seed)
@@ -293,7 +258,7 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
         raise UserError(
             f"model {spec!r} holds {limit} tokens but template {longest_key[0]!r} on question {longest_key[1]} needs "
             f"{len(prompt_ids[longest_key])} prompt + {max_new_tokens} new tokens; use shorter templates or data, "
-            "a smaller --max-new-tokens, or a model with a longer context")
+            "a smaller --max_new_tokens, or a model with a longer context")
     log_settings = {"model": _model_identity(source), "backend": settings.backend, "max_new_tokens": max_new_tokens,
                     "chat": chat, "dtype": settings.dtype}
     choices = None
@@ -314,7 +279,8 @@ def prepare_choices(spec: str, tokenizer, cells: list[Cell], prompts: dict, prom
     longest = max(choices.values(), key=lambda r: r.longest)
     if limit is not None and longest.longest > limit:
         raise UserError(f"model {spec!r} holds {limit} tokens but template {longest.key[0]!r} on question "
-                        f"{longest.key[1]} needs {longest.longest} with its longest option; use shorter templates or data")
+                        f"{longest.key[1]} needs {longest.longest} with its longest option; use shorter templates "
+                        "or data")
     return choices
 
 
@@ -453,7 +419,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
         "settings": {**asdict(settings), "max_new_tokens": max_new_tokens, "top_threshold": top_threshold,
                      "split": settings.split or task.eval_split, "reward": task.reward,
                      "template_ids": [t.id for t in pool.templates], "n_questions": len(cells) // len(pool.templates),
-                     "labels": model_labels(settings.models, settings.labels), "chance_accuracy": chance_accuracy(cells)},
+                     "labels": model_labels(settings.models, settings.labels),
+                     "chance_accuracy": chance_accuracy(cells)},
         "models": {},
     }
     previous = previous_results(settings.out)
@@ -500,7 +467,8 @@ def evaluate_budgeted(spec: str, prepared: PreparedModel, plan: BudgetPlan, task
         generated += count
         records, generations = score_generated(prepared, chosen, task)
         metrics = estimated_metrics(plan, records, top_threshold, settings.seed)
-        if settings.target_error is None or cells_used == len(plan.cells) or plan.narrow_enough(metrics, settings.target_error):
+        if (settings.target_error is None or cells_used == len(plan.cells)
+                or plan.narrow_enough(metrics, settings.target_error)):
             break
         cells_used = min(len(plan.cells), cells_used + plan.first_cells)
     metrics["estimated"]["rounds"] = rounds

@@ -23,6 +23,7 @@ import datasets
 from prompt_pool import PromptPool, Template, UserError, draw_index
 from prompt_pool.template import placeholders
 
+from ..eval.templates import eval_templates
 from ..formatting import build_prompt, prompt_text
 from ..outputs import check_output
 from ..tasks import Task, get_task, load_rows, load_task_pool
@@ -204,20 +205,9 @@ def example_fields(row: Mapping[str, Any]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- evaluation during training
 def load_eval_pool(args, task: Task) -> PromptPool:
-    """The templates of evaluation during training: a split of the training pool, or a pool file whole."""
-    spec, aliases = args.eval_templates, _aliases(args)
-    if spec in ("heldout", "train", "all"):
-        pool = load_task_pool(task, args.pool, aliases, drop_duplicates=args.drop_duplicate_templates).subset(spec)
-        if not pool.templates:
-            raise UserError(f"pool {pool.name} has no {spec} templates to evaluate on: set eval_templates to train, "
-                            f"all or a pool file")
-        return pool
-    loaded = load_task_pool(task, spec, aliases, validate=False)
-    if not loaded.templates:
-        raise UserError(f"eval_templates file {spec!r} holds no template")
-    # A file is evaluated whole: validated as if every template were usable.
-    replace(loaded, templates=[replace(t, split="train") for t in loaded.templates]).validate(task)
-    return loaded
+    """The templates of evaluation during training, chosen as `paft-rl eval` chooses them (`eval_templates`)."""
+    return eval_templates(task, args.eval_templates, _aliases(args), args.pool,
+                          drop_duplicates=args.drop_duplicate_templates, option="eval_templates")
 
 
 def load_eval_dataset(args, task: Task) -> datasets.Dataset:
