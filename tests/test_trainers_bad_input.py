@@ -108,6 +108,7 @@ HOOKS = {
     ("trl.GRPOTrainer", "_calculate_rewards"): ["inputs", "prompts", "completions", "completion_ids_list"],
     ("trl.GRPOTrainer", "_generate"): ["prompts"],
     ("trl.GRPOTrainer", "_log_completion_extra"): ["column", "values"],
+    ("trl.GRPOTrainer", "_log_metric"): ["name", "value"],
     ("trl.SFTTrainer", "get_batch_samples"): ["epoch_iterator", "num_batches", "device"],
     ("trl.SFTTrainer", "_get_num_items_in_batch"): ["batch_samples", "device"],
     ("trl.SFTTrainer", "_prepare_inputs"): ["inputs"],
