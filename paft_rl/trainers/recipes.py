@@ -177,6 +177,7 @@ def peft_config_of(model_args):
     """
     from trl import get_peft_config
 
+    check_model_options(model_args)  # a ModelConfig built in code was not checked by a parser
     targets = model_args.lora_target_modules
     if isinstance(targets, str) and targets != "all-linear" and re.fullmatch(r"[\w.]+", targets):
         model_args.lora_target_modules = [targets]
