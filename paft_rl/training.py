@@ -64,8 +64,10 @@ def train_grpo(args, model_args) -> TrainResult:
 def _trained(trainer_class, args, model_args) -> TrainResult:
     """As TRL's scripts: the trainer built from the model path, the config and ModelConfig's `LoraConfig`; trained
     (resuming as the config says) and saved with its tokenizer into output_dir."""
+    from .trainers.preflight import check_run_output
     from .trainers.recipes import model_init_kwargs, peft_config_of
 
+    check_run_output(args)  # a command's output folder and resume point, before anything else
     model_init_kwargs(args, model_args)
     trainer = trainer_class(model=model_args.model_name_or_path, args=args, peft_config=peft_config_of(model_args))
     output = trainer.train()

@@ -1,6 +1,7 @@
 """The pre-flight: everything that can fail on bad input is checked here, before a model is loaded or a step is
 taken, and each failure says which option to change. The trainers run it first thing (`preflight`), and build
-themselves from what it returns (`RunInputs`); workflows run it on each stage's recipe before their first stage."""
+themselves from what it returns (`RunInputs`); workflows run it on each stage's recipe before their first stage,
+and ``paft-rl sft|grpo`` check the output folder first (`check_run_output`)."""
 
 from __future__ import annotations
 
@@ -109,8 +110,10 @@ def prepare_inputs(args, model, tokenizer=None, train_dataset=None, eval_rows=No
     prompt_format = PromptFormat.resolve(args.prompt_format, tokenizer, args.system_prompt)
     check_sft_data_options(args, prompt_format)
     tokens, template_id, row_id = longest_prompt_tokens(chooser, dataset, tokenizer, prompt_format)
-    context = context_length(source, tokenizer) if source is not None else config_context_length(model.config,
-                                                                                                 tokenizer)
+    if source is not None:
+        context = context_length(source, tokenizer)
+    else:  # a loaded model: its own config
+        context = config_context_length(model.config, tokenizer)
     return RunInputs(task, chooser, dataset, tokenizer, prompt_format, tokens, context, (template_id, row_id),
                      evaluation)
 
@@ -138,7 +141,7 @@ def check_prompt_fits(inputs: RunInputs, generated: int, limit: int | None, what
 
 # ---------------------------------------------------------------------------- the pre-flight
 def preflight(args, model, tokenizer=None, train_dataset=None, eval_dataset=None, reward_funcs=None,
-              peft_config=None, own_output: bool = True) -> RunInputs:
+              peft_config=None) -> RunInputs:
     """Every check that TRL, transformers, PEFT, accelerate or torch would otherwise fail on after the model has
     loaded, run before any weights load; returns the checked inputs the trainer is built from.
 
@@ -154,17 +157,13 @@ def preflight(args, model, tokenizer=None, train_dataset=None, eval_dataset=None
             checks a stage that trains a model an earlier stage has not made yet with the model that stage starts
             from (same architecture and tokenizer).
         tokenizer, train_dataset, eval_dataset, reward_funcs, peft_config (*optional*): as the trainers take them.
-        own_output (`bool`, defaults to `True`): check ``output_dir`` and ``resume_from_checkpoint``; a workflow
-            decides those itself when the stage runs.
+
+    The output folder and the checkpoint to resume are checked apart (`check_run_output`): a trainer learns what it
+    resumes from only when ``train`` is called, as TRL's, and a workflow decides both when the stage runs.
     """
     from trl import GRPOConfig
 
     grpo = isinstance(args, GRPOConfig)
-    if own_output:
-        resume = resume_value(args)
-        check_output_dir(args.output_dir, resume, args.overwrite)
-        check_resume_checkpoint(args.output_dir, resume)
-        check_resume_point(args, resume)
     check_trackers(args.report_to)
     check_hub(args)
     if grpo:
@@ -187,6 +186,16 @@ def preflight(args, model, tokenizer=None, train_dataset=None, eval_dataset=None
     if grpo:
         inputs.chooser = inputs.chooser.grouped(args.templates_in_group())  # m <= the pool's train templates
     return inputs
+
+
+def check_run_output(args) -> None:
+    """``output_dir`` and ``resume_from_checkpoint`` as a command runs them: the folder can be written and holds no
+    earlier run unless it is resumed or ``overwrite`` is set; the checkpoint to resume exists and can be resumed
+    exactly."""
+    resume = resume_value(args)
+    check_output_dir(args.output_dir, resume, args.overwrite)
+    check_resume_checkpoint(args.output_dir, resume)
+    check_resume_point(args, resume)
 
 
 def prepare_run(args, config_class, model, **given) -> RunInputs:

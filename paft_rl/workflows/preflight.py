@@ -35,8 +35,7 @@ def check_training(command: str, recipe: dict[str, Any], where: str, model: str 
     try:
         with quiet_progress():
             args, model_args = recipe_configs(command, recipe)
-            preflight(args, model or model_args.model_name_or_path, peft_config=peft_config_of(model_args),
-                      own_output=False)
+            preflight(args, model or model_args.model_name_or_path, peft_config=peft_config_of(model_args))
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
 

@@ -136,7 +136,7 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
         raise UserError(f"--rows {rows} but the data has only {len(data)} rows; lower --rows")
     examples = [task.example(row) for row in data.select(range(rows))]
     if model_args is not None:
-        preflight(args, model_path, peft_config=peft_config_of(model_args), own_output=False)
+        preflight(args, model_path, peft_config=peft_config_of(model_args))
     if model is None:
         model, tokenizer = load_model(model_path)
     # An SFT run cuts sequences at max_length: a template is never scored on tokens the run would not train on.
