@@ -108,3 +108,31 @@ def test_bad_input_to_the_python_trainer_fails_in_one_line_before_the_model_load
                         train_dataset=[{"question": "1 + 1?"}])
     with pytest.raises(UserError, match=r"^the trainer needs args=PaftSFTConfig\(task=\.\.\., \.\.\.\)"):
         PaftSFTTrainer(model=str(model_dir), args=PaftGRPOConfig(**args), train_dataset=ROWS)
+
+
+# ---------------------------------------------------------------------------- template draws
+def test_a_new_draw_is_one_class_and_every_registered_draw_is_an_option():
+    from dataclasses import dataclass, fields
+    from typing import ClassVar, get_args
+
+    from paft_rl.configs import PaftSFTConfig, TemplateDrawName
+    from paft_rl.trainers.draws import DRAWS, TemplateChooser, TemplateDraw
+    from prompt_pool import PromptPool, Template
+
+    @dataclass(frozen=True)
+    class InTurn(TemplateDraw):
+        name: ClassVar[str] = "in_turn"
+        summary: ClassVar[str] = "the train templates in turn"
+
+        def template(self, row_id, position, slot=0):
+            return self.pool.train[(int(row_id) + position) % len(self.pool.train)]
+
+    pool = PromptPool([Template(f"t{i}", f"{i}: {{question}}") for i in range(3)], name="p")
+    chooser = TemplateChooser(InTurn(pool, seed=0), every=2)
+    assert [chooser.choose(1, step).id for step in range(6)] == ["t1", "t1", "t2", "t2", "t0", "t0"]
+    with pytest.raises(UserError, match="template_draw 'in_turn' trains one template: mixed groups need a pool"):
+        chooser.grouped(2)
+    # The option's choices and help follow the registry.
+    assert get_args(TemplateDrawName) == tuple(DRAWS)
+    option = next(f for f in fields(PaftSFTConfig) if f.name == "template_draw")
+    assert all(f"{name} ({draw.summary})" in option.metadata["help"] for name, draw in DRAWS.items())
