@@ -1,13 +1,8 @@
 """paft-rl: prompt-agnostic fine-tuning on top of TRL.
 
-```python
->>> from paft_rl import PaftGRPOConfig, PaftGRPOTrainer
->>> trainer = PaftGRPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", args=PaftGRPOConfig(task="gsm8k", ...),
-...                           train_dataset=rows)
->>> trainer.train()
-```
-
-The names below load on first use: ``paft-rl pool ...`` and the data layers do not pay for torch and TRL.
+``from paft_rl import PaftGRPOConfig, PaftGRPOTrainer`` as ``from trl import GRPOConfig, GRPOTrainer`` (see
+`PaftGRPOTrainer` and docs/training.md). The names below load on first use: ``paft-rl pool ...`` and the data layers
+do not pay for torch and TRL.
 """
 
 from importlib import import_module

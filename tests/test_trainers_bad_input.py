@@ -109,6 +109,8 @@ HOOKS = {
     ("trl.GRPOTrainer", "_generate"): ["prompts"],
     ("trl.GRPOTrainer", "_log_completion_extra"): ["column", "values"],
     ("trl.GRPOTrainer", "_log_metric"): ["name", "value"],
+    ("trl.GRPOTrainer", "_generate_single_turn"): ["prompt_ids", "images", "multimodal_fields", "num_generations",
+                                                   "has_tool_images"],
     ("trl.SFTTrainer", "get_batch_samples"): ["epoch_iterator", "num_batches", "device"],
     ("trl.SFTTrainer", "_get_num_items_in_batch"): ["batch_samples", "device"],
     ("trl.SFTTrainer", "_prepare_inputs"): ["inputs"],
