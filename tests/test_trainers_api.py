@@ -37,20 +37,26 @@ def pool_texts(split: str, answers: bool = False) -> set[str]:
 def test_grpo_trainer_takes_hub_rows_and_a_config_as_trl_does(model_dir, tmp_path):
     from paft_rl import PaftGRPOConfig, PaftGRPOTrainer
 
-    trainer = PaftGRPOTrainer(model=str(model_dir), reward_funcs=digit_share,
+    seen = []  # what the model was prompted with, as TRL hands it to the rewards
+
+    def recorded_share(prompts, completions, **kwargs):
+        seen.extend(prompts)
+        return digit_share(prompts, completions, **kwargs)
+
+    trainer = PaftGRPOTrainer(model=str(model_dir), reward_funcs=recorded_share,
                               args=PaftGRPOConfig(output_dir=str(tmp_path / "o"), num_generations=2,
                                                   max_completion_length=4, **OPTIONS),
                               train_dataset=ROWS)
+    seen.clear()  # the pre-flight probed the reward on the rows' reference answers
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
-    # What the model was prompted with: chats (the tiny tokenizer has a chat template) whose user turn is a train
-    # template of gsm8k's built-in pool rendered with the row, never a held-out one.
-    prompts = list(trainer._logs["prompt"])
-    assert len(prompts) == 2 * 4 and all(p[-1]["role"] == "user" for p in prompts)
+    # Chats (the tiny tokenizer has a chat template) whose user turn is a train template of gsm8k's built-in pool
+    # rendered with the row, never a held-out one: 2 steps x 4 completions.
+    assert len(seen) == 2 * 4 and all(p[-1]["role"] == "user" for p in seen)
     train, heldout = pool_texts("train"), pool_texts("heldout")
-    assert all(p[-1]["content"] in train and p[-1]["content"] not in heldout for p in prompts)
-    assert len({p[-1]["content"] for p in prompts}) > 1
+    assert all(p[-1]["content"] in train and p[-1]["content"] not in heldout for p in seen)
+    assert len({p[-1]["content"] for p in seen}) > 1
     assert set(trainer._logs["extra"]["template_id"]) <= {t.id for t in load_task_pool(get_task("gsm8k")).train}
 
 
