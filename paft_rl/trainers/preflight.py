@@ -149,7 +149,7 @@ def preflight(args, model, tokenizer=None, train_dataset=None, eval_dataset=None
     the machine, the files or the model's architecture: trackers and the Hub, vLLM, the output folder and checkpoint
     to resume, the pool, the data (training and evaluation rows), the tokenizer and prompt lengths, LoRA's target
     modules (resolved on a weightless copy of the model built from its config.json), and for GRPO the rewards (one
-    weight each, and each able to score the task's right answers).
+    weight each, and each reward the config names able to score the task's right answers).
 
     Args:
         args (`PaftSFTConfig` or `PaftGRPOConfig`): the run's config.
@@ -177,7 +177,8 @@ def preflight(args, model, tokenizer=None, train_dataset=None, eval_dataset=None
                           "lower max_completion_length")
         inputs.reward_funcs, inputs.reward_names = run_rewards(args, inputs.task, reward_funcs)
         check_reward_weights(args, inputs.reward_names, default=reward_funcs is None and not args.rewards)
-        check_rewards_score_the_task(inputs)
+        if reward_funcs is None:  # rewards passed in code are called only by training (they may count, or cost)
+            check_rewards_score_the_task(inputs)
     else:
         # At least one completion token must survive truncation, and the prompt must fit the model.
         check_prompt_fits(inputs, 1, args.max_length, "completion token", "raise max_length")
