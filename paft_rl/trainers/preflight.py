@@ -413,7 +413,13 @@ def check_module_names(wanted: list[str] | set[str] | str | None, model, option:
     modules = dict(model.named_modules())
     adaptable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
                  torch.nn.MultiheadAttention)
-    for target in sorted(wanted):
+    names = list(modules)
+
+    def first_match(target: str) -> int:  # -1: a name the model lacks, said first
+        return next((i for i, name in enumerate(names) if name == target or name.endswith(f".{target}")), -1)
+
+    # PEFT holds the names as a set: they are checked in the model's module order, the same on every run.
+    for target in sorted(wanted, key=lambda target: (first_match(target), target)):
         if target == "all-linear":
             continue
         matched = [module for name, module in modules.items() if name == target or name.endswith(f".{target}")]
