@@ -90,7 +90,7 @@ def test_cli_refuses_an_unrestorable_checkpoint_before_loading_the_model(tmp_pat
 
 def sft_run(model_dir, output_dir, stop_at=None, resume=None) -> list:
     args = PaftSFTConfig(output_dir=str(output_dir), per_device_train_batch_size=3, gradient_accumulation_steps=2,
-                         max_length=128, prompt_format="plain", **COMMON)
+                         max_length=256, prompt_format="plain", **COMMON)  # the pre-flight: prompts fit
     task = resolve_task(args)
     trainer = RecordingSFTTrainer(str(model_dir), args, load_rows(task, limit=30, seed=0),
                                   processing_class=make_tiny_tokenizer(),
