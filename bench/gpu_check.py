@@ -81,8 +81,8 @@ def grpo_trainers(model_path: str, tokenizer, workdir: Path, size: dict, cpu: bo
 
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import get_task, load_rows
-    from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset
-    from paft_rl.trainers.common import reward_functions
+    from paft_rl.trainers import PaftGRPOTrainer, build_dataset
+    from paft_rl.trainers.preflight import run_rewards
 
     common = dict(task="synth_arith", max_steps=size["steps"] + 1, seed=0, template_every=NEVER,
                   per_device_train_batch_size=size["prompts"] * size["generations"],
@@ -92,12 +92,12 @@ def grpo_trainers(model_path: str, tokenizer, workdir: Path, size: dict, cpu: bo
                   model_init_kwargs={"dtype": "float32" if cpu else "bfloat16"})
     task = get_task("synth_arith")
     dataset = build_dataset(task, load_rows(task, limit=size["rows"], seed=0))
-    rewards = reward_functions(None, task)
+    rewards, _ = run_rewards(PaftGRPOConfig(output_dir=str(workdir / "same"), **common), task, None)
     trainers = {}
     for side, group in (("same", {}), ("mixed", {"group_templates": "mixed"})):
         args = PaftGRPOConfig(output_dir=str(workdir / side), **common, **group)
-        trainers[side] = PaftGRPOTrainer(model_path, rewards, args, dataset, build_chooser(args, task),
-                                         conversational=True, processing_class=tokenizer, callbacks=[clocks[side]])
+        trainers[side] = PaftGRPOTrainer(model_path, rewards, args, dataset, processing_class=tokenizer,
+                                         callbacks=[clocks[side]])
     chooser = trainers["same"].chooser
     plain_data = dataset.add_column("prompt", fixed_prompts(dataset, chooser, True))
     trainers["plain_trl"] = GRPOTrainer(model_path, rewards, args=PaftGRPOConfig(
@@ -148,7 +148,7 @@ def sft_worker(model_path: str, output_dir: str, cpu: bool) -> None:
     from paft_rl.cli import close_process_group
     from paft_rl.configs import PaftSFTConfig
     from paft_rl.tasks import get_task, load_rows
-    from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
+    from paft_rl.trainers import PaftSFTTrainer, build_dataset
 
     size = settings(cpu)
     args = PaftSFTConfig(output_dir=output_dir, task="synth_arith", max_steps=size["sft_steps"] + 1, seed=0,
@@ -160,9 +160,7 @@ def sft_worker(model_path: str, output_dir: str, cpu: bool) -> None:
     dataset = build_dataset(task, load_rows(task, limit=size["sft_batch"] * (size["sft_steps"] + 1), seed=0))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     clock = StepClock("wall")
-    trainer = PaftSFTTrainer(model_path, args, dataset, PaftSFTCollator(tokenizer, build_chooser(args, task), True,
-                                                                         max_length=256),
-                             processing_class=tokenizer, callbacks=[clock])
+    trainer = PaftSFTTrainer(model_path, args, dataset, processing_class=tokenizer, callbacks=[clock])
     if not cpu:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()

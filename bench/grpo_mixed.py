@@ -45,8 +45,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from paft_rl.configs import PaftGRPOConfig  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
-from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset  # noqa: E402
-from paft_rl.trainers.common import reward_functions  # noqa: E402
+from paft_rl.trainers import PaftGRPOTrainer, build_dataset  # noqa: E402
 
 sys.path.append(str(HERE))
 from overhead import StepClock, alternate, iqr  # noqa: E402
@@ -98,8 +97,8 @@ def build(model_path: str, tokenizer, workdir: Path, options, mixed: bool, clock
     task = get_task("synth_arith")
     dataset = build_dataset(task, load_rows(task, limit=options.rows, seed=options.seed))
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    trainer = CountingTrainer(model_path, reward_functions(None, task), args, dataset, build_chooser(args, task),
-                              conversational=True, processing_class=tokenizer, peft_config=lora, callbacks=[clock])
+    trainer = CountingTrainer(model_path, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              peft_config=lora, callbacks=[clock])  # the task's own rewards
     trainer.paft_counts = {"prompt_tokens": [], "padded_tokens": [], "prefill_tokens": [], "templates_per_group": []}
     return trainer
 

@@ -43,8 +43,7 @@ from paft_rl import precision  # noqa: E402
 from paft_rl.configs import PaftGRPOConfig  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
-from paft_rl.trainers import PaftGRPOTrainer, build_chooser, build_dataset  # noqa: E402
-from paft_rl.trainers.common import reward_functions  # noqa: E402
+from paft_rl.trainers import PaftGRPOTrainer, build_dataset  # noqa: E402
 
 sys.path.append(str(HERE))
 from overhead import StepClock, iqr  # noqa: E402
@@ -64,8 +63,8 @@ def trainer(model_path: str, tokenizer, workdir: Path, steps: int, seed: int, us
     task = get_task("synth_arith")
     dataset = build_dataset(task, load_rows(task, limit=64, seed=seed))
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    return PaftGRPOTrainer(model_path, reward_functions(None, task), args, dataset, build_chooser(args, task),
-                           conversational=True, processing_class=tokenizer, peft_config=lora, callbacks=[clock])
+    return PaftGRPOTrainer(model_path, args=args, train_dataset=dataset, processing_class=tokenizer,
+                           peft_config=lora, callbacks=[clock])  # the task's own rewards
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,8 +47,9 @@ from trl import GRPOTrainer, SFTTrainer  # noqa: E402
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig  # noqa: E402
 from paft_rl.formatting import build_prompt  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
-from paft_rl.trainers import PaftGRPOTrainer, PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset  # noqa: E402
-from paft_rl.trainers.common import example_fields, reward_functions  # noqa: E402
+from paft_rl.trainers import PaftGRPOTrainer, PaftSFTTrainer, build_dataset  # noqa: E402
+from paft_rl.trainers.data import example_fields  # noqa: E402
+from paft_rl.trainers.preflight import run_rewards  # noqa: E402
 
 NEVER = 10**9  # template_every larger than any run: each row keeps its position-0 template
 
@@ -97,12 +98,11 @@ def grpo_trainers(model_path, tokenizer, workdir: Path, steps: int, rows: int, s
     args = PaftGRPOConfig(**options)
     task = get_task("synth_arith")
     dataset = build_dataset(task, load_rows(task, limit=rows, seed=seed))
-    chooser = build_chooser(args, task)
-    rewards = reward_functions(None, task)
+    rewards, _ = run_rewards(args, task, None)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    paft = PaftGRPOTrainer(model_path, rewards, args, dataset, chooser, conversational=True,
-                           processing_class=tokenizer, peft_config=lora, callbacks=[clock_paft])
-    plain_data = dataset.add_column("prompt", fixed_prompts(dataset, chooser, True))
+    paft = PaftGRPOTrainer(model_path, rewards, args, dataset, processing_class=tokenizer, peft_config=lora,
+                           callbacks=[clock_paft])
+    plain_data = dataset.add_column("prompt", fixed_prompts(dataset, paft.chooser, True))
     plain = GRPOTrainer(model_path, rewards, args=PaftGRPOConfig(**options), train_dataset=plain_data,
                         processing_class=tokenizer, peft_config=lora, callbacks=[clock_plain])
     return paft, plain
@@ -115,13 +115,11 @@ def sft_trainers(model_path, tokenizer, workdir: Path, steps: int, rows: int, se
     args = PaftSFTConfig(**options)
     task = get_task("synth_mc").with_answer_style("text")
     dataset = build_dataset(task, load_rows(task, limit=rows, seed=seed))
-    chooser = build_chooser(args, task)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    collator = PaftSFTCollator(tokenizer, chooser, conversational=True, max_length=512)
-    paft = PaftSFTTrainer(model_path, args, dataset, collator, processing_class=tokenizer, peft_config=lora,
+    paft = PaftSFTTrainer(model_path, args, dataset, processing_class=tokenizer, peft_config=lora,
                           callbacks=[clock_paft])
     plain_data = Dataset.from_dict({
-        "prompt": fixed_prompts(dataset, chooser, True),
+        "prompt": fixed_prompts(dataset, paft.chooser, True),
         "completion": [[{"role": "assistant", "content": target}] for target in dataset["target"]],
     })
     plain_args = PaftSFTConfig(**{**options, "completion_only_loss": True})

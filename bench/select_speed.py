@@ -25,7 +25,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from paft_rl.formatting import encode_example
+from paft_rl.formatting import PromptFormat, encode_example
 from paft_rl.selection import score_templates
 from paft_rl.smollm import smollm2_dir
 from paft_rl.tasks import get_task, load_rows, load_task_pool
@@ -52,7 +52,8 @@ def trainer_evaluate_losses(model, tokenizer, pool, templates, examples, batch_s
     for template in templates:
         records = []
         for example in examples:
-            ids, n_prompt = encode_example(tokenizer, pool.render(template, example.fields), example.target, True)
+            ids, n_prompt = encode_example(tokenizer, pool.render(template, example.fields), example.target,
+                                           PromptFormat(chat=True))
             records.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * n_prompt + ids[n_prompt:]})
         trainer = Trainer(model=model, args=args, eval_dataset=Dataset.from_list(records),
                           data_collator=_pad_collator(tokenizer.pad_token_id))

@@ -48,7 +48,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from bench.overhead import StepClock  # noqa: E402
 from paft_rl.configs import PaftSFTConfig  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
-from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset  # noqa: E402
+from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer  # noqa: E402
 from prompt_pool import UserError  # noqa: E402
 
 
@@ -69,16 +69,20 @@ def make_trainer(model_path, tokenizer, workdir: Path, args_: argparse.Namespace
                          max_steps=args_.steps + 1, seed=args_.seed, report_to="none", save_strategy="no",
                          logging_steps=10**6, disable_tqdm=True, use_cpu=cpu, bf16=not cpu, learning_rate=1e-4,
                          per_device_train_batch_size=args_.batch, max_length=args_.max_length, packing=packing,
-                         model_init_kwargs={"dtype": "float32"})
+                         model_init_kwargs={"dtype": "float32"},
+                         mc_answer_style="text" if get_task(args_.task).is_multiple_choice else None)
     task = get_task(args_.task)
-    task = task.with_answer_style("text") if task.is_multiple_choice else task
-    dataset = build_dataset(task, load_rows(task, data=args_.data, limit=args_.rows, seed=args_.seed))
-    collator = CountingCollator(tokenizer, build_chooser(args, task), conversational=True)
-    collator.tokens, collator.padded = [], []
+    rows = load_rows(task, data=args_.data, limit=args_.rows, seed=args_.seed)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    trainer = PaftSFTTrainer(str(model_path), args, dataset, collator, processing_class=tokenizer, peft_config=lora,
-                             callbacks=[clock])
+    trainer = CountingTrainer(str(model_path), args, rows, processing_class=tokenizer, peft_config=lora,
+                              callbacks=[clock])
+    collator = trainer.paft_collator
+    collator.tokens, collator.padded = [], []
     return trainer, collator
+
+
+class CountingTrainer(PaftSFTTrainer):
+    collator_class = CountingCollator
 
 
 def main() -> None:

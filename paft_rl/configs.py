@@ -17,9 +17,10 @@ from prompt_pool import UserError
 
 from .precision import choose_precision, trains_on_cpu
 from .settings import SettingError, _range_problem, check_values, option
+from .trainers.draws import DRAWS, UniformDraw
 
-TemplateDraw = Literal["uniform", "fixed", "top", "sapo", "sapo_reward"]
-PromptFormat = Literal["auto", "chat", "plain"]
+TemplateDrawName = Literal[tuple(DRAWS)]  # every registered draw
+PromptFormatName = Literal["auto", "chat", "plain"]
 GroupTemplates = Literal["same", "mixed"]
 
 
@@ -96,12 +97,8 @@ class PaftArguments:
     field_aliases: list[str] | None = option(None, help="NAME=FIELD pairs mapping pool placeholders to task fields.")
     drop_duplicate_templates: bool = option(
         False, help="Drop templates whose text repeats another of the same split.")
-    template_draw: TemplateDraw = option(
-        "uniform",
-        help="uniform (PAFT: draw a train template per example / per GRPO group), fixed (one user-written "
-             "template, see fixed_template), top (one pool template, see template_id), sapo (draw weights from "
-             "each template's current task loss, SAPO) or sapo_reward (GRPO: from each template's running mean "
-             "reward).")
+    template_draw: TemplateDrawName = option(
+        "uniform", help=", ".join(f"{name} ({draw.summary})" for name, draw in DRAWS.items()) + ".")
     template_every: int = option(
         1, help="PAFT's K: an example keeps its drawn template for blocks of K optimizer steps.", positive=True)
     template_seed: int | None = option(None, help="Seed of the template draws. Default: seed.")
@@ -116,7 +113,7 @@ class PaftArguments:
         interval=("[", 0, None, ")"))
     sapo_probe_rows: int = option(
         64, help="sapo draws: score templates on the first N training rows.", positive=True)
-    prompt_format: PromptFormat = option(
+    prompt_format: PromptFormatName = option(
         "auto", help="chat (template rendered into the user message), plain (raw text) or auto (chat when the "
                      "tokenizer has a chat template).")
     system_prompt: str | None = option(None, help="Optional system message for chat prompts.")
@@ -143,16 +140,11 @@ class PaftArguments:
         check_trl_values(self)
         if not self.task:
             raise UserError("no task given: set `task:` in the recipe or pass --task NAME")
-        if self.template_draw == "fixed" and not self.fixed_template:
-            raise UserError("template_draw 'fixed' needs the template text: set fixed_template")
-        if self.template_draw == "top" and not self.template_id:
-            raise UserError("template_draw 'top' needs a pool template id: set template_id")
-        if self.fixed_template and self.template_draw != "fixed":
-            raise UserError(f"fixed_template is set but template_draw is {self.template_draw!r}, which ignores it: set "
-                            "template_draw: fixed, or remove fixed_template")
-        if self.template_id and self.template_draw != "top":
-            raise UserError(f"template_id is set but template_draw is {self.template_draw!r}, which ignores it: set "
-                            "template_draw: top, or remove template_id")
+        DRAWS[self.template_draw].check_options(self)
+        for name, draw in DRAWS.items():
+            if draw.option and getattr(self, draw.option) and self.template_draw != name:
+                raise UserError(f"{draw.option} is set but template_draw is {self.template_draw!r}, which ignores "
+                                f"it: set template_draw: {name}, or remove {draw.option}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise UserError(f"nothing to train: max_steps is {self.max_steps} and num_train_epochs is "
                             f"{self.num_train_epochs}; set max_steps to a positive count, or num_train_epochs > 0 "
@@ -197,10 +189,11 @@ class PaftGroupArguments:
                 raise UserError("templates_per_group is set but group_templates is 'same', which ignores it: set "
                                 "group_templates: mixed, or remove templates_per_group")
             return
-        if self.template_draw in ("fixed", "top"):
+        if not issubclass(DRAWS[self.template_draw], UniformDraw):
+            pool_draws = [name for name, draw in DRAWS.items() if issubclass(draw, UniformDraw)]
             raise UserError(f"group_templates 'mixed' spreads each group over several pool templates, but "
-                            f"template_draw {self.template_draw!r} trains one: use template_draw uniform, sapo or "
-                            "sapo_reward, or group_templates: same")
+                            f"template_draw {self.template_draw!r} trains one: use template_draw "
+                            f"{', '.join(pool_draws[:-1])} or {pool_draws[-1]}, or group_templates: same")
         templates, generations = self.templates_in_group(), self.num_generations
         if templates > generations:
             raise UserError(f"templates_per_group {templates} exceeds num_generations {generations}: a group of "
@@ -293,8 +286,8 @@ class PaftSFTConfig(SFTConfig, PaftArguments):
 
     def __post_init__(self):
         self.check_paft_arguments()
-        if self.template_draw == "sapo_reward":
-            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, "
+        if DRAWS[self.template_draw].grpo_only:
+            raise UserError(f"template_draw {self.template_draw!r} needs rollout rewards: use it with paft-rl grpo, "
                             "or use 'sapo'")
         self.precision_note = choose_precision(self)
         try:

@@ -7,34 +7,66 @@ the SFT trainer trains on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prompt_pool import UserError
 
 
-def resolve_conversational(prompt_format: str, tokenizer, system_prompt: str | None = None) -> bool:
-    """Whether prompts are chats: ``chat``/``plain`` as asked, ``auto`` when the tokenizer has a chat template.
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a rendered template becomes the prompt a model sees: the user message of a chat (after an optional
+    system message) or plain text. Built once per run (`PromptFormat.resolve`) and passed along, so training,
+    SAPO scoring and evaluation cannot disagree on it.
 
-    A system prompt needs a chat: plain text has no system turn, and dropping it would train or evaluate on
-    another prompt than the recipe says.
+    Args:
+        chat (`bool`, defaults to `False`): the template goes into a chat's user turn (the tokenizer's chat
+            template); otherwise it is the raw prompt text.
+        system_prompt (`str`, *optional*): the system message before the user turn (chats only).
     """
-    if prompt_format not in ("auto", "chat", "plain"):
-        raise UserError(f"prompt_format must be auto, chat or plain, got {prompt_format!r}")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if prompt_format == "chat" and not has_template:
-        raise UserError("prompt_format is 'chat' but the tokenizer has no chat template: use prompt_format plain")
-    conversational = prompt_format == "chat" or (prompt_format == "auto" and has_template)
-    if system_prompt and not conversational:
-        why = "prompt_format is plain" if prompt_format == "plain" else "the tokenizer has no chat template"
-        raise UserError(f"system_prompt is set but prompts are plain text ({why}), which has no system turn: "
-                        "remove system_prompt, or use a model whose tokenizer has a chat template")
-    return conversational
+
+    chat: bool = False
+    system_prompt: str | None = None
+
+    @classmethod
+    def resolve(cls, name: str, tokenizer, system_prompt: str | None = None) -> PromptFormat:
+        """The format a recipe's ``prompt_format`` (``chat``, ``plain`` or ``auto``: chat when the tokenizer has a
+        chat template) and ``system_prompt`` ask for.
+
+        A system prompt needs a chat: plain text has no system turn, and dropping it would train or evaluate on
+        another prompt than the recipe says.
+        """
+        if name not in ("auto", "chat", "plain"):
+            raise UserError(f"prompt_format must be auto, chat or plain, got {name!r}")
+        has_template = bool(tokenizer.chat_template)
+        if name == "chat" and not has_template:
+            raise UserError("prompt_format is 'chat' but the tokenizer has no chat template: use prompt_format plain")
+        chat = name == "chat" or (name == "auto" and has_template)
+        if system_prompt and not chat:
+            why = "prompt_format is plain" if name == "plain" else "the tokenizer has no chat template"
+            raise UserError(f"system_prompt is set but prompts are plain text ({why}), which has no system turn: "
+                            "remove system_prompt, or use a model whose tokenizer has a chat template")
+        return cls(chat, system_prompt or None)
+
+    def build(self, text: str) -> str | list[dict]:
+        """The prompt TRL receives: the rendered template as raw text, or as the user message of a chat."""
+        if not self.chat:
+            return text
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return messages + [{"role": "user", "content": text}]
+
+    def text(self, tokenizer, rendered: str) -> str:
+        """The exact text the rendered template becomes before tokenisation."""
+        return prompt_text(tokenizer, self.build(rendered))
+
+
+def resolve_conversational(prompt_format: str, tokenizer, system_prompt: str | None = None) -> bool:
+    """Whether prompts are chats (`PromptFormat.resolve`), for callers that hold the two settings apart."""
+    return PromptFormat.resolve(prompt_format, tokenizer, system_prompt).chat
 
 
 def build_prompt(text: str, conversational: bool, system_prompt: str | None = None) -> str | list[dict]:
-    """The prompt TRL receives: the rendered template as raw text, or as the user message of a chat."""
-    if not conversational:
-        return text
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": text}]
+    """`PromptFormat.build` for callers that hold the two settings apart."""
+    return PromptFormat(conversational, system_prompt).build(text)
 
 
 def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
@@ -76,10 +108,9 @@ def encode_texts(tokenizer, prompt_texts: list[str], completion_texts: list[str]
     return list(zip(prompt_ids, completion_ids, strict=True))
 
 
-def encode_example(tokenizer, rendered: str, target: str, conversational: bool,
-                   system_prompt: str | None = None) -> tuple[list[int], int]:
+def encode_example(tokenizer, rendered: str, target: str, prompt_format: PromptFormat) -> tuple[list[int], int]:
     """Token ids of prompt + reference completion, and how many of them are the prompt (as the SFT collator)."""
-    prompt = build_prompt(rendered, conversational, system_prompt)
+    prompt = prompt_format.build(rendered)
     ((prompt_ids, completion_ids),) = encode_texts(tokenizer, [prompt_text(tokenizer, prompt)],
-                                                   [completion_text(tokenizer, prompt, target)], conversational)
+                                                   [completion_text(tokenizer, prompt, target)], prompt_format.chat)
     return prompt_ids + completion_ids, len(prompt_ids)

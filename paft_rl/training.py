@@ -1,4 +1,5 @@
-"""Training as library calls: `train_sft` and `train_grpo` take the parsed configs and return what they made.
+"""Training as library calls: `train_sft` and `train_grpo` take the parsed configs, build the trainer as a Python
+user would (`paft_rl.PaftSFTTrainer`, `paft_rl.PaftGRPOTrainer`), train and save; one path for every caller.
 
 ``paft-rl sft|grpo`` only parse a recipe and call these. Workflows (pipeline, demo, sequence) call `train_recipe`
 with a recipe held as a mapping: it is parsed exactly as a YAML file would be, and no settings travel through a
@@ -20,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .precision import announce
-
 
 @dataclass
 class TrainResult:
@@ -39,71 +38,40 @@ class TrainResult:
 
 
 def train_sft(args, model_args) -> TrainResult:
-    """PAFT SFT: every checked input first (pool, data, tokenizer, lengths), then TRL's `SFTTrainer` with a
-    collator that renders each example's template when its batch is built.
+    """PAFT SFT with `PaftSFTTrainer` (which checks every input before the model loads), then the model saved.
 
     Args:
         args (`PaftSFTConfig`): TRL's SFT options plus the pool options.
         model_args (`trl.ModelConfig`): model path and LoRA options.
     """
-    from .trainers.setup import adaptive_draws, model_init_kwargs, preflight
-    from .trainers.sft import PaftSFTCollator, PaftSFTTrainer
+    from .trainers.sft import PaftSFTTrainer
 
-    announce(args.precision_note)
-    inputs = preflight(args, model_args)
-    model_init_kwargs(args, model_args)
-    collator = PaftSFTCollator(inputs.tokenizer, inputs.chooser, inputs.conversational, args.system_prompt,
-                               args.max_length)
-    trainer = PaftSFTTrainer(
-        model=model_args.model_name_or_path, args=args, train_dataset=inputs.dataset, collator=collator,
-        processing_class=inputs.tokenizer, peft_config=inputs.peft_config, eval_dataset=inputs.eval_dataset,
-        adaptive=adaptive_draws(args, inputs),
-    )
-    return _result(trainer, args)
+    return _trained(PaftSFTTrainer, args, model_args)
 
 
 def train_grpo(args, model_args) -> TrainResult:
-    """PAFT GRPO: every checked input first, then TRL's `GRPOTrainer` with one pool template per rollout group.
+    """PAFT GRPO with `PaftGRPOTrainer` (which checks every input before the model loads), then the model saved.
 
     Args:
         args (`PaftGRPOConfig`): TRL's GRPO options plus the pool options.
         model_args (`trl.ModelConfig`): model path and LoRA options.
     """
     from .trainers.grpo import PaftGRPOTrainer
-    from .trainers.setup import adaptive_draws, model_init_kwargs, preflight
 
-    announce(args.precision_note)
-    inputs = preflight(args, model_args)
-    note_text_answer_budget(inputs, args.max_completion_length)
+    return _trained(PaftGRPOTrainer, args, model_args)
+
+
+def _trained(trainer_class, args, model_args) -> TrainResult:
+    """As TRL's scripts: the trainer built from the model path, the config and ModelConfig's `LoraConfig`; trained
+    (resuming as the config says) and saved with its tokenizer into output_dir."""
+    from .trainers.preflight import check_run_output
+    from .trainers.recipes import model_init_kwargs, peft_config_of
+
+    check_run_output(args)  # a command's output folder and resume point, before anything else
     model_init_kwargs(args, model_args)
-    trainer = PaftGRPOTrainer(
-        model=model_args.model_name_or_path, reward_funcs=inputs.reward_funcs, args=args, train_dataset=inputs.dataset,
-        chooser=inputs.chooser, conversational=inputs.conversational, system_prompt=args.system_prompt,
-        processing_class=inputs.tokenizer, peft_config=inputs.peft_config, eval_dataset=inputs.eval_dataset,
-        adaptive=adaptive_draws(args, inputs),
-    )
-    return _result(trainer, args)
-
-
-def note_text_answer_budget(inputs, budget: int | None) -> None:
-    """Say so when GRPO's completions cannot hold the longest option a text answer copies: those rows cannot be
-    answered right, and their reward is 0 whatever the model learns."""
-    from prompt_pool import short_value
-
-    from .tasks import text_answer_tokens
-
-    if budget is None or not inputs.task.answers_with_text:
-        return
-    longest = text_answer_tokens(inputs.task, inputs.dataset["options"], inputs.tokenizer)
-    if budget < longest[0]:
-        announce(f"max_completion_length {budget} cuts text answers: option {short_value(longest[1])} is "
-                 f"{longest[0]} tokens, so no completion can copy it whole (raise max_completion_length)")
-
-
-def _result(trainer, args) -> TrainResult:
-    from .trainers.setup import train_and_save
-
-    output = train_and_save(trainer, args)
+    trainer = trainer_class(model=model_args.model_name_or_path, args=args, peft_config=peft_config_of(model_args))
+    output = trainer.train()
+    trainer.save_model(args.output_dir)
     return TrainResult(args.output_dir, int(output.global_step), dict(output.metrics))
 
 
@@ -114,7 +82,7 @@ def recipe_configs(command: str | None, recipe: dict[str, Any], where: str | Non
     other an SFT recipe (so an unknown key gets SFT's did-you-mean). ``where`` names the recipe in messages.
     """
     from .configs import PaftGRPOConfig, PaftSFTConfig
-    from .trainers.setup import parse_recipe_mapping
+    from .trainers.recipes import parse_recipe_mapping
 
     if command is None:
         grpo_only = set(PaftGRPOConfig.__dataclass_fields__) - set(PaftSFTConfig.__dataclass_fields__)
@@ -152,7 +120,7 @@ def saved_message(result: TrainResult) -> str:
 
 def interrupted_message(args) -> str:
     """What an interrupted training left in output_dir, and the flag that continues it from there."""
-    from .trainers.common import checkpoint_step, existing_checkpoints
+    from .trainers.cycles import checkpoint_step, existing_checkpoints
 
     last = max(existing_checkpoints(args.output_dir), key=lambda p: checkpoint_step(p) or 0, default=None)
     if last is None:

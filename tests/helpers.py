@@ -19,6 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from paft_rl.trainers import PaftSFTCollator, TemplateChooser
+from paft_rl.trainers.draws import DRAWS, FixedDraw
 from prompt_pool import PromptPool, Template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +40,9 @@ def write_pool(path: Path, templates=ARITH_TEMPLATES, heldout=("Held out: {quest
 
 
 def chooser(draw="uniform", every=1, fixed=None) -> TemplateChooser:
-    """A chooser over ARITH_TEMPLATES with seed 0."""
+    """A chooser over ARITH_TEMPLATES with seed 0 (``fixed``: the template of a fixed draw)."""
     pool = PromptPool([Template(tid, text) for tid, text in ARITH_TEMPLATES], name="t")
-    return TemplateChooser(pool, seed=0, every=every, draw=draw, fixed=fixed)
+    return TemplateChooser(FixedDraw(pool, 0, fixed) if fixed else DRAWS[draw](pool, 0), every=every)
 
 
 def digit_share(prompts, completions, **kwargs):

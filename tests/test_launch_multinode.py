@@ -94,16 +94,15 @@ def machine_worker(model_dir: str, output_dir: str) -> None:
 
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
-    from paft_rl.trainers import build_chooser, build_dataset
-    from paft_rl.trainers.common import resolve_task
+    from paft_rl.trainers import build_dataset
+    from paft_rl.trainers.preflight import resolve_task
 
     args = PaftGRPOConfig(output_dir=output_dir, task="synth_arith", max_steps=2, per_device_train_batch_size=6,
                           num_generations=GROUP, max_completion_length=4, learning_rate=0.05, report_to="none",
                           use_cpu=True, bf16=False, save_strategy="no", seed=1, logging_steps=1)
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
-    trainer = recording_grpo_trainer()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
-                                       conversational=True, processing_class=make_tiny_tokenizer())
+    trainer = recording_grpo_trainer()(model_dir, [digit_share], args, dataset, processing_class=make_tiny_tokenizer())
     initial = gathered_weights_digest(trainer.model)
     trainer.train()
     record = {"generated": trainer.generated, "weights": gathered_weights_digest(trainer.model),

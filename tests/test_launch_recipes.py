@@ -115,7 +115,7 @@ def world_size(processes: int):
 
 def parse(recipe: Path, command: str, processes: int, *overrides: str):
     from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
-    from paft_rl.trainers.setup import parse_recipe
+    from paft_rl.trainers.recipes import parse_recipe
 
     config_class = PaftGRPOConfig if command == "grpo" else PaftSFTConfig
     with world_size(processes):

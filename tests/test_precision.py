@@ -9,7 +9,7 @@ import pytest
 
 from paft_rl import precision
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
-from paft_rl.trainers.setup import parse_recipe
+from paft_rl.trainers.recipes import parse_recipe
 
 AVX512_BF16 = ("x86_64", frozenset({"avx2", "avx512f", "avx512_bf16"}), "AVX512")
 AVX2_ONLY = ("x86_64", frozenset({"avx2", "fma"}), "AVX2")

@@ -11,9 +11,10 @@ import pytest
 
 from paft_rl.eval import EvalSettings, evaluate
 from paft_rl.eval import backends as eval_backends
-from paft_rl.formatting import build_prompt, encode_example
+from paft_rl.formatting import PromptFormat, build_prompt, encode_example
 from paft_rl.tasks import get_task, load_rows
-from paft_rl.trainers.common import TemplateChooser, build_dataset, example_fields
+from paft_rl.trainers.data import build_dataset, example_fields
+from paft_rl.trainers.draws import TemplateChooser, UniformDraw
 from paft_rl.trainers.grpo import PaftGRPOTrainer
 from paft_rl.trainers.sft import PaftSFTCollator
 from paft_rl.training import recipe_configs, train_grpo, train_sft
@@ -179,10 +180,9 @@ def collated_and_trl(tiny_model: Path, tokenizer, templates, chat: bool, tmp_pat
 
     task = get_task("synth_mc")
     rows = build_dataset(task, load_rows(task, limit=6, seed=0)).to_list()
-    chooser = TemplateChooser(PromptPool([Template(tid, text) for tid, text in templates], name="p"), seed=0,
-                              every=1, draw="uniform", fixed=None)
+    chooser = TemplateChooser(UniformDraw(PromptPool([Template(tid, text) for tid, text in templates], name="p"), 0))
     system = SYSTEM if chat else None
-    batch = PaftSFTCollator(tokenizer, chooser, conversational=chat, system_prompt=system)(rows, step=0)
+    batch = PaftSFTCollator(tokenizer, chooser, PromptFormat(chat, system))(rows, step=0)
     pairs, rendered = [], []
     for row in rows:
         rendered.append((chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)), row["target"]))
@@ -207,7 +207,7 @@ def test_collator_ids_equal_trl_prompt_completion_tokenisation(tiny_model, tmp_p
         assert batch["input_ids"][i, :length].tolist() == trl_row["input_ids"]
         assert batch["labels"][i, :length].tolist() == trl_row["labels"]  # loss on the same completion tokens
         # SAPO scores a template on the same sequence (`formatting.encode_example`), prompt boundary included.
-        ids, prompt_length = encode_example(tokenizer, text, target, chat, SYSTEM if chat else None)
+        ids, prompt_length = encode_example(tokenizer, text, target, PromptFormat(chat, SYSTEM if chat else None))
         assert ids == trl_row["input_ids"] and prompt_length == trl_row["labels"].count(-100)
     if bos and not chat:
         assert prepared[0]["input_ids"][0] == tokenizer.bos_token_id  # the case the BOS handling is about

@@ -1,5 +1,5 @@
 """SAPO's adaptive draws: weights follow softmax(-loss / T), the chooser draws by the weights the adaptive object
-holds now (given to the trainer when it is built), runs are deterministic and a resumed run draws exactly what the
+holds now (built by the trainer from its config), runs are deterministic and a resumed run draws exactly what the
 uninterrupted run drew."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.selection.adaptive import STATE_FILE, AdaptiveWeights, softmax_scores
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import PaftSFTTrainer, build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
+from paft_rl.trainers.preflight import resolve_task
 from prompt_pool import UserError
 
 COMMON = dict(task="synth_arith", max_steps=6, save_strategy="steps", save_steps=3, report_to="none", use_cpu=True,
@@ -121,18 +121,19 @@ def test_restore_reads_the_checkpoint_a_resume_starts_from(tmp_path):
 
 
 def sapo_sft_run(model_dir, output_dir, stop_at=None, resume=None, **overrides):
-    args, task, chooser = chooser_for(**{"output_dir": str(output_dir), "per_device_train_batch_size": 2,
-                                         "max_length": 256, **overrides})
-    dataset = build_dataset(task, load_rows(task, limit=24, seed=0))
+    # The trainer builds SAPO's weights from the config: its probe set is the first sapo_probe_rows rows (`probe`).
+    args, task, _ = chooser_for(**{"output_dir": str(output_dir), "per_device_train_batch_size": 2,
+                                   "max_length": 256, "sapo_probe_rows": 4, **overrides})
     tokenizer = make_tiny_tokenizer()
-    collator = RecordingCollator(tokenizer, chooser, conversational=True)
-    collator.seen = []
-    adaptive = AdaptiveWeights(chooser.pool, "sapo", args.sapo_every, args.sapo_temperature, probe=probe(task, dataset),
-                               tokenizer=tokenizer, conversational=True)
-    trainer = PaftSFTTrainer(str(model_dir), args, dataset, collator, processing_class=tokenizer, adaptive=adaptive,
-                             callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer = RecordingSFTTrainer(str(model_dir), args, load_rows(task, limit=24, seed=0), processing_class=tokenizer,
+                                  callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer.paft_collator.seen = []
     trainer.train(resume_from_checkpoint=resume)  # a resume restores the checkpoint's sapo_state.json itself
-    return collator.seen, adaptive
+    return trainer.paft_collator.seen, trainer.adaptive
+
+
+class RecordingSFTTrainer(PaftSFTTrainer):
+    collator_class = RecordingCollator
 
 
 def probe(task, dataset):
@@ -219,15 +220,12 @@ def sapo_grpo_run(model_dir, output_dir, stop_at=None, resume=None):
                              "max_steps": 4, "save_steps": 1, "num_iterations": 2, "per_device_train_batch_size": 4,
                              "num_generations": 2, "max_completion_length": 4})
     task = resolve_task(args)
-    chooser = build_chooser(args, task)
-    adaptive = AdaptiveWeights(chooser.pool, "sapo_reward", args.sapo_every, args.sapo_temperature)
     trainer_class = recording_grpo_trainer()
     trainer_class.generated = []
-    trainer = trainer_class(str(model_dir), [digit_share], args, build_dataset(task, load_rows(task, limit=12, seed=0)),
-                            chooser, conversational=True, processing_class=make_tiny_tokenizer(), adaptive=adaptive,
-                            callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer = trainer_class(str(model_dir), [digit_share], args, load_rows(task, limit=12, seed=0),
+                            processing_class=make_tiny_tokenizer(), callbacks=[StopAfter(stop_at)] if stop_at else None)
     trainer.train(resume_from_checkpoint=resume)
-    return [tuple(map(str, entry[1:3])) for entry in trainer.generated], adaptive
+    return [tuple(map(str, entry[1:3])) for entry in trainer.generated], trainer.adaptive
 
 
 @pytest.mark.slow

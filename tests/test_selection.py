@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paft_rl.formatting import encode_example
+from paft_rl.formatting import PromptFormat, encode_example
 from paft_rl.selection import pick_template, score_templates, softmax_scores
 from paft_rl.tasks import get_task, load_rows
 from prompt_pool import PromptPool, Template, UserError
@@ -34,7 +34,8 @@ def examples(n=6):
 
 
 def direct_loss(model, tokenizer, template, example):
-    ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target, True)
+    ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target,
+                                   PromptFormat(chat=True))
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
     targets = torch.tensor(ids[n_prompt:])
@@ -201,19 +202,19 @@ def test_select_reads_sft_and_grpo_recipes_with_trls_defaults():
 
 
 def test_scoring_sees_exactly_the_tokens_sft_trains_on():
-    from paft_rl.formatting import encode_example
     from paft_rl.trainers import PaftSFTCollator, build_dataset
-    from paft_rl.trainers.common import TemplateChooser
+    from paft_rl.trainers.draws import FixedDraw, TemplateChooser
 
     tokenizer = make_tiny_tokenizer()
     task = get_task("synth_mc")
     rows = build_dataset(task, load_rows(task, limit=3))
     for template in POOL.train:
-        collator = PaftSFTCollator(tokenizer, TemplateChooser(POOL, 0, fixed=template), conversational=True)
+        collator = PaftSFTCollator(tokenizer, TemplateChooser(FixedDraw(POOL, 0, template)), PromptFormat(chat=True))
         batch = collator(list(rows), step=0)
         for i, row in enumerate(rows):
             example = task.example(row)
-            ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target, True)
+            ids, n_prompt = encode_example(tokenizer, POOL.render(template, example.fields), example.target,
+                                           PromptFormat(chat=True))
             trained = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
             assert trained == ids
             assert (batch["labels"][i][:n_prompt] == -100).all() and batch["labels"][i][n_prompt] != -100

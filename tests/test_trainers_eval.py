@@ -13,8 +13,8 @@ from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import load_rows
-from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
+from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_dataset
+from paft_rl.trainers.preflight import resolve_task
 
 HELDOUT = ("Held out zero: {question}", "Held out one -> {question}")
 TRAIN_IDS = {tid for tid, _ in ARITH_TEMPLATES}
@@ -53,7 +53,6 @@ def test_grpo_evaluates_heldout_templates_with_the_same_pairs_each_time(model_di
     task = resolve_task(args)
     logged = []
     trainer = recording_grpo_trainer()(str(model_dir), [prefers_template_zero], args, rows_of(task, "train", 8),
-                                       build_chooser(args, task), conversational=True,
                                        eval_dataset=rows_of(task, "test", 3), processing_class=make_tiny_tokenizer(),
                                        callbacks=[RecordLogs(logged)])
     trainer.generated = []
@@ -82,6 +81,10 @@ class EvalRecordingCollator(PaftSFTCollator):
         return super().__call__(rows, step, packing, evaluation)
 
 
+class EvalRecordingTrainer(PaftSFTTrainer):
+    collator_class = EvalRecordingCollator
+
+
 def template_losses_by_hand(model, collator, dataset) -> dict[str, float]:
     """Token-weighted loss per template, computed directly from padded batches of one template."""
     losses = {}
@@ -102,12 +105,12 @@ def test_sft_eval_loss_per_heldout_template(packing, model_dir, pool, tmp_path):
                          per_device_eval_batch_size=4, max_length=256, packing=packing, **EVAL)
     task = resolve_task(args)
     tokenizer = make_tiny_tokenizer()
-    collator = EvalRecordingCollator(tokenizer, build_chooser(args, task), conversational=True)
-    collator.seen = []
     logged = []
-    trainer = PaftSFTTrainer(str(model_dir), args, rows_of(task, "train", 8), collator,
-                             eval_dataset=rows_of(task, "test", 3), processing_class=tokenizer,
-                             callbacks=[RecordLogs(logged)])
+    trainer = EvalRecordingTrainer(str(model_dir), args, rows_of(task, "train", 8),
+                                   eval_dataset=rows_of(task, "test", 3), processing_class=tokenizer,
+                                   callbacks=[RecordLogs(logged)])
+    collator = trainer.paft_collator
+    collator.seen = []
     trainer.train()
     by_step = {}
     for step, pairs in collator.seen:

@@ -22,7 +22,8 @@ from paft_rl.configs import PaftGRPOConfig
 from paft_rl.formatting import build_prompt
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import build_chooser, build_dataset
-from paft_rl.trainers.common import example_fields, resolve_task
+from paft_rl.trainers.data import example_fields
+from paft_rl.trainers.preflight import resolve_task
 from prompt_pool import UserError
 
 G = 4
@@ -80,7 +81,6 @@ def train(model_dir, args, rows=8, rewards=None, resume=None, **kwargs):
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
     trainer = recording_trainer_class()(str(model_dir), rewards or [digit_share], args, dataset,
-                                        build_chooser(args, task), conversational=True,
                                         processing_class=make_tiny_tokenizer(), **kwargs)
     trainer.generated = []
     trainer.train(resume_from_checkpoint=resume)
@@ -326,8 +326,7 @@ def mixed_worker(model_dir: str, output_dir: str) -> None:
     args = worker_args(output_dir)
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
-    trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
-                                        conversational=True, processing_class=make_tiny_tokenizer())
+    trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, processing_class=make_tiny_tokenizer())
     trainer.generated = []
     trainer.train()
     Path(output_dir).mkdir(parents=True, exist_ok=True)

@@ -67,8 +67,8 @@ def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
 
     from paft_rl.configs import PaftGRPOConfig
     from paft_rl.tasks import load_rows
-    from paft_rl.trainers import build_chooser, build_dataset
-    from paft_rl.trainers.common import resolve_task
+    from paft_rl.trainers import build_dataset
+    from paft_rl.trainers.preflight import resolve_task
 
     options = dict(output_dir=output_dir, task="synth_arith", max_steps=2, per_device_train_batch_size=6,
                    num_generations=GROUP, max_completion_length=4, learning_rate=0.05, report_to="none",
@@ -77,8 +77,7 @@ def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
     task = resolve_task(args)
     dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
     zero3 = bool(args.deepspeed) and args.deepspeed.get("zero_optimization", {}).get("stage") == 3
-    trainer = recording_grpo_trainer()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
-                                       conversational=True, processing_class=make_tiny_tokenizer())
+    trainer = recording_grpo_trainer()(model_dir, [digit_share], args, dataset, processing_class=make_tiny_tokenizer())
     initial = None if zero3 else weights_digest(trainer.model)  # ZeRO-3 params are partitioned
     trainer.train()
     final = None if zero3 else weights_digest(trainer.model)

@@ -12,9 +12,8 @@ from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 from paft_rl.configs import PaftGRPOConfig
 from paft_rl.tasks import load_rows
-from paft_rl.trainers import build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
+from paft_rl.trainers.preflight import resolve_task
 
 BASE = dict(task="synth_arith", per_device_train_batch_size=4, num_generations=2, max_completion_length=4,
             learning_rate=0.05, report_to="none", use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
@@ -26,17 +25,14 @@ def model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny"))
 
 
-def grpo_trainer(model_dir, output_dir, reward=digit_share, rows=12, callbacks=None, adaptive=None, **overrides):
-    """A recording PaftGRPOTrainer; ``adaptive``: a function of the chooser's pool giving SAPO's weights."""
+def grpo_trainer(model_dir, output_dir, reward=digit_share, rows=12, callbacks=None, **overrides):
+    """A recording PaftGRPOTrainer (SAPO's weights, for a sapo draw, built by the trainer from the config)."""
     args = PaftGRPOConfig(output_dir=str(output_dir), **{**BASE, **overrides})
     task = resolve_task(args)
-    dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
     trainer_class = recording_grpo_trainer()
     trainer_class.generated = []
-    chooser = build_chooser(args, task)
-    return trainer_class(str(model_dir), [reward], args, dataset, chooser, conversational=True,
-                         processing_class=make_tiny_tokenizer(), callbacks=callbacks,
-                         adaptive=adaptive(chooser.pool) if adaptive else None)
+    return trainer_class(str(model_dir), [reward], args, load_rows(task, limit=rows, seed=0),
+                         processing_class=make_tiny_tokenizer(), callbacks=callbacks)
 
 
 # ---------------------------------------------------------------------------- unscorable completions
@@ -72,11 +68,8 @@ def test_unscorable_completions_are_left_out_of_reward_by_template(model_dir, tm
 
 # ---------------------------------------------------------------------------- SAPO's cadence
 def test_sapo_updates_at_first_generation_after_each_multiple_of_sapo_every(model_dir, tmp_path):
-    from paft_rl.selection.adaptive import AdaptiveWeights
-
     trainer = grpo_trainer(model_dir, tmp_path / "o", max_steps=7, steps_per_generation=2, template_draw="sapo_reward",
-                           sapo_every=3, adaptive=lambda pool: AdaptiveWeights(pool, "sapo_reward", every=3,
-                                                                               temperature=0.1))
+                           sapo_every=3, sapo_temperature=0.1)
     updates = []
     original = trainer.adaptive.maybe_update
 

@@ -8,8 +8,8 @@ from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
 from paft_rl.tasks import load_rows
-from paft_rl.trainers import PaftSFTTrainer, build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
+from paft_rl.trainers import PaftSFTTrainer, build_dataset
+from paft_rl.trainers.preflight import resolve_task
 
 COMMON = dict(task="synth_arith", max_steps=4, save_strategy="steps", save_steps=2, report_to="none", use_cpu=True,
               bf16=False, seed=2, logging_steps=1, learning_rate=0.01)
@@ -27,8 +27,7 @@ def grpo_run(model_dir, output_dir, stop_at=None, resume=None, **overrides) -> l
     dataset = build_dataset(task, load_rows(task, limit=12, seed=0))
     trainer_class = recording_grpo_trainer()
     trainer_class.generated = []
-    trainer = trainer_class(str(model_dir), [digit_share], args, dataset, build_chooser(args, task),
-                            conversational=True, processing_class=make_tiny_tokenizer(),
+    trainer = trainer_class(str(model_dir), [digit_share], args, dataset, processing_class=make_tiny_tokenizer(),
                             callbacks=[StopAfter(stop_at)] if stop_at else None)
     trainer.train(resume_from_checkpoint=resume)
     return [tuple(map(str, entry)) for entry in trainer.generated]
@@ -91,15 +90,18 @@ def test_cli_refuses_an_unrestorable_checkpoint_before_loading_the_model(tmp_pat
 
 def sft_run(model_dir, output_dir, stop_at=None, resume=None) -> list:
     args = PaftSFTConfig(output_dir=str(output_dir), per_device_train_batch_size=3, gradient_accumulation_steps=2,
-                         max_length=128, **COMMON)
+                         max_length=256, prompt_format="plain", **COMMON)  # the pre-flight: prompts fit
     task = resolve_task(args)
-    dataset = build_dataset(task, load_rows(task, limit=30, seed=0))
-    collator = RecordingCollator(make_tiny_tokenizer(), build_chooser(args, task))
-    collator.seen = []
-    trainer = PaftSFTTrainer(str(model_dir), args, dataset, collator, processing_class=make_tiny_tokenizer(),
-                             callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer = RecordingSFTTrainer(str(model_dir), args, load_rows(task, limit=30, seed=0),
+                                  processing_class=make_tiny_tokenizer(),
+                                  callbacks=[StopAfter(stop_at)] if stop_at else None)
+    trainer.paft_collator.seen = []
     trainer.train(resume_from_checkpoint=resume)
-    return collator.seen
+    return trainer.paft_collator.seen
+
+
+class RecordingSFTTrainer(PaftSFTTrainer):
+    collator_class = RecordingCollator
 
 
 def test_sft_resume_reproduces_template_sequence(model_dir, tmp_path):

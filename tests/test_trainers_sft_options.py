@@ -14,10 +14,12 @@ from transformers import AutoModelForCausalLM
 
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftSFTConfig
+from paft_rl.formatting import PromptFormat
 from paft_rl.tasks import get_task, load_rows
-from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
+from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_dataset
+from paft_rl.trainers.preflight import resolve_task
 
+CHAT = PromptFormat(chat=True)
 MAX_LENGTH = 256  # longer than any example here, so only packing and the truncation tests cut
 
 
@@ -33,8 +35,7 @@ def rows():
 
 
 def collator(**options) -> PaftSFTCollator:
-    return PaftSFTCollator(make_tiny_tokenizer(), chooser(), conversational=True, **{"max_length": MAX_LENGTH,
-                                                                                      **options})
+    return PaftSFTCollator(make_tiny_tokenizer(), chooser(), CHAT, **{"max_length": MAX_LENGTH, **options})
 
 
 def rendered_ids(rows, step=0) -> list[list[int]]:
@@ -70,8 +71,8 @@ def test_bfd_packing_is_one_padding_free_row_of_the_examples_with_their_template
 def test_bfd_truncates_and_bfd_split_keeps_overflow(rows):
     longest = max(len(ids) for ids in rendered_ids(rows))
     short = longest - 5
-    bfd = PaftSFTCollator(make_tiny_tokenizer(), chooser(), conversational=True, max_length=short, packing=True)
-    split = PaftSFTCollator(make_tiny_tokenizer(), chooser(), conversational=True, max_length=short, packing=True,
+    bfd = PaftSFTCollator(make_tiny_tokenizer(), chooser(), CHAT, max_length=short, packing=True)
+    split = PaftSFTCollator(make_tiny_tokenizer(), chooser(), CHAT, max_length=short, packing=True,
                             packing_strategy="bfd_split")
     total = sum(len(ids) for ids in rendered_ids(rows))
     assert bfd(rows, 0)["input_ids"].shape[1] < total  # overflow dropped (TRL's bfd)
@@ -109,8 +110,8 @@ def test_completion_only_loss_false_trains_on_the_prompt_too(rows):
 def test_truncation_mode_keep_end_keeps_the_completion(rows):
     tokenizer = make_tiny_tokenizer()
     cut = 12
-    start = PaftSFTCollator(tokenizer, chooser(), conversational=True, max_length=cut)(rows, 0)
-    end = PaftSFTCollator(tokenizer, chooser(), conversational=True, max_length=cut, truncation_mode="keep_end")
+    start = PaftSFTCollator(tokenizer, chooser(), CHAT, max_length=cut)(rows, 0)
+    end = PaftSFTCollator(tokenizer, chooser(), CHAT, max_length=cut, truncation_mode="keep_end")
     batch = end(rows, 0)
     for i, ids in enumerate(rendered_ids(rows)):
         assert batch["input_ids"][i].tolist() == ids[-cut:]
@@ -137,11 +138,8 @@ def sft_trainer(model_dir, tmp_path, **options):
                     bf16=False, seed=1, save_strategy="no", learning_rate=0.05, max_length=MAX_LENGTH)
     args = PaftSFTConfig(output_dir=str(tmp_path / "out"), **{**settings, **options})
     task = resolve_task(args)
-    dataset = build_dataset(task, load_rows(task, limit=16, seed=0))
     tokenizer = make_tiny_tokenizer()
-    trainer = RecordingTrainer(str(model_dir), args, dataset, PaftSFTCollator(tokenizer, build_chooser(args, task),
-                                                                              conversational=True),
-                               processing_class=tokenizer)
+    trainer = RecordingTrainer(str(model_dir), args, load_rows(task, limit=16, seed=0), processing_class=tokenizer)
     trainer.seen = []
     return trainer
 

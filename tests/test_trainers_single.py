@@ -17,10 +17,11 @@ from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 from paft_rl.cli import main as cli
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig
+from paft_rl.formatting import PromptFormat
 from paft_rl.tasks import get_task, load_rows
 from paft_rl.trainers import TemplateChooser, build_chooser, build_dataset
-from paft_rl.trainers.common import resolve_task
 from paft_rl.trainers.grpo import TEMPLATE_METRIC
+from paft_rl.trainers.preflight import resolve_task
 from paft_rl.trainers.sft import PaftSFTCollator
 from prompt_pool import Template
 
@@ -78,18 +79,16 @@ def test_grpo_cli_trains_lora_with_registry_and_dotted_path_rewards(model_dir, a
 
 
 def make_grpo_trainer(model_dir, pool, output_dir, rows=8, peft_config=None, conversational=True, **overrides):
-    from paft_rl.trainers.common import build_chooser, resolve_task
     from paft_rl.trainers.grpo import PaftGRPOTrainer
 
     options = dict(output_dir=str(output_dir), task="synth_arith", pool=str(pool), max_steps=1,
                    per_device_train_batch_size=8, num_generations=2, max_completion_length=4, learning_rate=0.05,
-                   report_to="none", use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", seed=5)
+                   report_to="none", use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", seed=5,
+                   prompt_format="chat" if conversational else "plain")
     args = PaftGRPOConfig(**{**options, **overrides})
     task = resolve_task(args)
-    dataset = build_dataset(task, load_rows(task, limit=rows, seed=0))
-    return PaftGRPOTrainer(str(model_dir), [digit_share], args, dataset, build_chooser(args, task),
-                           conversational=conversational, processing_class=make_tiny_tokenizer(),
-                           peft_config=peft_config)
+    return PaftGRPOTrainer(str(model_dir), [digit_share], args, load_rows(task, limit=rows, seed=0),
+                           processing_class=make_tiny_tokenizer(), peft_config=peft_config)
 
 
 @pytest.mark.parametrize("lora, chat", [(False, True), (True, False)], ids=["full-chat", "lora-plain"])
@@ -156,7 +155,7 @@ def test_collator_trains_on_completion_tokens_only(conversational):
     tokenizer = make_tiny_tokenizer()
     task = get_task("synth_arith")
     rows = build_dataset(task, load_rows(task, limit=3, seed=0)).to_list()
-    collator = PaftSFTCollator(tokenizer, chooser(), conversational=conversational, system_prompt="Be brief.")
+    collator = PaftSFTCollator(tokenizer, chooser(), PromptFormat(conversational, "Be brief."))
     batch = collator(rows, step=0)
     prompts, completions, _ = collator.texts(rows, step=0)
     for i, row in enumerate(rows):

@@ -190,7 +190,7 @@ def assert_mixed_groups_at_vllm(records: list[dict], sent_to_server: list | None
     row and step) in blocks, each completion generated from its own template's prompt. Against a server: it was
     asked for GROUP // MIXED completions of each block's prompt, in order."""
     from paft_rl.trainers import build_chooser
-    from paft_rl.trainers.common import resolve_task
+    from paft_rl.trainers.preflight import resolve_task
 
     args = worker_config(str(ROOT / "unused"), 1, mixed=True)
     the_chooser = build_chooser(args, resolve_task(args)).grouped(MIXED)
@@ -384,8 +384,8 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None, 
     from tiny import make_tiny_tokenizer
 
     from paft_rl.tasks import load_rows
-    from paft_rl.trainers import build_chooser, build_dataset
-    from paft_rl.trainers.common import resolve_task
+    from paft_rl.trainers import build_dataset
+    from paft_rl.trainers.preflight import resolve_task
 
     args = worker_config(output_dir, int(os.environ.get("WORLD_SIZE", "1")), server_url, mixed)
     task = resolve_task(args)
@@ -405,8 +405,7 @@ def vllm_worker(model_dir: str, output_dir: str, server_url: str | None = None, 
                 refusals.append(str(error))
 
         VLLMClient.init_communicator = init_communicator
-    trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, build_chooser(args, task),
-                                        conversational=True, processing_class=make_tiny_tokenizer())
+    trainer = recording_trainer_class()(model_dir, [digit_share], args, dataset, processing_class=make_tiny_tokenizer())
     if server_url:
         trainer.vllm_generation.sync_weights = lambda: None
         trainer.record_server_prompts()

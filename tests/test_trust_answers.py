@@ -159,7 +159,8 @@ def load_pool_template(name):
 
 
 def test_grpo_says_when_completions_cannot_hold_a_text_answer(tmp_path, tiny_model, capsys, monkeypatch):
-    import paft_rl.trainers.grpo
+    from trl import GRPOTrainer
+
     from paft_rl.cli import main
 
     class Stop(Exception):
@@ -168,7 +169,7 @@ def test_grpo_says_when_completions_cannot_hold_a_text_answer(tmp_path, tiny_mod
     def stop(*args, **kwargs):
         raise Stop("stopped before training")
 
-    monkeypatch.setattr(paft_rl.trainers.grpo, "PaftGRPOTrainer", stop)
+    monkeypatch.setattr(GRPOTrainer, "__init__", stop)  # PaftGRPOTrainer checks and notes first, then builds TRL's
     path, long_option = piqa_file(tmp_path)
     code = main(["grpo", "--model_name_or_path", str(tiny_model), "--task", "piqa", "--data", str(path),
                  "--mc_answer_style", "text", "--max_completion_length", "8", "--per_device_train_batch_size", "2",

@@ -137,8 +137,8 @@ def test_late_failures_are_refused_before_the_model_loads(command, extra, expect
     ("arc", "arc_challenge/test.jsonl", None), ("bfcl", "bfcl/BFCL_v4_multiple.json", None)])
 def test_every_task_reward_scores_its_own_right_answers(task, data, style, model_dir, tmp_path, shared_file):
     """The reward probe refuses nothing a task's own reward can score (prompts as chats and as plain text)."""
-    from paft_rl.trainers.common import reward_functions
-    from paft_rl.trainers.setup import check_rewards_score_the_task, prepare_inputs
+    from paft_rl.formatting import PromptFormat
+    from paft_rl.trainers.preflight import check_rewards_score_the_task, prepare_inputs, run_rewards
     from paft_rl.training import recipe_configs
 
     recipe = {"model_name_or_path": str(model_dir), "task": task, "output_dir": str(tmp_path / "out"),
@@ -146,9 +146,9 @@ def test_every_task_reward_scores_its_own_right_answers(task, data, style, model
               **({"data": str(shared_file(data))} if data else {}), **({"mc_answer_style": style} if style else {})}
     args, model_args = recipe_configs("grpo", recipe)
     inputs = prepare_inputs(args, model_args.model_name_or_path)
-    inputs.reward_funcs = reward_functions(None, inputs.task)
-    for inputs.conversational in (True, False):
-        check_rewards_score_the_task(inputs, None, None)
+    inputs.reward_funcs, inputs.reward_names = run_rewards(args, inputs.task, None)
+    for inputs.prompt_format in (PromptFormat(chat=True), PromptFormat(chat=False)):
+        check_rewards_score_the_task(inputs)
 
 
 def test_push_to_hub_without_a_token(model_dir, tmp_path, capsys, no_weights, monkeypatch):

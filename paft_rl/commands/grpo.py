@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def main(argv: list[str]) -> int:
     from ..configs import PaftGRPOConfig
-    from ..trainers.setup import parse_recipe
+    from ..trainers.recipes import parse_recipe
     from ..training import train_command
 
     train_command("grpo", *parse_recipe(PaftGRPOConfig, argv))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def main(argv: list[str]) -> int:
     from ..configs import PaftSFTConfig
-    from ..trainers.setup import parse_recipe
+    from ..trainers.recipes import parse_recipe
     from ..training import train_command
 
     train_command("sft", *parse_recipe(PaftSFTConfig, argv))

@@ -92,7 +92,7 @@ NO_TOKENIZER_LIMIT = 10**8  # transformers writes int(1e30) as model_max_length 
 def context_length(source: ModelSource, tokenizer) -> int | None:
     """The longest sequence, prompt plus completion in tokens, that the model holds; `None` when nothing says.
 
-    One rule for training (`paft_rl.trainers.setup`) and evaluation (`paft_rl.eval.runner`), the smaller of:
+    One rule for training (`paft_rl.trainers.preflight`) and evaluation (`paft_rl.eval.runner`), the smaller of:
 
     - the positions the model's config declares, on its text part (``get_text_config()``: a vision-language
       config nests it in ``text_config``), under the names transformers' configs use: ``max_position_embeddings``

@@ -7,10 +7,10 @@ Two signals, both turned into draw weights ``softmax(score / temperature)`` over
 - ``sapo_reward`` (GRPO): the running mean reward of each template's rollout groups, a free by-product of
   training; higher reward, more weight. Templates not yet tried get the best mean so far, so each is tried.
 
-The trainer is given the `AdaptiveWeights` when it is built (``PaftSFTTrainer(..., adaptive=...)``,
-``PaftGRPOTrainer(..., adaptive=...)``): it calls `maybe_update` and `observe_rewards` at the points of its loop where
-the step and the rewards are known, and its `TemplateChooser` holds a reference and draws by ``weights`` as they are
-now, so nothing writes weights into the chooser.
+The trainer builds its `AdaptiveWeights` from its config (``template_draw: sapo`` or ``sapo_reward``): it calls
+`maybe_update` and `observe_rewards` at the points of its loop where the step and the rewards are known, and its
+`TemplateChooser` holds a reference and draws by ``weights`` as they are now, so nothing writes weights into the
+chooser.
 
 Determinism: weights change only at the first update call at or after each multiple of M, are computed from what
 every rank shares (the same model and probe set; gathered rewards), are broadcast from the main process, and are
@@ -27,6 +27,7 @@ from typing import Any
 
 from prompt_pool import PromptPool, UserError
 
+from ..formatting import PromptFormat
 from .scoring import score_templates
 
 STATE_FILE = "sapo_state.json"
@@ -43,15 +44,15 @@ class AdaptiveWeights:
         every (`int`): M, optimizer steps between weight updates.
         temperature (`float`): softmax temperature; 0 = argmin loss / argmax reward.
         probe (`list`): task `Example`s scored in ``sapo`` mode.
-        tokenizer, conversational, system_prompt: prompt formatting, as in training.
+        tokenizer, prompt_format (`PromptFormat`): the prompts' tokenizer and format, as in training.
         batch_size (`int`): sequences per scoring forward pass.
         weights (`dict[str, float]`, *optional*): the current draw weights by template id; `None` (uniform draws)
             until the first update.
 
     ```python
     >>> adaptive = AdaptiveWeights(chooser.pool, "sapo", every=50, temperature=0.1, probe=examples[:64],
-    ...                            tokenizer=tokenizer, conversational=True)
-    >>> trainer = PaftSFTTrainer(model, args, dataset, PaftSFTCollator(tokenizer, chooser, True), adaptive=adaptive)
+    ...                            tokenizer=tokenizer, prompt_format=PromptFormat(chat=True))
+    >>> chooser = chooser.following(adaptive)
     ```
     """
 
@@ -61,8 +62,7 @@ class AdaptiveWeights:
     temperature: float
     probe: list = field(default_factory=list)
     tokenizer: Any = None
-    conversational: bool = False
-    system_prompt: str | None = None
+    prompt_format: PromptFormat = PromptFormat()
     batch_size: int = 16
     updated_step: int | None = None
     losses: dict[str, float] = field(default_factory=dict)
@@ -100,8 +100,7 @@ class AdaptiveWeights:
 
     def _score(self, model) -> dict[str, float]:
         scores = score_templates(model, self.tokenizer, self.pool, self.probe, n=None,
-                                 batch_size=self.batch_size, system_prompt=self.system_prompt,
-                                 prompt_format="chat" if self.conversational else "plain")
+                                 batch_size=self.batch_size, prompt_format=self.prompt_format)
         return {s.template_id: s.loss for s in scores}
 
     def observe_rewards(self, template_ids: list[str], rewards: list[float]) -> None:

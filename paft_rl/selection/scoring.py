@@ -16,7 +16,7 @@ import torch
 from prompt_pool import PromptPool, Template, UserError
 
 from ..eval.models import config_context_length
-from ..formatting import encode_example, resolve_conversational
+from ..formatting import PromptFormat, encode_example
 from ..tasks import Example
 
 
@@ -37,7 +37,8 @@ class TemplateScore:
 
 def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Example], n: int | None = 250,
                     templates: Sequence[Template] | None = None, batch_size: int = 16, max_length: int | None = None,
-                    system_prompt: str | None = None, prompt_format: str = "auto") -> list[TemplateScore]:
+                    system_prompt: str | None = None, prompt_format: str | PromptFormat = "auto"
+                    ) -> list[TemplateScore]:
     """Score every train template of ``pool`` by the model's loss on the gold completions.
 
     Args:
@@ -49,8 +50,9 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
         templates (`Sequence[Template]`, *optional*): which templates to score; default the pool's train split.
         batch_size (`int`, defaults to `16`): sequences per forward pass.
         max_length (`int`, *optional*): refuse sequences longer than this (default: the model's context).
-        system_prompt (`str`, *optional*), prompt_format (`str`, defaults to `"auto"`): prompt formatting, as
-            in training (`paft_rl.formatting`).
+        system_prompt (`str`, *optional*), prompt_format (`str` or `PromptFormat`, defaults to `"auto"`): prompt
+            formatting, as in training: a recipe's two settings, or a trainer's resolved `PromptFormat` (which
+            holds its system prompt).
 
     Returns:
         `list[TemplateScore]` in template order.
@@ -59,12 +61,13 @@ def score_templates(model, tokenizer, pool: PromptPool, examples: Sequence[Examp
     examples = _check_inputs(templates, examples, n)
     limit = max_length or config_context_length(model.config, tokenizer)
     holder = "max_length" if max_length else "the model's context"
-    conversational = resolve_conversational(prompt_format, tokenizer, system_prompt)
+    if not isinstance(prompt_format, PromptFormat):
+        prompt_format = PromptFormat.resolve(prompt_format, tokenizer, system_prompt)
     sequences = []  # (length, template index, row index, ids, prompt length)
     for t, template in enumerate(templates):
         for r, example in enumerate(examples):
             rendered = pool.render(template, example.fields)
-            ids, n_prompt = encode_example(tokenizer, rendered, example.target, conversational, system_prompt)
+            ids, n_prompt = encode_example(tokenizer, rendered, example.target, prompt_format)
             if limit and len(ids) > limit:
                 raise UserError(f"template {template.id!r} with row {r} makes {len(ids)} tokens, more than "
                                 f"{holder} ({limit}); shorten the template or lower n")
@@ -127,7 +130,8 @@ def _completion_losses(model, tokenizer, sequences, batch_size, n_templates, n_r
         # logits[:, j] predicts the token after position width-keep+j, i.e. labels[:, j+1].
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
         token_loss = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
+            reduction="none",
         ).view(shift_labels.shape)
         mask = shift_labels != -100
         per_seq_sum = (token_loss * mask).sum(dim=1).double().cpu()

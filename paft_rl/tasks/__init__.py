@@ -16,7 +16,7 @@ from .base import (
     longest_option_tokens,
     text_answer_tokens,
 )
-from .data import load_row, load_rows
+from .data import load_row, load_rows, task_rows
 from .hub import HUB_TASKS
 from .synthetic import SYNTHETIC_TASKS
 
@@ -61,5 +61,5 @@ def load_task_pool(task: Task, pool: str | None = None, aliases: Iterable[str] |
 __all__ = [
     "load_task_pool",
     "LETTERS", "TASKS", "TEXT_ANSWER_MARGIN", "Example", "Task", "choice_example", "get_task", "lettered_fields",
-    "load_row", "load_rows", "longest_option_tokens", "parse_field_aliases", "text_answer_tokens",
+    "load_row", "load_rows", "longest_option_tokens", "parse_field_aliases", "task_rows", "text_answer_tokens",
 ]

@@ -42,6 +42,12 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
         raise UserError(f"task {task.name!r} has no default dataset: pass --data FILE")
     else:
         dataset = _load(task, data or task.hub_id, split)
+    return task_rows(task, dataset, limit)
+
+
+def task_rows(task: Task, dataset: datasets.Dataset, limit: int | None = None) -> datasets.Dataset:
+    """``dataset``'s first ``limit`` rows, checked to hold ``task``'s columns, with a stable ``row_id`` column (its
+    index) unless it has one: rows loaded by `load_rows`, or given by a caller as the hub gives them."""
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     missing = [column for column in task.columns if column not in dataset.column_names and column != "ground_truth"]
@@ -87,7 +93,8 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
                 return task.read_file(path)
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
+                raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet "
+                                "or .csv")
             if is_blank(path):
                 raise UserError(f"data file {source!r} is empty: it needs one row per example")
             try:
@@ -107,4 +114,5 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     except UserError:
         raise
     except Exception as error:  # datasets raises many types (connection, missing split, schema)
-        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; pass a local file with --data") from None
+        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; pass a local file "
+                        "with --data") from None

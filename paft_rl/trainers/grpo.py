@@ -28,21 +28,19 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from ..formatting import build_prompt
-from ..selection.adaptive import AdaptiveWeights, saving_callback
-from .common import (
-    ANSWER_FORMAT_COLUMN,
-    TemplateChooser,
+from ..configs import PaftGRPOConfig
+from ..precision import announce
+from ..selection.adaptive import saving_callback
+from .cycles import (
     check_resume_point,
     cycle_start_step,
-    example_fields,
-    expand_for_eval,
     generation_cycle,
-    init_deepspeed_comm,
-    keep_unused_columns,
-    template_summary,
+    remove_replaced_checkpoints,
+    train_resume,
     warn_unsafe_save_steps,
 )
+from .data import ANSWER_FORMAT_COLUMN, example_fields, expand_for_eval, template_summary
+from .preflight import prepare_run
 
 TEMPLATE_METRIC = "paft/reward_by_template/"
 
@@ -50,44 +48,61 @@ TEMPLATE_METRIC = "paft/reward_by_template/"
 class PaftGRPOTrainer(GRPOTrainer):
     """`trl.GRPOTrainer` whose prompts are rendered from pool templates, one template per rollout group.
 
+    Used as TRL's: the task, its pool and how templates are drawn come from ``args``; the rows are the task's
+    rows as the hub gives them. Everything that can fail on bad input is checked before the model loads
+    (`paft_rl.trainers.preflight.preflight`).
+
+    ```python
+    >>> from paft_rl import PaftGRPOConfig, PaftGRPOTrainer
+    >>> trainer = PaftGRPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", args=PaftGRPOConfig(task="gsm8k", ...),
+    ...                           train_dataset=rows)
+    >>> trainer.train()
+    ```
+
     Args:
         model (`str` or `PreTrainedModel`): as for `GRPOTrainer`.
-        reward_funcs: as for `GRPOTrainer` (the template never reaches them).
-        args (`PaftGRPOConfig`): TRL's GRPO options plus the pool options.
-        train_dataset (`datasets.Dataset`): rows with ``row_id`` and the ``paft_fields`` column
-            (see `paft_rl.trainers.common.build_dataset`); a placeholder ``prompt`` column is added.
-        chooser (`TemplateChooser`): which template each group gets (spread over ``args.templates_in_group()``
-            templates with ``group_templates: mixed``).
-        conversational (`bool`, defaults to `False`): render the template into a chat's user message.
-        system_prompt (`str`, *optional*): system message of chat prompts.
-        adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights (``template_draw: sapo`` or
-            ``sapo_reward``): updated at the first generation of every ``every`` steps (``sapo_reward``: from the
-            rollout rewards), drawn by from the first step, saved into every checkpoint and restored on resume.
-        **kwargs: passed to `GRPOTrainer` (``processing_class``, ``peft_config``, ``callbacks``...).
+        reward_funcs (*optional*): as for `GRPOTrainer` (the template never reaches them). Defaults to the rewards
+            ``args.rewards`` names, or the task's own reward.
+        args (`PaftGRPOConfig`): TRL's GRPO options plus the pool options (task, pool, template draw, prompt
+            format and system prompt, mixed groups, SAPO's adaptive draws).
+        train_dataset (`datasets.Dataset` or `list[dict]`, *optional*): the task's rows (its columns, as the hub
+            gives them). Defaults to the task's data as ``args`` names it (``data``, ``data_split``); the first
+            ``data_limit`` rows either way.
+        eval_dataset (*optional*): rows of evaluation during training, each evaluated with every eval template
+            (``eval_templates``: the pool's held-out ones by default). Defaults, when ``eval_strategy`` is not
+            ``no``, to ``eval_data`` or the task's eval split.
+        processing_class (*optional*): the tokenizer (default: the model's).
+        peft_config (*optional*): PEFT's config, checked on the model's architecture before the model loads.
+        **kwargs: passed to `GRPOTrainer` (``callbacks``, ``optimizers``...).
+
+    SAPO's adaptive draw weights (``template_draw: sapo`` or ``sapo_reward``, in ``adaptive``) are updated at the
+    first generation of every ``sapo_every`` steps (``sapo_reward``: from the rollout rewards), drawn by from the
+    first step, saved into every checkpoint and restored on resume.
     """
 
-    def __init__(self, model, reward_funcs, args, train_dataset, chooser: TemplateChooser,
-                 conversational: bool = False, system_prompt: str | None = None, eval_dataset=None,
-                 adaptive: AdaptiveWeights | None = None, **kwargs):
-        chooser = chooser if adaptive is None else chooser.following(adaptive)
-        self.chooser = chooser.grouped(args.templates_in_group())  # refuses m > train templates before loading
-        self.adaptive = adaptive
-        self.conversational = conversational
-        self.system_prompt = system_prompt
-        train_dataset = self._with_placeholder_prompt(train_dataset)
-        init_deepspeed_comm(args)
-        keep_unused_columns(args)
+    def __init__(self, model, reward_funcs=None, args: PaftGRPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, peft_config=None, **kwargs):
+        inputs = prepare_run(args, PaftGRPOConfig, model, tokenizer=processing_class, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, reward_funcs=reward_funcs, peft_config=peft_config)
+        note_text_answer_budget(inputs, args.max_completion_length)
         warn_unsafe_save_steps(args)
+        self.task = inputs.task
+        self.chooser = inputs.chooser
+        self.adaptive = inputs.adaptive
+        self.prompt_format = inputs.prompt_format
+        train_dataset = self._with_placeholder_prompt(inputs.dataset)
+        eval_dataset = inputs.eval_dataset
         if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
-            eval_dataset = self._with_placeholder_prompt(expand_for_eval(eval_dataset, chooser.evaluated))
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, **kwargs)
+            eval_dataset = self._with_placeholder_prompt(expand_for_eval(eval_dataset, self.chooser.evaluated))
+        super().__init__(model=model, reward_funcs=inputs.reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=inputs.tokenizer,
+                         peft_config=inputs.peft_config, **kwargs)
         if self.use_vllm:
             from .vllm_cpu import route_colocate_sync_through_reload
 
             route_colocate_sync_through_reload(self.vllm_generation)  # CPU engines repack weights (see there)
-        if adaptive is not None:
-            self.add_callback(saving_callback(adaptive))
+        if self.adaptive is not None:
+            self.add_callback(saving_callback(self.adaptive))
         self._paft_group_template_ids: list[str] = []
         self._paft_template_rewards: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
         self._paft_regenerated_cycle = False  # set while a resumed run regenerates a cycle SAPO already saw
@@ -99,8 +114,7 @@ class PaftGRPOTrainer(GRPOTrainer):
         template = self.chooser.candidates[0]
 
         def placeholder(row):
-            return {"prompt": build_prompt(self.chooser.render(template, example_fields(row)),
-                                           self.conversational, self.system_prompt)}
+            return {"prompt": self.prompt_format.build(self.chooser.render(template, example_fields(row)))}
 
         return dataset.map(placeholder, desc="placeholder prompts")
 
@@ -116,7 +130,7 @@ class PaftGRPOTrainer(GRPOTrainer):
                 text = self.chooser.render(template, example_fields(row))
             else:
                 template, text = self.chooser.eval_prompt_text(row)
-            prompt = build_prompt(text, self.conversational, self.system_prompt)
+            prompt = self.prompt_format.build(text)
             rendered.append({**row, "prompt": prompt, ANSWER_FORMAT_COLUMN: template.answer_format})
             template_ids.append(template.id)
         return rendered, template_ids
@@ -154,7 +168,7 @@ class PaftGRPOTrainer(GRPOTrainer):
             self.adaptive.maybe_update(self.model, step)
         inputs, template_ids = self.render_inputs(inputs, step)
         self._paft_group_template_ids = template_ids
-        self._pending_extra_logs["template_id"].extend(template_ids)
+        self._log_completion_extra("template_id", template_ids)  # what reward functions' log_extra calls
         return super()._generate_and_score_completions(inputs)
 
     def generation_step(self) -> int:
@@ -168,11 +182,15 @@ class PaftGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ resume inside a generation cycle
     def train(self, resume_from_checkpoint=None, **kwargs):
-        check_resume_point(self.args, resume_from_checkpoint)
+        """TRL's training; ``resume_from_checkpoint`` defaults to the config's (``true``: the last checkpoint in
+        ``output_dir``). With ``overwrite`` and no resume, the old run's checkpoints are removed first."""
+        resume = train_resume(self, resume_from_checkpoint)
+        check_resume_point(self.args, resume)
         if self.adaptive is not None:
-            self.adaptive.restore(self.args.output_dir, resume_from_checkpoint)
+            self.adaptive.restore(self.args.output_dir, resume)
+        remove_replaced_checkpoints(self, resume)
         self._buffered_inputs = None  # a new train() call starts a new cycle (and re-reads the step, see below)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        return super().train(resume_from_checkpoint=resume, **kwargs)
 
     def _prepare_inputs(self, generation_batch):
         if self.model.training and self._buffered_inputs is None:
@@ -216,7 +234,7 @@ class PaftGRPOTrainer(GRPOTrainer):
                 total = totals.setdefault(template_id, [0.0, 0])
                 total[0] += reward
                 total[1] += 1
-        self._metrics[mode]["paft/templates_in_batch"].append(float(len(set(template_ids))))
+        self._log_metric("paft/templates_in_batch", float(len(set(template_ids))))  # what log_metric calls
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:  # evaluation adds its own per-template metrics (evaluation_loop)
@@ -229,10 +247,29 @@ class PaftGRPOTrainer(GRPOTrainer):
                         metric_key_prefix="eval"):
         """TRL's evaluation, plus the mean reward of each eval template and their mean, worst and std."""
         self._paft_template_rewards["eval"].clear()
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
         means = {t: total / count for t, (total, count) in self._paft_template_rewards["eval"].items()}
-        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in template_summary(means, "reward", min).items()})
+        summary = template_summary(means, "reward", min)
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in summary.items()})
         self._paft_template_rewards["eval"].clear()
         return output
+
+
+
+def note_text_answer_budget(inputs, budget: int | None) -> None:
+    """Say so when GRPO's completions cannot hold the longest option a text answer copies: those rows cannot be
+    answered right, and their reward is 0 whatever the model learns."""
+    from prompt_pool import short_value
+
+    from ..tasks import text_answer_tokens
+
+    if budget is None or not inputs.task.answers_with_text:
+        return
+    longest = text_answer_tokens(inputs.task, inputs.dataset["options"], inputs.tokenizer)
+    if budget < longest[0]:
+        announce(f"max_completion_length {budget} cuts text answers: option {short_value(longest[1])} is "
+                 f"{longest[0]} tokens, so no completion can copy it whole (raise max_completion_length)")
+
 
 __all__ = ["PaftGRPOTrainer", "TEMPLATE_METRIC"]

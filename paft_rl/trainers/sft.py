@@ -21,18 +21,13 @@ from trl.trainer.utils import FusedCausalLMOutput
 
 from prompt_pool import UserError
 
-from ..formatting import build_prompt, completion_text, encode_texts, prompt_text
-from ..selection.adaptive import AdaptiveWeights, saving_callback
-from .common import (
-    EVAL_TEMPLATE_COLUMN,
-    TemplateChooser,
-    check_sft_data_options,
-    example_fields,
-    expand_for_eval,
-    init_deepspeed_comm,
-    keep_unused_columns,
-    template_summary,
-)
+from ..configs import PaftSFTConfig
+from ..formatting import PromptFormat, completion_text, encode_texts, prompt_text
+from ..selection.adaptive import saving_callback
+from .cycles import remove_replaced_checkpoints, train_resume
+from .data import EVAL_TEMPLATE_COLUMN, example_fields, expand_for_eval, template_summary
+from .draws import TemplateChooser
+from .preflight import prepare_run
 
 RAW_ROWS = "paft_rows"  # key of a not-yet-rendered batch
 
@@ -60,8 +55,8 @@ class PaftSFTCollator:
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
         chooser (`TemplateChooser`): which template each example gets.
-        conversational (`bool`): prompt is a chat (user message; chat template applied) or plain text.
-        system_prompt (`str`, *optional*): system message of chat prompts.
+        prompt_format (`PromptFormat`, defaults to plain text): chat (user message; chat template applied, after
+            the system prompt if any) or plain text.
         max_length (`int`, *optional*): sequences are cut to this many tokens; with packing, the packed length.
         completion_column (`str`, defaults to `"target"`): the reference completion.
         completion_only_loss (`bool`, defaults to `True`): loss on completion tokens only (TRL's default for
@@ -77,8 +72,7 @@ class PaftSFTCollator:
 
     tokenizer: Any
     chooser: TemplateChooser
-    conversational: bool = False
-    system_prompt: str | None = None
+    prompt_format: PromptFormat = PromptFormat()
     max_length: int | None = None
     completion_column: str = "target"
     completion_only_loss: bool = True
@@ -111,7 +105,7 @@ class PaftSFTCollator:
             else:
                 template = self.chooser.choose(row["row_id"], step)
                 text = self.chooser.render(template, example_fields(row))
-            prompt = build_prompt(text, self.conversational, self.system_prompt)
+            prompt = self.prompt_format.build(text)
             prompts.append(prompt_text(self.tokenizer, prompt))
             completions.append(completion_text(self.tokenizer, prompt, str(row[self.completion_column])))
             template_ids.append(template.id)
@@ -126,7 +120,7 @@ class PaftSFTCollator:
         if self.max_length is not None and not packing:
             cut = slice(-self.max_length, None) if self.truncation_mode == "keep_end" else slice(self.max_length)
         examples = []
-        for prompt, completion in encode_texts(self.tokenizer, prompts, completions, self.conversational):
+        for prompt, completion in encode_texts(self.tokenizer, prompts, completions, self.prompt_format.chat):
             labels = ([-100] * len(prompt) if masked else list(prompt)) + completion
             examples.append({"input_ids": (prompt + completion)[cut], "labels": labels[cut]})
         return examples
@@ -165,40 +159,57 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int, strateg
 class PaftSFTTrainer(SFTTrainer):
     """`trl.SFTTrainer` training on completions of prompts rendered from pool templates.
 
+    Used as TRL's: the task, its pool and how templates are drawn come from ``args``; the rows are the task's
+    rows as the hub gives them, and their reference answers are the completions. Everything that can fail on bad
+    input is checked before the model loads (`paft_rl.trainers.preflight.preflight`).
+
+    ```python
+    >>> from paft_rl import PaftSFTConfig, PaftSFTTrainer
+    >>> trainer = PaftSFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ...                          args=PaftSFTConfig(task="synth_mc", output_dir="runs/mc", max_steps=40),
+    ...                          train_dataset=rows)
+    >>> trainer.train()
+    ```
+
     Args:
         model (`str` or `PreTrainedModel`): as for `SFTTrainer`.
-        args (`PaftSFTConfig`): TRL's SFT options plus the pool options.
-        train_dataset (`datasets.Dataset`): rows with ``row_id``, ``paft_fields`` and ``target``
-            (see `paft_rl.trainers.common.build_dataset`).
-        collator (`PaftSFTCollator`): renders and tokenises the rows of each optimizer step.
-        adaptive (`AdaptiveWeights`, *optional*): SAPO's adaptive draw weights (``template_draw: sapo``): rescored
-            at the first step and every ``every`` steps after, drawn by from the first step, saved into every
-            checkpoint and restored on resume.
-        **kwargs: passed to `SFTTrainer` (``processing_class``, ``peft_config``, ``callbacks``...).
+        args (`PaftSFTConfig`): TRL's SFT options plus the pool options (task, pool, template draw, prompt format
+            and system prompt, SAPO's adaptive draws).
+        train_dataset (`datasets.Dataset` or `list[dict]`, *optional*): the task's rows (its columns, as the hub
+            gives them). Defaults to the task's data as ``args`` names it; the first ``data_limit`` rows either way.
+        eval_dataset (*optional*): rows of evaluation during training, each evaluated with every eval template.
+            Defaults, when ``eval_strategy`` is not ``no``, to ``eval_data`` or the task's eval split.
+        processing_class (*optional*): the tokenizer (default: the model's).
+        peft_config (*optional*): PEFT's config, checked on the model's architecture before the model loads.
+        **kwargs: passed to `SFTTrainer` (``callbacks``, ``optimizers``...).
+
+    Each example is rendered and tokenised by a `collator_class` (`PaftSFTCollator`) when its batch is built, with
+    the template drawn for the step it trains. SAPO's adaptive draw weights (``template_draw: sapo``, in
+    ``adaptive``) are rescored at the first step and every ``sapo_every`` steps after, drawn by from the first
+    step, saved into every checkpoint and restored on resume.
     """
 
-    def __init__(self, model, args, train_dataset, collator: PaftSFTCollator, eval_dataset=None,
-                 adaptive: AdaptiveWeights | None = None, **kwargs):
-        check_sft_data_options(args, collator.conversational)
-        if adaptive is not None and adaptive.mode == "sapo_reward":
-            raise UserError("template_draw 'sapo_reward' needs rollout rewards: use it with paft-rl grpo, or use 'sapo'")
+    collator_class = PaftSFTCollator
+
+    def __init__(self, model, args: PaftSFTConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, peft_config=None, **kwargs):
+        inputs = prepare_run(args, PaftSFTConfig, model, tokenizer=processing_class, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, peft_config=peft_config)
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        keep_unused_columns(args)
-        collator.apply_options(args)
-        if adaptive is not None:
-            collator.chooser = collator.chooser.following(adaptive)
-        self.paft_collator = collator
-        self.adaptive = adaptive
+        self.task = inputs.task
+        self.adaptive = inputs.adaptive
+        self.paft_collator = self.collator_class(inputs.tokenizer, inputs.chooser, inputs.prompt_format)
+        self.paft_collator.apply_options(args)
         if args.pad_token is not None:
-            set_pad_token(collator.tokenizer, args.pad_token)
+            set_pad_token(inputs.tokenizer, args.pad_token)
+        train_dataset, eval_dataset = inputs.dataset, inputs.eval_dataset
         if eval_dataset is not None:  # every eval row with every eval template (held-out by default)
-            eval_dataset = expand_for_eval(eval_dataset, collator.chooser.evaluated)
+            eval_dataset = expand_for_eval(eval_dataset, inputs.chooser.evaluated)
         self._paft_eval_losses: dict[str, list[float]] = {}
         self._paft_eval_batch: tuple[dict, list[str]] | None = None
         if args.shuffle_dataset:  # as TRL's dataset preparation, which skip_prepare_dataset turns off
             train_dataset = train_dataset.shuffle(seed=args.seed)
             eval_dataset = eval_dataset.shuffle(seed=args.seed) if eval_dataset is not None else None
-        init_deepspeed_comm(args)
         # The collator packs, flattens and masks (templates are drawn per step, so TRL cannot pre-pack the data);
         # TRL refuses a custom collator with these set, so it sees them off while it builds itself.
         handled = {name: getattr(args, name) for name in ("packing", "padding_free", "assistant_only_loss")}
@@ -206,17 +217,26 @@ class PaftSFTTrainer(SFTTrainer):
             setattr(args, name, False)
         try:
             super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                             data_collator=keep_raw_rows, **kwargs)
+                             data_collator=keep_raw_rows, processing_class=inputs.tokenizer,
+                             peft_config=inputs.peft_config, **kwargs)
         finally:
             for name, value in handled.items():
                 setattr(args, name, value)
-        if adaptive is not None:
-            self.add_callback(saving_callback(adaptive))
+        if self.adaptive is not None:
+            self.add_callback(saving_callback(self.adaptive))
+
+    @property
+    def chooser(self) -> TemplateChooser:
+        return self.paft_collator.chooser
 
     def train(self, resume_from_checkpoint=None, **kwargs):
+        """TRL's training; ``resume_from_checkpoint`` defaults to the config's (``true``: the last checkpoint in
+        ``output_dir``). With ``overwrite`` and no resume, the old run's checkpoints are removed first."""
+        resume = train_resume(self, resume_from_checkpoint)
         if self.adaptive is not None:
-            self.adaptive.restore(self.args.output_dir, resume_from_checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            self.adaptive.restore(self.args.output_dir, resume)
+        remove_replaced_checkpoints(self, resume)
+        return super().train(resume_from_checkpoint=resume, **kwargs)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Called once per optimizer step, before its micro-batches run: global_step is the step they train.

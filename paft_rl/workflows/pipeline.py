@@ -259,7 +259,8 @@ def train_stage(command: str, recipe: dict[str, Any], out: Path, resume: bool, o
 def check_stage_output(command: str, output_dir: Path, out: Path, fresh: bool) -> None:
     """A stage's output_dir can be written, and holds no run this pipeline did not start (checkpoints, or the model a
     finished run saved): another run is never resumed as this one, nor replaced, unless ``fresh``."""
-    from ..trainers.common import existing_checkpoints, finished_model_files
+    from ..trainers.cycles import existing_checkpoints
+    from ..trainers.preflight import finished_model_files
 
     check_output(output_dir, f"{command} output_dir")
     ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()

@@ -1,5 +1,5 @@
 """What a workflow checks before its first stage: every training stage as ``paft-rl sft|grpo`` checks it
-(`paft_rl.trainers.setup.preflight`), and every evaluation's task, templates and rows, so that a mistake in the
+(`paft_rl.trainers.preflight.preflight`), and every evaluation's task, templates and rows, so that a mistake in the
 last stage, or eval data that cannot load, costs nothing instead of the stages before it.
 
 A stage that trains a model an earlier stage has not made yet is checked with the model that earlier stage starts
@@ -28,13 +28,14 @@ def check_training(command: str, recipe: dict[str, Any], where: str, model: str 
         model (`str`, *optional*): the model that stands in for the recipe's, when that one is made by an earlier
             stage.
     """
-    from ..trainers.setup import preflight
+    from ..trainers.preflight import preflight
+    from ..trainers.recipes import peft_config_of
     from ..training import recipe_configs
 
     try:
         with quiet_progress():
             args, model_args = recipe_configs(command, recipe)
-            preflight(args, model_args, model=model, own_output=False)
+            preflight(args, model or model_args.model_name_or_path, peft_config=peft_config_of(model_args))
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
 

@@ -115,13 +115,13 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
             ``model`` and ``tokenizer`` are given.
         options (`SelectOptions`): rows, rule, batch size.
         model_args (`trl.ModelConfig`, *optional*): the recipe's; when given, the recipe's training pre-flight
-            (`paft_rl.trainers.setup.preflight`) runs before the model loads, so a recipe that could not train
+            (`paft_rl.trainers.preflight.preflight`) runs before the model loads, so a recipe that could not train
             is refused before it is scored (``paft-rl select`` writes a copy of it to train).
     """
     from trl import SFTConfig
 
-    from ..trainers.common import resolve_task
-    from ..trainers.setup import preflight
+    from ..trainers.preflight import preflight, resolve_task
+    from ..trainers.recipes import peft_config_of
 
     task = resolve_task(args)
     pool = load_task_pool(task, args.pool, args.field_aliases, args.drop_duplicate_templates)
@@ -136,7 +136,7 @@ def select_template(args, model_path: str, options: SelectOptions, model=None, t
         raise UserError(f"--rows {rows} but the data has only {len(data)} rows; lower --rows")
     examples = [task.example(row) for row in data.select(range(rows))]
     if model_args is not None:
-        preflight(args, model_args, model=model_path, own_output=False)
+        preflight(args, model_path, peft_config=peft_config_of(model_args))
     if model is None:
         model, tokenizer = load_model(model_path)
     # An SFT run cuts sequences at max_length: a template is never scored on tokens the run would not train on.

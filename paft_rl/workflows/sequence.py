@@ -178,7 +178,7 @@ def check_recipes(config: SequenceConfig, where: str) -> list:
 
     The shared section is checked on its own first, so a bad key is named where it was written
     (``sequence.yaml.sft`` or ``sequence.yaml.tasks[1].sft``). Then every stage's pre-flight (pool, data, tokenizer,
-    LoRA targets: `paft_rl.trainers.setup.preflight`, each stage checked with the starting model, whose architecture
+    LoRA targets: `paft_rl.trainers.preflight.preflight`, each stage checked with the starting model, whose architecture
     and tokenizer every stage keeps) and every task's evaluation rows, so that nothing fails after a stage ran.
     """
     from .preflight import check_evaluation, check_training
