@@ -59,11 +59,6 @@ class PromptFormat:
         return prompt_text(tokenizer, self.build(rendered))
 
 
-def resolve_conversational(prompt_format: str, tokenizer, system_prompt: str | None = None) -> bool:
-    """Whether prompts are chats (`PromptFormat.resolve`), for callers that hold the two settings apart."""
-    return PromptFormat.resolve(prompt_format, tokenizer, system_prompt).chat
-
-
 def build_prompt(text: str, conversational: bool, system_prompt: str | None = None) -> str | list[dict]:
     """`PromptFormat.build` for callers that hold the two settings apart."""
     return PromptFormat(conversational, system_prompt).build(text)

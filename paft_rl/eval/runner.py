@@ -16,7 +16,7 @@ from typing import Literal
 
 from prompt_pool import PromptPool, UserError, short_value
 
-from ..formatting import build_prompt, prompt_text, resolve_conversational, tokenize_prompt_texts
+from ..formatting import PromptFormat, tokenize_prompt_texts
 from ..outputs import check_output
 from ..settings import SettingError, Settings, option
 from ..tasks import (
@@ -217,11 +217,9 @@ def model_label(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "model"
 
 
-def model_prompts(tokenizer, cells: list[Cell], conversational: bool,
-                  system_prompt: str | None) -> dict[tuple[str, str], str]:
-    """The exact text fed to the model for each cell: the text the trainers' prompts become (`formatting`)."""
-    return {(c.template, c.row): prompt_text(tokenizer, build_prompt(c.prompt, conversational, system_prompt))
-            for c in cells}
+def model_prompts(tokenizer, cells: list[Cell], prompt_format: PromptFormat) -> dict[tuple[str, str], str]:
+    """The exact text fed to the model for each cell: the text the trainers' prompts become (`PromptFormat`)."""
+    return {(c.template, c.row): prompt_format.text(tokenizer, c.prompt) for c in cells}
 
 
 def tokenize_prompts(tokenizer, prompts: dict[tuple[str, str], str], chat: bool) -> dict[tuple[str, str], list[int]]:
@@ -248,8 +246,9 @@ def prepare_model(spec: str, cells: list[Cell], settings: EvalSettings, max_new_
     """Tokenise every prompt and check the context holds the longest one, before any weights are loaded."""
     source = resolve_model(spec)
     tokenizer = load_tokenizer(source)
-    chat = resolve_conversational(settings.prompt_format, tokenizer, settings.system_prompt)
-    prompts = model_prompts(tokenizer, cells, chat, settings.system_prompt)
+    prompt_format = PromptFormat.resolve(settings.prompt_format, tokenizer, settings.system_prompt)
+    chat = prompt_format.chat
+    prompts = model_prompts(tokenizer, cells, prompt_format)
     prompt_ids = tokenize_prompts(tokenizer, prompts, chat)
     longest_key = max(prompt_ids, key=lambda k: len(prompt_ids[k]))
     needed = len(prompt_ids[longest_key]) + max_new_tokens
