@@ -142,8 +142,10 @@ def main() -> int:
     rows = load_rows(task, data, split, limit=args.questions)
     examples = [(str(row["row_id"]), task.example(row)) for row in rows]
     docs_path = work / "docs.jsonl"
-    docs_path.write_text("".join(json.dumps({**e.fields, "gold": e.gold}) + "\n" for _, e in examples), encoding="utf-8")
-    cells = [Cell(t.id, row_id, pool.render(t, e.fields), e.gold, e.options) for t in pool.templates for row_id, e in examples]
+    docs_path.write_text("".join(json.dumps({**e.fields, "gold": e.gold}) + "\n" for _, e in examples),
+                         encoding="utf-8")
+    cells = [Cell(t.id, row_id, pool.render(t, e.fields), e.gold, e.options)
+             for t in pool.templates for row_id, e in examples]
     print(f"{task_name}: {len(pool.templates)} templates x {len(examples)} questions, SmolLM2-135M-Instruct, "
           f"max {task.max_new_tokens} new tokens, greedy, CPU ({os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads)", flush=True)
@@ -188,7 +190,8 @@ def report(model_dir: Path, pool, cells: list[Cell], ours_acc: dict, baseline: d
         worst = max(worst, abs(a - b))
         print(f"{template.id:<22} {a:>8.3f} {b:>8.3f} {100 * (a - b):>+6.1f}")
     print(f"identical prompts: {same_prompts}/{total}")
-    print(f"largest accuracy difference: {100 * worst:.1f} points (target <= 0.5): {'ok' if worst <= 0.005 else 'MISSED'}")
+    print(f"largest accuracy difference: {100 * worst:.1f} points (target <= 0.5): "
+          f"{'ok' if worst <= 0.005 else 'MISSED'}")
     print(f"paft-rl eval (mean of the runs before and after): {ours_seconds:.1f} s   "
           f"lm-eval, one run per template: {baseline['seconds']:.1f} s")
     print(f"speed-up (lm-eval time / paft-rl eval time): {baseline['seconds'] / ours_seconds:.2f}x (target >= 3x)")

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
               f"tokens per generation {counts['prompt_tokens']:.0f}, padded {counts['padded_tokens']:.0f}, with an "
               f"ideal prefix cache {counts['prefill_tokens']:.0f}")
     def ratio(key: str) -> float:
-        return statistics.fmean(trainers["mixed"].paft_counts[key]) / statistics.fmean(trainers["same"].paft_counts[key])
+        mixed, same = trainers["mixed"].paft_counts[key], trainers["same"].paft_counts[key]
+        return statistics.fmean(mixed) / statistics.fmean(same)
 
     print(f"padding: mixed batches pad to {ratio('padded_tokens'):.2f}x the prompt tokens of same-template batches "
           f"(their prompts: {ratio('prompt_tokens'):.2f}x)")

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     flags = " ".join(sorted(precision.cpu_flags() & WANTED_FLAGS)) or "none of avx2/avx512/amx"
     print(f"model {model_path}; {os.cpu_count()} CPUs ({flags}); load average {os.getloadavg()[0]:.1f}; "
-          f"native bf16 {precision.cpu_has_native_bf16()}; {options.steps} timed steps x {options.repeats} runs per side")
+          f"native bf16 {precision.cpu_has_native_bf16()}; "
+          f"{options.steps} timed steps x {options.repeats} runs per side")
     clocks = {"hf": StepClock("wall"), "vllm": StepClock("wall")}
     with tempfile.TemporaryDirectory() as workdir:
         trainers = {name: trainer(model_path, tokenizer, Path(workdir), options.steps, options.seed, name == "vllm",

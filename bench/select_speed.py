@@ -53,7 +53,8 @@ def trainer_evaluate_losses(model, tokenizer, pool, templates, examples, batch_s
         records = []
         for example in examples:
             ids, n_prompt = encode_example(tokenizer, pool.render(template, example.fields), example.target, True)
-            records.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * n_prompt + ids[n_prompt:]})
+            records.append({"input_ids": ids, "attention_mask": [1] * len(ids),
+                            "labels": [-100] * n_prompt + ids[n_prompt:]})
         trainer = Trainer(model=model, args=args, eval_dataset=Dataset.from_list(records),
                           data_collator=_pad_collator(tokenizer.pad_token_id))
         losses[template.id] = trainer.evaluate()["eval_loss"]
@@ -111,7 +112,8 @@ def main() -> int:
                                          batch_size=args.batch_size)
                 ours_times.append(time.perf_counter() - start)
             else:
-                baseline = trainer_evaluate_losses(model, tokenizer, pool, templates, examples, args.batch_size, args.workdir)
+                baseline = trainer_evaluate_losses(model, tokenizer, pool, templates, examples, args.batch_size,
+                                                   args.workdir)
                 base_times.append(time.perf_counter() - start)
             print(f"  repeat {repeat + 1} {side:<7} {time.perf_counter() - start:7.1f} s", flush=True)
 

@@ -106,7 +106,8 @@ def main() -> None:
         sys.exit(2)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {options.threads} thread(s)"
-    print(f"model {model_path.name}, task {options.task}, {device}, clock {clock}, load average {os.getloadavg()[0]:.2f} at start "
+    print(f"model {model_path.name}, task {options.task}, {device}, clock {clock}, "
+          f"load average {os.getloadavg()[0]:.2f} at start "
           f"(other processes on this machine are not stopped)")
     with tempfile.TemporaryDirectory() as workdir:
         clocks = {True: StepClock(clock), False: StepClock(clock)}

@@ -28,7 +28,8 @@ from .eval.fingerprint import model_fingerprint
 
 MARKER = "stage.json"
 # The LoRA settings workflow stages train with unless a recipe says otherwise (rank 16 on the attention projections).
-LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 STARTED = "stage.started.json"
 # The settings key of the models a stage consumes, {model: fingerprint of its files} (`consumed_models`).
 MODELS = "models"

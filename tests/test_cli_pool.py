@@ -13,7 +13,8 @@ from paft_rl.cli import main
 def paft(*args):
     """Run the real console entry point in a subprocess, as a user would."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "paft_rl.cli", *map(str, args)], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "paft_rl.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env)
 
 
 @pytest.fixture
@@ -53,7 +54,8 @@ def test_split_writes_new_pool(gsm_pool, tmp_path, capsys):
 
 def test_split_options_from_flags_in_either_spelling_or_a_config_file(gsm_pool, tmp_path):
     by_flags = tmp_path / "flags.jsonl"
-    assert main(["pool", "split", str(gsm_pool), "--heldout_fraction", "0.5", "--seed", "1", "--out", str(by_flags)]) == 0
+    assert main(["pool", "split", str(gsm_pool), "--heldout_fraction", "0.5", "--seed", "1",
+                 "--out", str(by_flags)]) == 0
     (tmp_path / "split.yaml").write_text(f"heldout_fraction: 0.5\nseed: 1\nout: {tmp_path / 'file.jsonl'}\n")
     assert main(["pool", "split", str(gsm_pool), "--config", str(tmp_path / "split.yaml")]) == 0
     assert (tmp_path / "file.jsonl").read_text() == by_flags.read_text()
@@ -74,7 +76,8 @@ def test_render_given_template_and_drawn(gsm_pool, capsys):
         (["pool", "validate", "missing.jsonl"], "neither a file nor a built-in pool"),
         (["pool", "validate", "{pool}", "--task", "nope"], "unknown task 'nope'"),
         (["pool", "stats", "{bad}"], "bad.jsonl:2: not valid JSON"),
-        (["pool", "render", "{pool}", "--task", "synth_mc", "--index", "0", "--template", "zz"], "no template with id 'zz'"),
+        (["pool", "render", "{pool}", "--task", "synth_mc", "--index", "0", "--template", "zz"],
+         "no template with id 'zz'"),
         (["pool", "render", "{pool}", "--task", "piqa", "--data", "./none.jsonl", "--index", "0"], "does not exist"),
         (["pool", "split", "{pool}", "--heldout-fraction", "2", "--seed", "0", "--out", "x.jsonl"],
          "option heldout_fraction must be between 0 and 1 (exclusive), got 2.0"),

@@ -102,7 +102,8 @@ def test_prefix_sharing_gives_the_same_generations(tmp_path, tiny_model):
         collected = []
         backend.generate(requests, collected.extend)
         results[share] = dict(collected)
-    assert results[True] == {k: Generation(g.text, g.tokens, results[True][k].seconds) for k, g in results[False].items()}
+    assert results[True] == {k: Generation(g.text, g.tokens, results[True][k].seconds)
+                             for k, g in results[False].items()}
     assert any(g.text for g in results[True].values())
 
 
@@ -221,8 +222,9 @@ def run_cli(capsys, *argv):
 def test_bad_input_is_one_line(tmp_path, tiny_model, capsys, case):
     pool_path = write_pool(tmp_path / "pool.jsonl")
     argv = {"task": "no_such_task", "model": str(tiny_model), "templates": str(pool_path), "limit": "2"}
-    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem", "limit": "limit must be a positive number",
-                "context": "holds 512 tokens", "threads": "threads must be a positive number"}[case]
+    expected = {"task": "unknown task", "model": "does not exist", "pool": "problem",
+                "limit": "limit must be a positive number", "context": "holds 512 tokens",
+                "threads": "threads must be a positive number"}[case]
     if case == "model":
         argv.update(task="synth_mc", model=str(tmp_path / "missing-model"))
     elif case == "pool":

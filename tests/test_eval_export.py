@@ -67,7 +67,8 @@ def test_export_files_and_bad_input(tmp_path, capsys):
     assert task["doc_to_text"] == "{{ question }}\n{{ options }}\nAnswer:"
     assert task["filter_list"][0]["filter"][0]["regex_pattern"] == "(?<![A-Za-z0-9])([A-D])(?![A-Za-z0-9])"
     docs = [json.loads(line) for line in (out / "docs.jsonl").read_text().splitlines()]
-    assert len(docs) == 3 and {"question", "A", "options", "paft_gold", "paft_choices", "paft_gold_index"} <= docs[0].keys()
+    assert len(docs) == 3
+    assert {"question", "A", "options", "paft_gold", "paft_choices", "paft_gold_index"} <= docs[0].keys()
     assert docs[0]["paft_choices"][docs[0]["paft_gold_index"]] == docs[0][docs[0]["paft_gold"]]
     capsys.readouterr()
     for argv, expected in [(["--task", "synth_tool"], "no answer format"),

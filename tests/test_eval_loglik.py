@@ -46,7 +46,8 @@ def test_loglik_matches_direct_per_option_computation(tmp_path, tiny_model, chat
 
     settings = EvalSettings(task="synth_mc", models=[str(tiny_model)], out=str(tmp_path / "out"),
                             templates=str(write_pool(tmp_path / "pool.jsonl")), limit=ROWS, progress=False,
-                            scoring="loglik", prompt_format="chat" if chat else "plain", batch_size=5)  # 5 rows: batches of one question
+                            scoring="loglik", prompt_format="chat" if chat else "plain",
+                            batch_size=5)  # 5 rows: batches of one question
     results, records = evaluate(settings)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -91,7 +92,8 @@ def test_loglik_resumes_and_writes_outputs(tmp_path, tiny_model):
 def test_choice_batches_keep_a_question_whole_and_within_budget():
     requests = [ChoiceRequest(("t", str(i)), [1] * n, [[2] * 3, [2] * 5]) for i, n in enumerate([10, 40, 20, 30])]
     batches = choice_batches(requests, batch_size=4, max_batch_tokens=150, vocab_size=10)
-    assert [[r.key[1] for r in b] for b in batches] == [["1"], ["3", "2"], ["0"]]  # 4 rows x 45 > 150; 4 x 35 <= 150; 6 rows > 4
+    # 4 rows x 45 > 150; 4 x 35 <= 150; 6 rows > 4
+    assert [[r.key[1] for r in b] for b in batches] == [["1"], ["3", "2"], ["0"]]
     assert sorted(r.key for b in batches for r in b) == sorted(r.key for r in requests)
 
 

@@ -76,7 +76,8 @@ def test_generations_hold_the_text_the_model_saw(scripted_run):
     saved = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     first = next(r for r in saved if r["template"] == "letters")
     # The tiny tokenizer's chat template: the user turn, its end token, then the opened assistant turn.
-    assert first["prompt"].startswith("<|user|>Q: ") and first["prompt"].endswith("Reply with a letter.</s><|assistant|>")
+    assert first["prompt"].startswith("<|user|>Q: ")
+    assert first["prompt"].endswith("Reply with a letter.</s><|assistant|>")
 
 
 def test_plain_prompt_record_shows_the_bos_the_tokenizer_added(tmp_path, tiny_model, monkeypatch, examples):

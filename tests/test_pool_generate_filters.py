@@ -28,12 +28,16 @@ QA = TaskSpec(name="qa", description="Answer from the context.", fields=("questi
 # ---------------------------------------------------------------------------- parser
 @pytest.mark.parametrize("reply, expected", [
     ("<template>Q: {question}\nAnswer:</template>", ["Q: {question}\nAnswer:"]),
-    ("Sure!\n<TEMPLATE>\n  A {question}\n</TEMPLATE> and\n<template>B {question}</template>\nBye", ["A {question}", "B {question}"]),
-    ("<think>I could write <template>{question}</template></think><template>kept {question}</template>", ["kept {question}"]),
+    ("Sure!\n<TEMPLATE>\n  A {question}\n</TEMPLATE> and\n<template>B {question}</template>\nBye",
+     ["A {question}", "B {question}"]),
+    ("<think>I could write <template>{question}</template></think><template>kept {question}</template>",
+     ["kept {question}"]),
     ("1. First: {question}\n2) Second {question}\nAnswer:\n3. Third {question}",
      ["First: {question}", "Second {question}\nAnswer:", "Third {question}"]),
-    ("**Template 1:** Solve {question}\n\n**Template 2:**\nQ: {question}\n\nA:", ["Solve {question}", "Q: {question}\n\nA:"]),
-    ("Here they are:\n```\nQuestion: {question}\nAnswer:\n```\n```text\nSolve: {question}\n```\nDone", ["Question: {question}\nAnswer:", "Solve: {question}"]),
+    ("**Template 1:** Solve {question}\n\n**Template 2:**\nQ: {question}\n\nA:",
+     ["Solve {question}", "Q: {question}\n\nA:"]),
+    ("Here they are:\n```\nQuestion: {question}\nAnswer:\n```\n```text\nSolve: {question}\n```\nDone",
+     ["Question: {question}\nAnswer:", "Solve: {question}"]),
     ('```json\n["x {question}", {"template": "y {question}"}, 3]\n```', ["x {question}", "y {question}"]),
     ("Intro text.\n\nTell me {question}\n\nThanks!", ["Tell me {question}"]),
     ('"Quoted {question}"', ["Quoted {question}"]),
@@ -151,9 +155,12 @@ def test_filter_chain_counts_every_step():
 
 # ---------------------------------------------------------------------------- split and diversity
 @pytest.mark.parametrize("n_generated, settings, expected", [
-    (8, SplitConfig(heldout_fraction=0.25, seeds_to_heldout=True), {"heldout_seeds": 2, "heldout_generated": 2, "train": 6}),
-    (8, SplitConfig(heldout_fraction=0.5, include_seeds=False), {"heldout_seeds": 0, "heldout_generated": 4, "train": 4}),
-    (1, SplitConfig(heldout_fraction=0.5, seeds_to_heldout=True), {"heldout_seeds": 2, "heldout_generated": 0, "train": 1}),
+    (8, SplitConfig(heldout_fraction=0.25, seeds_to_heldout=True),
+     {"heldout_seeds": 2, "heldout_generated": 2, "train": 6}),
+    (8, SplitConfig(heldout_fraction=0.5, include_seeds=False),
+     {"heldout_seeds": 0, "heldout_generated": 4, "train": 4}),
+    (1, SplitConfig(heldout_fraction=0.5, seeds_to_heldout=True),
+     {"heldout_seeds": 2, "heldout_generated": 0, "train": 1}),
     (8, SplitConfig(heldout_fraction=0.2), {"total_heldout": 2, "train": 8}),
 ])
 def test_split(n_generated, settings, expected):
@@ -222,7 +229,8 @@ GEN = {"name": "g", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
     ({"task": "no_such_task"}, "unknown task 'no_such_task'"),
     ({"task": {"name": "x", "description": "d", "fields": ["q"], "required_fields": ["z"]}},
      "config.task.fields must list every field named in required_fields and option_sets; missing ['z']"),
-    ({"task": {"name": "x", "description": "d", "feilds": ["q"]}}, "config.task: unknown key 'feilds'; did you mean 'fields'?"),
+    ({"task": {"name": "x", "description": "d", "feilds": ["q"]}},
+     "config.task: unknown key 'feilds'; did you mean 'fields'?"),
     ({"task": {"name": "x", "fields": ["q"]}}, "config.task: set description"),
     ({"metaprompts": {"sytem": "s.txt"}}, "config.metaprompts: unknown key 'sytem'; did you mean 'system'?"),
     ({"filters": {"min_char": 3}}, "config.filters: unknown key 'min_char'; did you mean 'min_chars'?"),
@@ -241,11 +249,13 @@ def test_config_errors_name_the_key(change, message, monkeypatch):
 def test_registry_task_and_dual_prompts():
     config = config_from_dict({"task": "synth_mc", "generators": [GEN], "per_model_per_mode": 4,
                                "templates_per_request": 3, "few_shot_examples": 2,
-                               "seed_templates": ["Q: {question}\n{options}\nAnswer:", "{question} {A} {B} {C} {D} Answer:",
+                               "seed_templates": ["Q: {question}\n{options}\nAnswer:",
+                                                  "{question} {A} {B} {C} {D} Answer:",
                                                   "Pick: {question}\n{options}\nAnswer:"]})
     assert config.task.answer_cue == "Answer:" and "options" in config.task.fields
     requests = build_requests(config)
-    assert [(r.mode, r.sample) for r in requests] == [("few_shot", 0), ("few_shot", 1), ("zero_shot", 0), ("zero_shot", 1)]
+    assert [(r.mode, r.sample) for r in requests] == [("few_shot", 0), ("few_shot", 1),
+                                                      ("zero_shot", 0), ("zero_shot", 1)]
     few, zero = requests[0].messages[1]["content"], requests[2].messages[1]["content"]
     assert "Write 3 new templates" in few and few.count("<template>\n") == 2  # two seed examples shown
     assert "{question}: must appear" in zero and "{options}" in zero and '"Answer:"' in zero
@@ -262,7 +272,8 @@ def test_registry_task_and_dual_prompts():
 def test_seed_templates_from_a_pool(seeds, count, tmp_path):
     from prompt_pool import load_pool
 
-    (tmp_path / "pool.jsonl").write_text('{"text": "Q {question} {options} Answer:"}\n{"text": "{question} {options}"}\n')
+    (tmp_path / "pool.jsonl").write_text('{"text": "Q {question} {options} Answer:"}\n'
+                                         '{"text": "{question} {options}"}\n')
     config = config_from_dict({"task": "synth_mc", "generators": [GEN], "seed_templates": seeds}, base_dir=tmp_path)
     expected = count if isinstance(count, int) else len(load_pool("synth_mc").subset(count).templates)
     assert len(config.seed_templates) == expected > 0

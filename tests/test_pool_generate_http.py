@@ -148,7 +148,8 @@ def test_pool_from_two_endpoints_with_messy_replies(server, tmp_path):
         (g, m) for g in ("alpha", "beta") for m in ("few_shot", "zero_shot")}
     assert all(t.source["time"] and t.source["temperature"] == 0.9 for t in generated)
     assert "Sure!" not in " ".join(t.text for t in generated) and "Enjoy" not in " ".join(t.text for t in generated)
-    few_shot_prompts = [b["messages"][1]["content"] for b in server.bodies if "Q: {question}" in b["messages"][1]["content"]]
+    user_turns = [b["messages"][1]["content"] for b in server.bodies]
+    few_shot_prompts = [turn for turn in user_turns if "Q: {question}" in turn]
     assert len(few_shot_prompts) == 4  # the seed template is shown in few-shot requests only
     assert [s["step"] for s in result.report["filters"]] == [
         "placeholders", "answer_cue", "length", "exact_duplicates", "near_duplicates"]

@@ -41,8 +41,9 @@ def short_metaprompts(folder):
 
 
 def local_config(model_dir, tmp_path, **overrides):
-    data = {"task": TASK, "modes": ["zero_shot"], "metaprompts": short_metaprompts(tmp_path), "per_model_per_mode": 2, "templates_per_request": 1,
-            "temperature": 0.7, "cache": str(tmp_path / "cache.jsonl"), "filters": {"min_chars": 10},
+    data = {"task": TASK, "modes": ["zero_shot"], "metaprompts": short_metaprompts(tmp_path), "per_model_per_mode": 2,
+            "templates_per_request": 1, "temperature": 0.7, "cache": str(tmp_path / "cache.jsonl"),
+            "filters": {"min_chars": 10},
             "generators": [{"name": "tiny", "backend": "transformers", "model": str(model_dir), "dtype": "float32",
                             "batch_size": 2, "max_tokens": 40}]}
     data.update(overrides)

@@ -41,7 +41,9 @@ def test_render_missing_field_names_template_and_fix():
 
 
 def test_jsonl_defaults_ids_split_and_roundtrip(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "Q {question}"}, {"id": "x", "text": "{question}?", "split": "heldout", "source": {"by": "me"}}])
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "Q {question}"},
+                                              {"id": "x", "text": "{question}?", "split": "heldout",
+                                               "source": {"by": "me"}}])
     pool = read_pool(path)
     assert [t.id for t in pool] == ["p-0", "x"]
     assert [t.split for t in pool] == ["train", "heldout"]
@@ -82,7 +84,8 @@ def test_xlsx_like_paft(tmp_path):
 
 
 def test_yaml_list_and_mapping(tmp_path):
-    (tmp_path / "a.yaml").write_text(yaml.safe_dump(["Q: {question}", {"id": "h", "text": "{question}!", "split": "heldout"}]))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(["Q: {question}",
+                                                     {"id": "h", "text": "{question}!", "split": "heldout"}]))
     (tmp_path / "b.yml").write_text(yaml.safe_dump({"version": 2, "templates": [{"text": "{question}"}]}))
     assert [t.id for t in read_pool(tmp_path / "a.yaml")] == ["a-0", "h"]
     assert len(read_pool(tmp_path / "b.yml")) == 1

@@ -68,7 +68,8 @@ CASES = [
     ('[' * 5000 + ']' * 5000, AREA, (0, 0, 0)),
     ('f(' * 3000, AREA, (0, 0, 0)),
     ([{"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "area", "arguments": '{"base": 10, "height": 5}'}}]}], AREA, (1, 1, 1)),
+        {"type": "function", "function": {"name": "area", "arguments": '{"base": 10, "height": 5}'}}]}],
+     AREA, (1, 1, 1)),
 ]
 
 

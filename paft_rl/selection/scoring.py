@@ -127,7 +127,8 @@ def _completion_losses(model, tokenizer, sequences, batch_size, n_templates, n_r
         # logits[:, j] predicts the token after position width-keep+j, i.e. labels[:, j+1].
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
         token_loss = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
+            reduction="none",
         ).view(shift_labels.shape)
         mask = shift_labels != -100
         per_seq_sum = (token_loss * mask).sum(dim=1).double().cpu()

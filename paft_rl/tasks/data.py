@@ -87,7 +87,8 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
                 return task.read_file(path)
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
+                raise UserError(f"{path.name}: unsupported data format {path.suffix!r}; "
+                                "use .jsonl, .json, .parquet or .csv")
             if is_blank(path):
                 raise UserError(f"data file {source!r} is empty: it needs one row per example")
             try:
@@ -107,4 +108,5 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     except UserError:
         raise
     except Exception as error:  # datasets raises many types (connection, missing split, schema)
-        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; pass a local file with --data") from None
+        raise UserError(f"cannot load dataset {source!r} split {split!r}: {first_line(error)}; "
+                        "pass a local file with --data") from None

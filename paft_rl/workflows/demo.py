@@ -211,7 +211,8 @@ def run_demo(settings: DemoSettings) -> dict:
     names = {path: name for name, path in models.items()}
     print_summary(results, names)
     print(f"\nplots: {paths['distribution']}\n       {paths['heatmap']}\nfull table: {paths['results']}")
-    summary = {name: {k: results["models"][path][k] for k in ("mean", "std", "min", "max")} for name, path in models.items()}
+    summary = {name: {k: results["models"][path][k] for k in ("mean", "std", "min", "max")}
+               for name, path in models.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print()
     print(format_table(results))
