@@ -111,10 +111,9 @@ def model_folder(name: str, workdir: Path, vllm: bool) -> str:
 
         return str(smollm2_dir())
     if name == "tiny":
-        sys.path.append(str(HERE.parent / "tests"))
-        from tiny import make_tiny_model_dir
+        from bench.quick import tiny_model
 
-        return str(make_tiny_model_dir(workdir, arch="llama-head64" if vllm else "llama"))
+        return tiny_model(workdir, "llama-head64" if vllm else "llama")
     return name
 
 
