@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from bench.quick import tiny_model  # noqa: E402
+from bench.common import cpu_kernels, tiny_model  # noqa: E402
 from paft_rl.eval import EvalSettings, evaluate, write_outputs  # noqa: E402
 from paft_rl.eval.export import jinja_template  # noqa: E402
 from paft_rl.eval.runner import Cell  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> int:
              for t in pool.templates for row_id, e in examples]
     print(f"{task_name}: {len(pool.templates)} templates x {len(examples)} questions, {model_dir.name}, "
           f"max {task.max_new_tokens} new tokens, greedy, float32, CPU ({os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} torch threads, {torch.backends.cpu.get_cpu_capability()} kernels)", flush=True)
+          f"{torch.get_num_threads()} torch threads, {cpu_kernels()})", flush=True)
 
     # paft-rl eval (one call) before and after the baselines, so drifting machine load does not favour one side.
     def run_ours(label: str) -> tuple[float, dict]:

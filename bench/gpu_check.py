@@ -54,7 +54,7 @@ def model_folder(spec: str | None, scratch: Path, cpu: bool) -> str:
     """A loadable model folder: the tests' tiny model (``tiny``), a folder with weights, or one initialised at
     random from a folder's config.json and tokenizer."""
     if spec in (None, "tiny"):
-        from bench.quick import tiny_model
+        from bench.common import tiny_model
 
         return tiny_model(scratch)
     folder = Path(spec)

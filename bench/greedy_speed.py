@@ -40,7 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from bench.quick import tiny_model  # noqa: E402
+from bench.common import cpu_kernels, tiny_model  # noqa: E402
 from paft_rl.eval import EvalSettings  # noqa: E402
 from paft_rl.eval.backends import HFBackend, Request  # noqa: E402
 from paft_rl.eval.greedy import ATTENTION_NAME, WaveGreedy  # noqa: E402
@@ -67,8 +67,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def eval_requests(model: str, task_name: str, data: str | None, args, work: Path) -> tuple[list[Request], int]:
-    """The requests `paft-rl eval` sends its backend for these templates and questions, and its budget."""
+def eval_requests(model: str, task_name: str, data: str | None, args, work: Path):
+    """The requests `paft-rl eval` sends its backend for these templates and questions, its generation budget and
+    the prepared model (source and tokenizer)."""
     task = get_task(task_name)
     pool = load_task_pool(task).subset("heldout")
     pool.templates = pool.templates[: args.templates]
@@ -78,7 +79,7 @@ def eval_requests(model: str, task_name: str, data: str | None, args, work: Path
     cells = build_cells(task, pool, settings)
     max_new_tokens, _ = generation_budget(task, cells, settings)
     prepared = prepare_model(model, cells, settings, max_new_tokens)
-    return [Request(key, ids) for key, ids in prepared.prompt_ids.items()], max_new_tokens
+    return [Request(key, ids) for key, ids in prepared.prompt_ids.items()], max_new_tokens, prepared
 
 
 def run_side(backend: HFBackend, waves: WaveGreedy, side: str, requests: list[Request]) -> tuple[float, dict]:
@@ -105,18 +106,19 @@ def main() -> int:
     model = tiny_model(work) if args.quick else str(smollm2_dir())
     piqa = DATA / "piqa" / "validation.jsonl"
     task_name, data = ("piqa", str(piqa)) if piqa.is_file() and not args.quick else ("synth_mc", None)
-    requests, max_new_tokens = eval_requests(model, task_name, data, args, work)
-    backend = HFBackend(*_source(model), max_new_tokens, batch_size=args.batch_size)  # float32 on CPU, as eval
+    requests, max_new_tokens, prepared = eval_requests(model, task_name, data, args, work)
+    # float32 on a CPU, as the evaluation loads it.
+    backend = HFBackend(prepared.source, prepared.tokenizer, max_new_tokens, batch_size=args.batch_size)
     waves = backend.waves
     if waves is None:
         raise SystemExit(f"{model}: the wave decoder does not cover this model; nothing to compare")
     lengths = [len(r.prompt_ids) for r in requests]
-    print(f"{task_name}: {args.templates} templates x {len(requests) // args.templates} questions = {len(requests)} "
+    templates = len({r.key[0] for r in requests})
+    print(f"{task_name}: {templates} templates x {len(requests) // templates} questions = {len(requests)} "
           f"prompts of {statistics.fmean(lengths):.0f} tokens on average (longest {max(lengths)}), at most "
           f"{max_new_tokens} new tokens, batch {args.batch_size}; {Path(model).name}, float32; CPU: "
-          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-          f"{torch.backends.cpu.get_cpu_capability()} kernels, ONEDNN_MAX_CPU_ISA="
-          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}; load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {cpu_kernels()}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     outputs: dict[str, dict] = {}
     for repeat in range(args.repeats):
@@ -133,14 +135,6 @@ def main() -> int:
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"greedy_speed_ratio {medians[best] / medians['wave']:.2f} ({best} / wave; greedy.py stays at >= 1.3)")
     return 0
-
-
-def _source(model: str):
-    """The model source and tokenizer, as the evaluation resolves them."""
-    from paft_rl.eval.models import load_tokenizer, resolve_model
-
-    source = resolve_model(model)
-    return source, load_tokenizer(source)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def model_folder(name: str, workdir: Path, vllm: bool) -> str:
 
         return str(smollm2_dir())
     if name == "tiny":
-        from bench.quick import tiny_model
+        from bench.common import tiny_model
 
         return tiny_model(workdir, "llama-head64" if vllm else "llama")
     return name

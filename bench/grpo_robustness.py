@@ -140,7 +140,7 @@ def train_reward(output_dir: str | Path, steps: int = 5) -> tuple[float | None, 
 def quick_model(out: Path, vllm: bool) -> str:
     """The tests' tiny random Llama (tests/tiny.py): fast, and as good as any model for checking the plumbing
     (with vLLM, the one whose head size vLLM's CPU attention takes)."""
-    from bench.quick import tiny_model
+    from bench.common import tiny_model
 
     return tiny_model(out / "tiny-model", "llama-head64" if vllm else "llama")
 

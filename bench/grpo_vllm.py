@@ -50,7 +50,7 @@ from paft_rl.trainers.common import reward_functions  # noqa: E402
 sys.path.append(str(HERE))
 from overhead import StepClock, iqr  # noqa: E402
 
-from bench.quick import tiny_model  # noqa: E402
+from bench.common import tiny_model  # noqa: E402
 
 WANTED_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 

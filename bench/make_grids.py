@@ -96,7 +96,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     work = Path(args.out_root or tempfile.mkdtemp(prefix="eval-budget-grids-"))
     if args.quick:
-        from bench.quick import tiny_model
+        from bench.common import tiny_model
 
         model, names, grids = tiny_model(work), [QUICK], Path(args.grids or work / "grids")
     else:

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     elif options.model == "small":
         options.model = small_model_dir(Path(scratch.name))
     elif options.model == "tiny":
-        from bench.quick import tiny_model
+        from bench.common import tiny_model
 
         options.model = tiny_model(scratch.name)
     tokenizer = AutoTokenizer.from_pretrained(options.model)

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments  # noqa: E402
 
-from bench.quick import tiny_model  # noqa: E402
+from bench.common import tiny_model  # noqa: E402
 from paft_rl.formatting import encode_example  # noqa: E402
 from paft_rl.selection import score_templates  # noqa: E402
 from paft_rl.smollm import smollm2_dir  # noqa: E402

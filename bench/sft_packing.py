@@ -46,8 +46,8 @@ import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from bench.common import tiny_model  # noqa: E402
 from bench.overhead import StepClock  # noqa: E402
-from bench.quick import tiny_model  # noqa: E402
 from paft_rl.configs import PaftSFTConfig  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
 from paft_rl.trainers import PaftSFTCollator, PaftSFTTrainer, build_chooser, build_dataset  # noqa: E402
