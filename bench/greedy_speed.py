@@ -12,8 +12,10 @@ and instructions, computed once and copied into every batch). They differ only i
   on CPU) and 64 rows a batch whatever their length (the wave decoder's decode width).
 
 Runs alternate (wave, generate..., then the reverse order); each side's time is the median of its runs, and the
-tokens of every side must equal the wave decoder's. Prints ``greedy_speed_ratio`` (the faster generate setting's
-time / the wave decoder's) last: `greedy.py` pays for its upkeep at 1.3 or more.
+tokens of every side must equal the wave decoder's. With one torch thread (``--threads 1``) a run is timed in CPU
+seconds of this process, which other processes on a shared machine do not inflate; otherwise in wall seconds.
+Prints ``greedy_speed_ratio`` (the faster generate setting's time / the wave decoder's) last: `greedy.py` pays for
+its upkeep at 1.3 or more.
 
     python bench/greedy_speed.py                    # PIQA (../shared/data), 4 held-out templates x 50 questions
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/greedy_speed.py   # as on an AVX2-only CPU
@@ -91,10 +93,11 @@ def run_side(backend: HFBackend, waves: WaveGreedy, side: str, requests: list[Re
         backend.model.set_attn_implementation("sdpa")
         backend.waves = None
         backend.max_batch_tokens = waves.max_prefill_tokens if "2048" in side else 2**62
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
     collected = []
-    start = time.perf_counter()
+    start = clock()
     backend.generate(requests, collected.extend)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     return seconds, {key: (generation.text, generation.tokens) for key, generation in collected}
 
 
@@ -117,7 +120,8 @@ def main() -> int:
     print(f"{task_name}: {templates} templates x {len(requests) // templates} questions = {len(requests)} "
           f"prompts of {statistics.fmean(lengths):.0f} tokens on average (longest {max(lengths)}), at most "
           f"{max_new_tokens} new tokens, batch {args.batch_size}; {Path(model).name}, float32; CPU: "
-          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {cpu_kernels()}; "
+          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {cpu_kernels()}, "
+          f"{'CPU' if torch.get_num_threads() == 1 else 'wall'} seconds; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     outputs: dict[str, dict] = {}

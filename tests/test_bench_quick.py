@@ -21,7 +21,7 @@ QUICK = {
     "eval_budget.py": [r"synth_mc-smollm2: .*", r"error ratio budgeted / naive .*",
                        *[rf"\s+{budget}%: mae {RATIO}, w1 {RATIO}, worst {RATIO}, std {RATIO}"
                          for budget in (2, 5, 10, 20)]],
-    "eval_speed.py": [r"identical prompts: 8/8",
+    "eval_speed.py": [r"identical prompts: 4/4",
                       rf"lm-eval at batch size +1, one run per template: +{RATIO} s, {RATIO}x paft-rl's time; .*",
                       rf"lm-eval at batch size +4, one run per template: +{RATIO} s, {RATIO}x paft-rl's time; .*",
                       rf"speed-up against lm-eval at its best batch size \([14]\): {RATIO}x \(target >= 5x\)"],
@@ -66,8 +66,6 @@ def scripts() -> list[str]:
 
 def test_every_benchmark_has_a_quick_run_under_test():
     assert sorted([*QUICK, *ELSEWHERE]) == scripts()
-    for script in [*QUICK, "grpo_mixed.py", "grpo_robustness.py"]:
-        assert '"--quick"' in (ROOT / "bench" / script).read_text(encoding="utf-8"), script
     for test_file, test_name in ELSEWHERE.values():
         assert f"def {test_name}(" in (ROOT / "tests" / test_file).read_text(encoding="utf-8")
 
