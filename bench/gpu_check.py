@@ -54,10 +54,9 @@ def model_folder(spec: str | None, scratch: Path, cpu: bool) -> str:
     """A loadable model folder: the tests' tiny model (``tiny``), a folder with weights, or one initialised at
     random from a folder's config.json and tokenizer."""
     if spec in (None, "tiny"):
-        sys.path.append(str(ROOT / "tests"))
-        from tiny import make_tiny_model_dir
+        from bench.common import tiny_model
 
-        return str(make_tiny_model_dir(scratch))
+        return tiny_model(scratch)
     folder = Path(spec)
     if any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")):
         return str(folder)
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="'tiny' (default on CPU), a model folder, or a folder with config.json and "
                                         "the tokenizer only (random weights)")
-    parser.add_argument("--cpu", action="store_true", help="smoke run on the CPU (fp32, tiny sizes)")
+    parser.add_argument("--cpu", "--quick", action="store_true", help="smoke run on the CPU (fp32, tiny sizes)")
     parser.add_argument("--sft-worker", nargs=2, metavar=("MODEL", "OUTPUT_DIR"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     sys.path.append(str(HERE))  # overhead.py's clock and fixed prompts

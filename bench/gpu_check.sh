@@ -7,7 +7,7 @@
 #                                       # tokenizer (its weights, 270 MB in bf16, do not fit: random ones are made)
 #   bench/gpu_check.sh DIR              # there: install DIR's wheels into a scratch folder, then run
 #                                       # bench/gpu_check.py (GRPO same / mixed / plain TRL, SFT under ZeRO-2)
-#   bench/gpu_check.sh --cpu            # the smoke run on a CPU, in the current environment (tiny model)
+#   bench/gpu_check.sh --cpu            # (or --quick) the smoke run on a CPU, in the current environment (tiny model)
 #
 # DIR is what the device tool carries (`carry: [DIR]`, with DIR ignored by git). Output: the lines of
 # bench/gpu_check.py, the step-time ratios and peak memory, and the SFT ZeRO-2 line.
@@ -52,7 +52,7 @@ case "${1:-}" in
     --prepare)
         prepare "${2:?usage: bench/gpu_check.sh --prepare DIR}"
         ;;
-    --cpu)
+    --cpu|--quick)
         OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" exec timeout "$LIMIT_S" "$PYTHON" "$HERE/gpu_check.py" --cpu
         ;;
     ""|-h|--help)

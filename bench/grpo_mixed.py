@@ -110,10 +110,9 @@ def model_folder(name: str, workdir: Path, vllm: bool) -> str:
 
         return str(smollm2_dir())
     if name == "tiny":
-        sys.path.append(str(HERE.parent / "tests"))
-        from tiny import make_tiny_model_dir
+        from bench.common import tiny_model
 
-        return str(make_tiny_model_dir(workdir, arch="llama-head64" if vllm else "llama"))
+        return tiny_model(workdir, "llama-head64" if vllm else "llama")
     return name
 
 
@@ -154,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
               f"tokens per generation {counts['prompt_tokens']:.0f}, padded {counts['padded_tokens']:.0f}, with an "
               f"ideal prefix cache {counts['prefill_tokens']:.0f}")
     def ratio(key: str) -> float:
-        return statistics.fmean(trainers["mixed"].paft_counts[key]) / statistics.fmean(trainers["same"].paft_counts[key])
+        mixed, same = trainers["mixed"].paft_counts[key], trainers["same"].paft_counts[key]
+        return statistics.fmean(mixed) / statistics.fmean(same)
 
     print(f"padding: mixed batches pad to {ratio('padded_tokens'):.2f}x the prompt tokens of same-template batches "
           f"(their prompts: {ratio('prompt_tokens'):.2f}x)")

@@ -140,10 +140,9 @@ def train_reward(output_dir: str | Path, steps: int = 5) -> tuple[float | None, 
 def quick_model(out: Path, vllm: bool) -> str:
     """The tests' tiny random Llama (tests/tiny.py): fast, and as good as any model for checking the plumbing
     (with vLLM, the one whose head size vLLM's CPU attention takes)."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from tiny import make_tiny_model_dir
+    from bench.common import tiny_model
 
-    return str(make_tiny_model_dir(out / "tiny-model", "llama-head64" if vllm else "llama"))
+    return tiny_model(out / "tiny-model", "llama-head64" if vllm else "llama")
 
 
 def run_experiment(settings: ExperimentSettings) -> dict:

@@ -14,6 +14,7 @@ does both):
 
     .venv-vllm/bin/python bench/grpo_vllm.py                 # 3 timed steps x 2 runs per side
     .venv-vllm/bin/python bench/grpo_vllm.py --steps 2 --repeats 1
+    .venv-vllm/bin/python bench/grpo_vllm.py --quick     # the tests' tiny model, 1 step: checks the path only
 
 Prints ``grpo_vllm_step_time_ratio`` (HF step time / vLLM step time; above 1 means vLLM is faster) last.
 Measured numbers and the machine they come from are in README.md ("vLLM").
@@ -48,20 +49,21 @@ from paft_rl.trainers import PaftGRPOTrainer, build_dataset  # noqa: E402
 sys.path.append(str(HERE))
 from overhead import StepClock, iqr  # noqa: E402
 
+from bench.common import tiny_model  # noqa: E402
+
 WANTED_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
-def trainer(model_path: str, tokenizer, workdir: Path, steps: int, seed: int, use_vllm: bool, clock) -> PaftGRPOTrainer:
-    length = 48
-    fixed_length = {"min_tokens": length} if use_vllm else {"min_new_tokens": length}
+def trainer(model_path: str, tokenizer, workdir: Path, run, use_vllm: bool, clock) -> PaftGRPOTrainer:
+    fixed_length = {"min_tokens": run.length} if use_vllm else {"min_new_tokens": run.length}
     args = PaftGRPOConfig(
-        output_dir=str(workdir / ("vllm" if use_vllm else "hf")), task="synth_arith", max_steps=steps + 1, seed=seed,
-        per_device_train_batch_size=8, num_generations=4, max_completion_length=length, learning_rate=1e-4,
-        report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True,
+        output_dir=str(workdir / ("vllm" if use_vllm else "hf")), task="synth_arith", max_steps=run.steps + 1,
+        seed=run.seed, per_device_train_batch_size=8, num_generations=4, max_completion_length=run.length,
+        learning_rate=1e-4, report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), generation_kwargs=fixed_length,  # precision as paft-rl picks it
         use_vllm=use_vllm, vllm_mode="colocate")
     task = get_task("synth_arith")
-    dataset = build_dataset(task, load_rows(task, limit=64, seed=seed))
+    dataset = build_dataset(task, load_rows(task, limit=run.rows, seed=run.seed))
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     return PaftGRPOTrainer(model_path, args=args, train_dataset=dataset, processing_class=tokenizer,
                            peft_config=lora, callbacks=[clock])  # the task's own rewards
@@ -72,16 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternated ABBA")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--length", type=int, default=48, help="completion tokens (fixed)")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--quick", action="store_true",
+                        help="the tests' tiny model (64-wide heads), 1 timed step x 2 runs per side, 4 tokens")
     options = parser.parse_args(argv)
-    model_path = str(smollm2_dir())
+    if options.quick:
+        options.steps, options.repeats, options.length, options.rows = 1, 2, 4, 16
+    scratch = tempfile.TemporaryDirectory()
+    model_path = tiny_model(scratch.name, "llama-head64") if options.quick else str(smollm2_dir())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     flags = " ".join(sorted(precision.cpu_flags() & WANTED_FLAGS)) or "none of avx2/avx512/amx"
     print(f"model {model_path}; {os.cpu_count()} CPUs ({flags}); load average {os.getloadavg()[0]:.1f}; "
-          f"native bf16 {precision.cpu_has_native_bf16()}; {options.steps} timed steps x {options.repeats} runs per side")
+          f"native bf16 {precision.cpu_has_native_bf16()}; "
+          f"{options.steps} timed steps x {options.repeats} runs per side")
     clocks = {"hf": StepClock("wall"), "vllm": StepClock("wall")}
     with tempfile.TemporaryDirectory() as workdir:
-        trainers = {name: trainer(model_path, tokenizer, Path(workdir), options.steps, options.seed, name == "vllm",
-                                  clocks[name]) for name in ("vllm", "hf")}
+        trainers = {name: trainer(model_path, tokenizer, Path(workdir), options, name == "vllm", clocks[name])
+                    for name in ("vllm", "hf")}
         for repeat in range(options.repeats):
             for name in ("hf", "vllm") if repeat % 2 == 0 else ("vllm", "hf"):
                 trainers[name].train()  # StepClock times from the end of the run's first step on
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, clock in clocks.items():
         print(f"{name}: median step {times[name]:.2f} s (IQR {iqr(clock.intervals)}, {len(clock.intervals)} steps)")
     print(f"grpo_vllm_step_time_ratio {times['hf'] / times['vllm']:.3f}")
+    scratch.cleanup()
     return 0
 
 

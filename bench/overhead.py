@@ -15,6 +15,7 @@ not change the work. Runs alternate ABBA per repeat; a step time is the interval
     python bench/overhead.py                     # small random Llama + SmolLM2 tokenizer, LoRA, CPU or GPU
     python bench/overhead.py --model smollm2     # SmolLM2-135M-Instruct itself (make model); slow on CPU
     python bench/overhead.py --repeats 2 --steps 3    # a quick look
+    python bench/overhead.py --quick             # the tests' tiny model, 1 step: checks the path, measures nothing
 
 The default model is a randomly initialised 4-layer Llama with SmolLM2's real tokenizer: a small model makes
 the wrapper's fixed per-step costs weigh *more* against the step, so it is the stricter test.
@@ -91,13 +92,13 @@ def fixed_prompts(dataset: Dataset, chooser, conversational: bool) -> list:
 
 
 # ---------------------------------------------------------------------------- GRPO
-def grpo_trainers(model_path, tokenizer, workdir: Path, steps: int, rows: int, seed: int, clock_paft, clock_plain):
-    options = dict(common_options(workdir, steps, seed), task="synth_arith", per_device_train_batch_size=8,
-                   num_generations=4, max_completion_length=24,
-                   generation_kwargs={"min_new_tokens": 24}, model_init_kwargs={"dtype": "float32"})
+def grpo_trainers(model_path, tokenizer, workdir: Path, run, clock_paft, clock_plain):
+    options = dict(common_options(workdir, run.steps, run.seed), task="synth_arith", per_device_train_batch_size=8,
+                   num_generations=4, max_completion_length=run.length,
+                   generation_kwargs={"min_new_tokens": run.length}, model_init_kwargs={"dtype": "float32"})
     args = PaftGRPOConfig(**options)
     task = get_task("synth_arith")
-    dataset = build_dataset(task, load_rows(task, limit=rows, seed=seed))
+    dataset = build_dataset(task, load_rows(task, limit=run.rows, seed=run.seed))
     rewards, _ = run_rewards(args, task, None)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     paft = PaftGRPOTrainer(model_path, rewards, args, dataset, processing_class=tokenizer, peft_config=lora,
@@ -109,12 +110,12 @@ def grpo_trainers(model_path, tokenizer, workdir: Path, steps: int, rows: int, s
 
 
 # ---------------------------------------------------------------------------- SFT
-def sft_trainers(model_path, tokenizer, workdir: Path, steps: int, rows: int, seed: int, clock_paft, clock_plain):
-    options = dict(common_options(workdir, steps, seed), task="synth_mc", per_device_train_batch_size=8,
+def sft_trainers(model_path, tokenizer, workdir: Path, run, clock_paft, clock_plain):
+    options = dict(common_options(workdir, run.steps, run.seed), task="synth_mc", per_device_train_batch_size=8,
                    max_length=512, model_init_kwargs={"dtype": "float32"})
     args = PaftSFTConfig(**options)
     task = get_task("synth_mc").with_answer_style("text")
-    dataset = build_dataset(task, load_rows(task, limit=rows, seed=seed))
+    dataset = build_dataset(task, load_rows(task, limit=run.rows, seed=run.seed))
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     paft = PaftSFTTrainer(model_path, args, dataset, processing_class=tokenizer, peft_config=lora,
                           callbacks=[clock_paft])
@@ -164,15 +165,21 @@ def iqr(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="small",
-                        help="model folder, 'smollm2' (SmolLM2-135M-Instruct) or 'small' (default; see above)")
+                        help="model folder, 'smollm2' (SmolLM2-135M-Instruct), 'small' (default; see above) or "
+                             "'tiny' (the tests' model)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=4, help="runs per side, alternated ABBA")
     parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--length", type=int, default=24, help="GRPO completion tokens (fixed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["grpo", "sft"], help="run one of the two benchmarks")
     parser.add_argument("--clock", choices=["cpu", "wall"],
                         help="cpu: this process's CPU seconds, one thread (default without GPU); wall: elapsed time")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tests' tiny model, 1 timed step x 2 runs per side, 16 rows, 4 tokens")
     options = parser.parse_args(argv)
+    if options.quick:
+        options.model, options.steps, options.repeats, options.rows, options.length = "tiny", 1, 2, 16, 4
     options.clock = options.clock or ("wall" if torch.cuda.is_available() else "cpu")
     if options.clock == "cpu":
         torch.set_num_threads(1)  # CPU seconds of one thread do not count other users' load or spin-waits
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         options.model = str(smollm2_dir())
     elif options.model == "small":
         options.model = small_model_dir(Path(scratch.name))
+    elif options.model == "tiny":
+        from bench.common import tiny_model
+
+        options.model = tiny_model(scratch.name)
     tokenizer = AutoTokenizer.from_pretrained(options.model)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
     print(f"model {options.model}; {device}; {options.clock} clock; "
@@ -194,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         clock_paft, clock_plain = StepClock(options.clock), StepClock(options.clock)
         with tempfile.TemporaryDirectory() as workdir:
-            paft, plain = build(options.model, tokenizer, Path(workdir), options.steps, options.rows, options.seed,
-                                clock_paft, clock_plain)
+            paft, plain = build(options.model, tokenizer, Path(workdir), options, clock_paft, clock_plain)
             paft_time, plain_time = alternate(paft, plain, clock_paft, clock_plain, options.repeats)
         ratios[name] = paft_time / plain_time
         print(f"{name}: median {options.clock} s/step PAFT {paft_time:.3f} (IQR {iqr(clock_paft.intervals)}), "

@@ -16,8 +16,8 @@ once, verdict cache, worker pool) could break: math-verify with its default sett
 this process, on the answers the project's pipeline extracted (gold and completion), each handed over exactly
 as the slow path hands it (wrapped in `\\boxed{}`, the bare answer as fallback), against the project's verdict.
 
-Usage: `python bench/rewards.py [--gsm8k-questions 1000] [--math-questions 500] [--group 8]`.
-The ratios are printed last.
+Usage: `python bench/rewards.py [--gsm8k-questions 1000] [--math-questions 500] [--group 8]`; `--quick`: 4 questions
+of each, 4 completions a question (checks the path in seconds, measures nothing). The ratios are printed last.
 """
 
 import argparse
@@ -72,7 +72,8 @@ def gsm8k_completions(answer: str, rng: random.Random, group: int) -> list[tuple
         "bold_commas": lambda n: f"{reasoning}\n**Answer:** {_with_commas(n)}",
         "dollars": lambda n: f"{reasoning}\nThe answer is ${n}.00.",
         "final_latex": lambda n: f"{reasoning}\nThe final answer is ${n}$.",
-        "self_corrected": lambda n: f"The answer is {_wrong_number(n, rng)}.\nWait, let me recheck.\n{reasoning}\nThe answer is {n}.",
+        "self_corrected": lambda n: (f"The answer is {_wrong_number(n, rng)}.\nWait, let me recheck.\n"
+                                     f"{reasoning}\nThe answer is {n}."),
     }
     out = []
     for _ in range(group):
@@ -404,7 +405,10 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per question (GRPO's G)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="folder for the full disagreement lists")
+    parser.add_argument("--quick", action="store_true", help="4 questions of each, 4 completions a question")
     args = parser.parse_args()
+    if args.quick:
+        args.gsm8k_questions, args.math_questions, args.group = 4, 4, 4
     logging.disable(logging.WARNING)
     if not (DATA / "gsm8k").is_dir() or not (DATA / "math").is_dir():
         print(f"skipped: real data not found under {DATA} (need gsm8k/ and math/)")

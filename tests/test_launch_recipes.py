@@ -296,7 +296,8 @@ def test_deepspeed_json_leaves_batch_and_precision_to_the_recipe(ds_file):
 
 
 @pytest.mark.parametrize("recipe_name, config_name", [
-    ("gsm8k_grpo_qwen2.5-1.5b", "zero2"), ("gsm8k_grpo_qwen2.5-7b", "zero3"), ("gsm8k_grpo_qwen2.5-7b", "zero3_offload"),
+    ("gsm8k_grpo_qwen2.5-1.5b", "zero2"), ("gsm8k_grpo_qwen2.5-7b", "zero3"),
+    ("gsm8k_grpo_qwen2.5-7b", "zero3_offload"),
 ])
 def test_deepspeed_auto_values_resolve_from_recipe(recipe_name, config_name):
     """With deepspeed installed: the recipe parsed inside the environment of ``accelerate launch`` (as each worker

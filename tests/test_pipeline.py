@@ -84,7 +84,8 @@ def test_pipeline_end_to_end_and_resume(configs, capsys):
 )
 def test_pipeline_bad_config_is_refused_before_anything_trains(configs, change, message, capsys):
     tmp_path, pipeline, _ = configs
-    path = write(tmp_path / "p.yaml", {key: value for key, value in {**pipeline, **change}.items() if value is not None})
+    recipe = {key: value for key, value in {**pipeline, **change}.items() if value is not None}
+    path = write(tmp_path / "p.yaml", recipe)
     assert main(["pipeline", "--config", path]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

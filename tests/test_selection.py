@@ -122,7 +122,8 @@ def test_select_command_writes_table_and_recipe(tmp_path, capsys):
     assert trained["template_draw"] == "top" and trained["template_id"] == summary["chosen"]
     assert trained["learning_rate"] == 1e-4
     assert (out / "scores.csv").read_text().startswith("rank,template_id,loss")
-    assert main(["select", "--config", str(recipe), "--rows", "4", "--pick", "highest", "--out", str(tmp_path / "h")]) == 0
+    assert main(["select", "--config", str(recipe), "--rows", "4", "--pick", "highest",
+                 "--out", str(tmp_path / "h")]) == 0
     highest = json.loads((tmp_path / "h" / "scores.json").read_text())
     assert highest["chosen"] == summary["scores"][-1]["template_id"]
 
@@ -196,7 +197,8 @@ def test_select_reads_sft_and_grpo_recipes_with_trls_defaults():
 
     recipe = {"model_name_or_path": "m", "task": "synth_arith", "bf16": False}
     sft, _ = recipe_configs(None, recipe, "r.yaml")
-    grpo, model_args = recipe_configs(None, {**recipe, "num_generations": 4, "per_device_train_batch_size": 4}, "g.yaml")
+    grpo, model_args = recipe_configs(None, {**recipe, "num_generations": 4, "per_device_train_batch_size": 4},
+                                      "g.yaml")
     assert type(sft) is PaftSFTConfig and sft.max_length == 1024 and sft.prompt_format == "auto"
     assert type(grpo) is PaftGRPOConfig and grpo.num_generations == 4 and model_args.model_name_or_path == "m"
 

@@ -15,7 +15,8 @@ HUB_ROWS = {
     "piqa": ({"goal": "g", "sol1": "x", "sol2": "y", "label": 1}, "B", "B"),
     "winogrande": ({"sentence": "S _", "option1": "x", "option2": "y", "answer": "1"}, "A", "A"),
     "race": ({"article": "t", "question": "q", "options": ["a", "b", "c", "d"], "answer": "D"}, "D", "D"),
-    "arc": ({"question": "q", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "2"}, "B", "B"),
+    "arc": ({"question": "q", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "2"},
+            "B", "B"),
 }
 
 
@@ -87,7 +88,8 @@ def test_synthetic_arith_answers_are_right():
 
 def test_load_local_jsonl_and_limit(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps({"goal": f"g{i}", "sol1": "a", "sol2": "b", "label": i % 2}) + "\n" for i in range(7)))
+    path.write_text("".join(json.dumps({"goal": f"g{i}", "sol1": "a", "sol2": "b", "label": i % 2}) + "\n"
+                            for i in range(7)))
     rows = load_rows(get_task("piqa"), str(path), limit=5)
     assert len(rows) == 5 and rows["row_id"] == [0, 1, 2, 3, 4]
 
@@ -99,7 +101,8 @@ def test_missing_column_is_named(tmp_path):
         load_rows(get_task("piqa"), str(path))
 
 
-@pytest.mark.parametrize("data, message", [("./nope.jsonl", "does not exist"), ("no-such-org/no-such-set", "cannot load dataset")])
+@pytest.mark.parametrize("data, message", [("./nope.jsonl", "does not exist"),
+                                           ("no-such-org/no-such-set", "cannot load dataset")])
 def test_unloadable_data(data, message):
     with pytest.raises(UserError, match=message):
         load_rows(get_task("gsm8k"), data)

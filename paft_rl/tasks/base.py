@@ -158,7 +158,8 @@ def lettered_fields(options: Sequence[str], letters: int | None = None) -> dict[
     return fields
 
 
-def choice_example(fields: dict[str, str], options: Sequence[str], answer_index: int, letters: int | None = None) -> Example:
+def choice_example(fields: dict[str, str], options: Sequence[str], answer_index: int,
+                   letters: int | None = None) -> Example:
     """An `Example` for a multiple-choice row whose answer is option ``answer_index``."""
     options = [str(option).strip() for option in options]
     if not 0 <= answer_index < len(options):

@@ -88,7 +88,10 @@ def read_bfcl_file(path: Path):
 def _bfcl(row: Mapping[str, Any]) -> Example:
     question = row["question"]
     if isinstance(question, str):
-        question = json.loads(question) if question.lstrip().startswith("[") else [[{"role": "user", "content": question}]]
+        if question.lstrip().startswith("["):
+            question = json.loads(question)
+        else:
+            question = [[{"role": "user", "content": question}]]
     turn = question[0] if question and isinstance(question[0], list) else question
     user_text = "\n".join(str(m["content"]) for m in turn if m.get("role") == "user")
     functions = row["function"]

@@ -36,7 +36,8 @@ def _arith_row(rng: random.Random) -> dict:
     if kind == 0:
         a, b, c = rng.randint(5, 60), rng.randint(2, 40), rng.randint(1, 20)
         c = min(c, a + b)
-        question = f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. How many {item} does {name} have now?"
+        question = (f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. "
+                    f"How many {item} does {name} have now?")
         steps, answer = f"{a} + {b} = {a + b}, and {a + b} - {c} = {a + b - c}.", a + b - c
     elif kind == 1:
         a, b = rng.randint(2, 12), rng.randint(2, 15)
@@ -49,15 +50,18 @@ def _arith_row(rng: random.Random) -> dict:
     else:
         price, count, paid = rng.randint(2, 9), rng.randint(2, 8), 0
         paid = price * count + rng.randint(0, 20)
-        question = f"{item.capitalize()} cost ${price} each. {name} buys {count} and pays with ${paid}. How much change does {name} get?"
-        steps, answer = f"{price} * {count} = {price * count}, and {paid} - {price * count} = {paid - price * count}.", paid - price * count
+        question = (f"{item.capitalize()} cost ${price} each. {name} buys {count} and pays with ${paid}. "
+                    f"How much change does {name} get?")
+        cost = price * count
+        steps, answer = f"{price} * {count} = {cost}, and {paid} - {cost} = {paid - cost}.", paid - cost
     return {"question": question, "answer": f"{steps}\n#### {answer}"}
 
 
 def _arith_example(row: Mapping[str, Any]) -> Example:
     steps, _, number = str(row["answer"]).rpartition("####")
     number = number.strip()
-    return Example(fields={"question": str(row["question"])}, gold=number, target=f"{steps.strip()} The answer is {number}.")
+    return Example(fields={"question": str(row["question"])}, gold=number,
+                   target=f"{steps.strip()} The answer is {number}.")
 
 
 # ---------------------------------------------------------------------------- four-option multiple choice
@@ -173,7 +177,8 @@ SYNTHETIC_TASKS = [
         generate=_generator(_arith_row),
     ),
     Task(
-        name="synth_mc", description="Pick the one option of four that answers a simple question about numbers or words.",
+        name="synth_mc",
+        description="Pick the one option of four that answers a simple question about numbers or words.",
         fields=("question", "A", "B", "C", "D", "options"), required_fields=("question",),
         option_sets=(("A", "B", "C", "D"), ("options",)), columns=("question", "options", "label"),
         to_example=_mc_example, reward="mc_accuracy", max_new_tokens=10, top_threshold=0.8,
