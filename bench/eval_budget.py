@@ -154,5 +154,6 @@ def format_row(label: str, row: dict) -> str:
             f"{row['worst']:.3f} / {row['naive_worst']:.3f}   | {row['std']:.3f} / {row['naive_std']:.3f}   | "
             f"{row['cover']:.2f} / {row['naive_cover']:.2f}, {row['cover_mean']:.2f}, {row['cover_worst']:.2f}")
 
+
 if __name__ == "__main__":
     main()

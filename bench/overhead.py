@@ -46,7 +46,7 @@ from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOTrainer, SFTTrainer  # noqa: E402
 
 from paft_rl.configs import PaftGRPOConfig, PaftSFTConfig  # noqa: E402
-from paft_rl.formatting import build_prompt  # noqa: E402
+from paft_rl.formatting import PromptFormat  # noqa: E402
 from paft_rl.tasks import get_task, load_rows  # noqa: E402
 from paft_rl.trainers import PaftGRPOTrainer, PaftSFTTrainer, build_dataset  # noqa: E402
 from paft_rl.trainers.data import example_fields  # noqa: E402
@@ -87,7 +87,8 @@ def common_options(workdir: Path, steps: int, seed: int) -> dict:
 
 def fixed_prompts(dataset: Dataset, chooser, conversational: bool) -> list:
     """The prompt each row gets from the PAFT chooser at step 0 (= every step, since K is NEVER)."""
-    return [build_prompt(chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)), conversational)
+    prompt_format = PromptFormat(chat=conversational)
+    return [prompt_format.build(chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)))
             for row in dataset]
 
 

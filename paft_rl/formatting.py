@@ -59,11 +59,6 @@ class PromptFormat:
         return prompt_text(tokenizer, self.build(rendered))
 
 
-def build_prompt(text: str, conversational: bool, system_prompt: str | None = None) -> str | list[dict]:
-    """`PromptFormat.build` for callers that hold the two settings apart."""
-    return PromptFormat(conversational, system_prompt).build(text)
-
-
 def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
     """The exact text a prompt becomes before tokenisation (chat template applied for chats)."""
     if isinstance(prompt, str):

@@ -162,6 +162,7 @@ def assert_adapter_trained(model_dir: Path, adapter_dir: Path) -> dict[str, torc
     assert {name for name in before if not torch.equal(before[name], merged[name])} == expected
     return merged
 
+
 # ---------------------------------------------------------------------------- the SLURM script, without a cluster
 SCRIPT = ROOT / "launch" / "slurm" / "paft_grpo_multinode.slurm"
 

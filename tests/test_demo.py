@@ -25,7 +25,7 @@ def test_demo_evaluates_with_its_recipes_prompts_and_reruns_changed_stages(tmp_p
     from transformers import AutoTokenizer
 
     from paft_rl.eval.runner import EvalSettings, build_cells, eval_templates
-    from paft_rl.formatting import build_prompt, prompt_text
+    from paft_rl.formatting import PromptFormat, prompt_text
     from paft_rl.tasks import get_task
 
     # The recipes are the one source: give them a system prompt, and the evaluation must use it.
@@ -42,7 +42,7 @@ def test_demo_evaluates_with_its_recipes_prompts_and_reruns_changed_stages(tmp_p
     cells = build_cells(task, eval_templates(task, "heldout", []),
                         EvalSettings(task="synth_mc", models=["m"], out="x", limit=2))
     tokenizer = AutoTokenizer.from_pretrained(str(model))
-    trainer_text = {(c.template, c.row): prompt_text(tokenizer, build_prompt(c.prompt, True, SYSTEM_PROMPT))
+    trainer_text = {(c.template, c.row): prompt_text(tokenizer, PromptFormat(True, SYSTEM_PROMPT).build(c.prompt))
                     for c in cells}
     labels = {"base", "fixed template SFT", "PAFT SFT", "PAFT SFT + GRPO"}
     assert {r["label"] for r in records} == labels and len(records) == 4 * len(cells)

@@ -83,7 +83,6 @@ def test_training_is_a_library_call(tmp_path):
     assert any(not torch.equal(before[name], after[name]) for name in before)
 
 
-
 def test_only_the_cli_imports_the_workflows():
     """Workflows (sequence, select...) orchestrate the layers below; trainers, eval, selection, tasks, stages and
     training never import them back."""

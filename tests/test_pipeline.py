@@ -110,7 +110,7 @@ def test_pipeline_evaluates_with_the_training_prompt(tmp_path, system_prompt):
     from transformers import AutoTokenizer
 
     from paft_rl.eval.runner import EvalSettings, build_cells, eval_templates
-    from paft_rl.formatting import build_prompt, prompt_text
+    from paft_rl.formatting import PromptFormat, prompt_text
     from paft_rl.tasks import get_task
 
     model = make_tiny_model_dir(tmp_path / "model")
@@ -127,7 +127,7 @@ def test_pipeline_evaluates_with_the_training_prompt(tmp_path, system_prompt):
     cells = build_cells(task, eval_templates(task, "heldout", []),
                         EvalSettings(task="synth_mc", models=["m"], out="x", limit=2))
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "sft"))
-    trainer_text = {(c.template, c.row): prompt_text(tokenizer, build_prompt(c.prompt, True, system_prompt))
+    trainer_text = {(c.template, c.row): prompt_text(tokenizer, PromptFormat(True, system_prompt).build(c.prompt))
                     for c in cells}
     assert len(records) == len(cells) == 20 and {r["label"] for r in records} == {"sft"}
     assert {(r["template"], r["row_id"]): r["prompt"] for r in records} == trainer_text

@@ -11,7 +11,7 @@ import pytest
 
 from paft_rl.eval import EvalSettings, evaluate
 from paft_rl.eval import backends as eval_backends
-from paft_rl.formatting import PromptFormat, build_prompt, encode_example
+from paft_rl.formatting import PromptFormat, encode_example
 from paft_rl.tasks import get_task, load_rows
 from paft_rl.trainers.data import build_dataset, example_fields
 from paft_rl.trainers.draws import TemplateChooser, UniformDraw
@@ -186,7 +186,7 @@ def collated_and_trl(tiny_model: Path, tokenizer, templates, chat: bool, tmp_pat
     pairs, rendered = [], []
     for row in rows:
         rendered.append((chooser.render(chooser.choose(row["row_id"], 0), example_fields(row)), row["target"]))
-        prompt = build_prompt(rendered[-1][0], chat, system)
+        prompt = PromptFormat(chat, system).build(rendered[-1][0])
         completion = [{"role": "assistant", "content": row["target"]}] if chat else row["target"]
         pairs.append({"prompt": prompt, "completion": completion})
     config = SFTConfig(output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, bf16=False, max_length=None)

@@ -88,15 +88,15 @@ def expected_eval_prompts(model_dir, task_name, system_prompt):
     """What `evaluate` must feed the model for each (template, row) cell: the trainers' prompt path."""
     from transformers import AutoTokenizer
 
-    from paft_rl.formatting import build_prompt, prompt_text
+    from paft_rl.formatting import PromptFormat, prompt_text
     from paft_rl.tasks import get_task, load_rows, load_task_pool
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     task = get_task(task_name)
     pool = load_task_pool(task).subset("heldout")
     rows = load_rows(task, split=task.eval_split, limit=1)
-    return {(template.id, str(row["row_id"])): prompt_text(tokenizer, build_prompt(
-        pool.render(template, task.example(row).fields), True, system_prompt))
+    return {(template.id, str(row["row_id"])): prompt_text(tokenizer, PromptFormat(True, system_prompt).build(
+        pool.render(template, task.example(row).fields)))
         for template in pool.templates for row in rows}
 
 

@@ -19,7 +19,7 @@ from helpers import StopAfter, chooser, torchrun, write_pool
 from tiny import make_tiny_model_dir, make_tiny_tokenizer
 
 from paft_rl.configs import PaftGRPOConfig
-from paft_rl.formatting import build_prompt
+from paft_rl.formatting import PromptFormat
 from paft_rl.tasks import load_rows
 from paft_rl.trainers import build_chooser, build_dataset
 from paft_rl.trainers.data import example_fields
@@ -90,7 +90,7 @@ def train(model_dir, args, rows=8, rewards=None, resume=None, **kwargs):
 def expected_prompt(the_chooser, dataset, row_id, template_id) -> str:
     row = next(r for r in dataset if r["row_id"] == row_id)
     text = the_chooser.render(the_chooser.pool.get(template_id), example_fields(row))
-    return make_tiny_tokenizer().apply_chat_template(build_prompt(text, True), add_generation_prompt=True,
+    return make_tiny_tokenizer().apply_chat_template(PromptFormat(chat=True).build(text), add_generation_prompt=True,
                                                      tokenize=False)
 
 

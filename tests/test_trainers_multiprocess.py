@@ -62,6 +62,7 @@ def deepspeed_config(stage: int) -> dict:
             "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
             "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
 
+
 def grpo_worker(model_dir: str, output_dir: str, **overrides) -> None:
     from tiny import make_tiny_tokenizer
 

@@ -154,8 +154,6 @@ def _torch_dtype(dtype: str, device: str):
         raise UserError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
 
 
-
-
 _GENERIC_FOLDERS = re.compile(r"^(checkpoint-\d+|final|best|model|merged|adapter|lora|output|out)$", re.IGNORECASE)
 _HUB_CACHE = re.compile(r"models--[^/\\]+?--([^/\\]+)[/\\]snapshots[/\\][0-9a-f]+[/\\]?$")
 

@@ -256,7 +256,6 @@ class PaftGRPOTrainer(GRPOTrainer):
         return output
 
 
-
 def note_text_answer_budget(inputs, budget: int | None) -> None:
     """Say so when GRPO's completions cannot hold the longest option a text answer copies: those rows cannot be
     answered right, and their reward is 0 whatever the model learns."""
