@@ -24,7 +24,7 @@ COMMANDS = {
     "eval": ("paft_rl.commands.eval", "accuracy across many held-out templates, with plots"),
     "select": ("paft_rl.commands.select", "score templates by task loss and pick one (SAPO)"),
     "sequence": ("paft_rl.commands.sequence", "train a sequence of tasks with SAPO selection at each boundary"),
-    "pipeline": ("paft_rl.commands.pipeline", "SFT -> GRPO -> evaluation in one resumable run"),
+    "pipeline": ("paft_rl.commands.pipeline", "named stages (train, merge, select, evaluate) in one resumable run"),
     "demo": ("paft_rl.commands.demo", "the offline CPU demo (fixed template vs PAFT pool)"),
 }
 

@@ -129,13 +129,22 @@ def resume_or_overwrite(output_dir: str | Path, resume: bool = True) -> dict[str
     return {"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite": True}
 
 
-def run_recipe(command: str, recipe: dict[str, Any], path: str | Path) -> str:
+def run_recipe(command: str, recipe: dict[str, Any], path: str | Path, resume: bool | None = None) -> str:
     """Train ``recipe`` with ``paft-rl sft|grpo``'s code in this process (`paft_rl.training.train_recipe`), after
-    saving it to ``path`` as the record of what ran (people read it; nothing reads it back)."""
+    saving it to ``path`` as the record of what ran (people read it; nothing reads it back): the one way every
+    workflow trains a stage.
+
+    Args:
+        resume (`bool`, *optional*): ``True`` continues the stage from the last checkpoint in its output_dir (it
+            was interrupted with the same settings), ``False`` starts it afresh over whatever is there; ``None``
+            trains the recipe as it says.
+    """
     import yaml
 
     from .training import recipe_configs, train_grpo, train_sft
 
+    if resume is not None:
+        recipe = {**recipe, **resume_or_overwrite(recipe["output_dir"], resume)}
     args, model_args = recipe_configs(command, recipe)  # checked before anything is written
     written = atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
     {"sft": train_sft, "grpo": train_grpo}[command](args, model_args)

@@ -29,8 +29,13 @@ def test_demo_evaluates_with_its_recipes_prompts_and_reruns_changed_stages(tmp_p
     from paft_rl.tasks import get_task
 
     # The recipes are the one source: give them a system prompt, and the evaluation must use it.
-    monkeypatch.setitem(demo.COMMON, "system_prompt", SYSTEM_PROMPT)
-    monkeypatch.setitem(demo.COMMON, "prompt_format", "chat")
+    pipeline = yaml.safe_load(open(demo.demo_file()))
+    for stage in pipeline["stages"]:
+        if "recipe" in stage:
+            stage["recipe"] = {**stage["recipe"], "system_prompt": SYSTEM_PROMPT, "prompt_format": "chat"}
+    changed = tmp_path / "demo.yaml"
+    changed.write_text(yaml.safe_dump(pipeline))
+    monkeypatch.setattr(demo, "demo_file", lambda: str(changed))
     model, out = make_tiny_model_dir(tmp_path / "model"), tmp_path / "demo"
     assert main(demo_argv(model, out)) == 0
     capsys.readouterr()

@@ -25,8 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
-RECIPES = sorted(p for p in (LAUNCH / "recipes").glob("*.yaml") if not p.name.endswith(".pipeline.yaml"))
-PIPELINES = sorted((LAUNCH / "recipes").glob("*.pipeline.yaml"))
+RECIPES = sorted((LAUNCH / "recipes").glob("*.yaml"))
+PIPELINES = sorted((LAUNCH / "pipelines").glob("*.pipeline.yaml"))
 ACCELERATE_CONFIGS = sorted((LAUNCH / "accelerate").glob("*.yaml"))
 DEEPSPEED_CONFIGS = sorted((LAUNCH / "deepspeed").glob("*.json"))
 
@@ -230,23 +230,41 @@ def test_paft_pool_field_aliases_in_comments_validate(shared_data):
     assert checked == 4  # hellaswag, piqa, winogrande, race
 
 
-def test_pipeline_config_chains_sft_into_grpo(monkeypatch):
-    from paft_rl.settings import read_settings_file
-    from paft_rl.workflows.pipeline import PipelineConfig
+def pipeline_world(path: Path) -> int:
+    """Processes a pipeline file's launch line starts (1 for a plain ``paft-rl pipeline``)."""
+    argv = launch_command(path)
+    assert "pipeline" in argv and argv[argv.index("--config") + 1] == str(path.relative_to(ROOT)), path.name
+    if argv[0] != "accelerate":
+        return 1
+    with _cwd(ROOT):
+        args, _ = accelerate_launch_args(argv)
+    return int(args.num_processes) if (args.use_deepspeed or args.multi_gpu) else 1
 
-    monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
-    for pipeline in PIPELINES:
-        read_settings_file(PipelineConfig, pipeline, "pipeline config")  # the reader paft-rl pipeline uses
-        config = yaml.safe_load(pipeline.read_text())
-        assert set(config) == {"sft", "grpo", "eval"}
-        sft = yaml.safe_load((ROOT / config["sft"]).read_text())
-        grpo = yaml.safe_load((ROOT / config["grpo"]).read_text())
-        assert grpo["model_name_or_path"] == sft["output_dir"], "GRPO must start from the SFT output"
-        assert config["eval"]["task"] == sft["task"] == grpo["task"]
-        assert sft.get("mc_answer_style") == grpo.get("mc_answer_style")
-        assert config["eval"]["templates"] == "heldout"  # PAFT's measure: templates the training never saw
-        assert int(config["eval"]["limit"]) > 0
-        assert launch_command(ROOT / config["sft"])[-1].endswith(config["sft"])
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name.removesuffix(".pipeline.yaml"))
+def test_pipeline_file_parses_and_its_stages_fit_its_world_size(path, monkeypatch):
+    """Every stage recipe of a shipped pipeline parses as the pipeline runs it (its model set to the stage it
+    starts from) and passes TRL's group arithmetic for the world size of the file's launch line; every evaluation
+    judges templates the training never saw."""
+    from paft_rl.configs import PaftGRPOConfig
+    from paft_rl.workflows.pipeline import make_plan, read_pipeline
+
+    monkeypatch.chdir(ROOT)  # recipe and data paths are relative to the repository root
+    world = pipeline_world(path)
+    with world_size(world):
+        plan = make_plan(read_pipeline(path, log=lambda *_: None))
+    for name, args in plan.parsed.items():
+        if isinstance(args, PaftGRPOConfig):
+            assert args.generation_batch_size == args.per_device_train_batch_size * world * args.steps_per_generation
+            assert args.generation_batch_size % args.num_generations == 0, f"{path.name}: stage {name}"
+            if args.use_vllm and args.vllm_mode == "colocate":
+                assert world % args.vllm_tensor_parallel_size == 0, f"{path.name}: stage {name}"
+    assert plan.evaluations or plan.sequences, f"{path.name} judges nothing"
+    for name, (_, settings) in plan.evaluations.items():
+        assert settings.templates == "heldout", f"{path.name}: stage {name} must judge held-out templates"
+    for stage in plan.config.stages:
+        if stage.kind == "train" and stage.train == "grpo" and stage.model != "base":
+            assert plan.recipes[stage.name]["model_name_or_path"] == plan.models[stage.model]
 
 
 def test_cli_runs_as_a_module():

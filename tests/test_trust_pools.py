@@ -234,13 +234,11 @@ def test_pipeline_evaluates_the_held_out_templates_of_the_pool_it_trains_on(tmp_
     """Before: the pipeline evaluated the built-in pool's held-out templates, whatever pool the recipe trained
     on (a pool holding them as train templates included), and a pool without any trained and evaluated fine."""
     from paft_rl.eval.runner import eval_templates
-    from paft_rl.settings import read_settings_file
     from paft_rl.tasks import get_task
-    from paft_rl.workflows.pipeline import PipelineConfig, check_stage_recipes, evaluation_settings
+    from paft_rl.workflows.pipeline import make_plan, read_pipeline
 
     path = pipeline_config(tmp_path, tiny_model, jsonl(tmp_path / "pool.jsonl", *MC_TRAIN, MC_HELDOUT))
-    config = read_settings_file(PipelineConfig, path, "pipeline config")
-    _, settings = evaluation_settings(config, check_stage_recipes(config))
+    _, settings = make_plan(read_pipeline(path, log=lambda *_: None)).evaluations["eval"]
     assert settings.pool == str(tmp_path / "pool.jsonl")
     assert [t.id for t in eval_templates(get_task("synth_mc"), settings.templates, settings.field_aliases,
                                          settings.pool)] == ["h0"]
@@ -248,12 +246,13 @@ def test_pipeline_evaluates_the_held_out_templates_of_the_pool_it_trains_on(tmp_
     path = pipeline_config(tmp_path, tiny_model, jsonl(tmp_path / "all_train.jsonl", *MC_TRAIN))
     assert main(["pipeline", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("paft-rl pipeline: error: pool all_train.jsonl has no held-out templates") and "\n" not in err
+    assert err.startswith("paft-rl pipeline: error: stage eval: pool all_train.jsonl has no held-out templates")
+    assert "\n" not in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "sft").exists()  # nothing trained
 
     path = pipeline_config(tmp_path, tiny_model, tmp_path / "pool.jsonl", {"pool": "synth_mc"})
     assert main(["pipeline", "--config", str(path)]) == 2
-    assert "eval.pool is 'synth_mc' but the stages train on" in capsys.readouterr().err
+    assert "evaluate.pool is 'synth_mc' but the stages train on" in capsys.readouterr().err
 
 
 def test_sequence_evaluates_each_task_on_the_held_out_templates_of_its_pool(tmp_path, tiny_model, capsys):

