@@ -201,3 +201,15 @@ def test_distribution_plot_legend_title_chance_and_dots():
     no_chance = distribution_figure(_results({"m": few}, chance=None))
     assert not any(t.get_text().startswith("chance") for t in no_chance.axes[0].get_legend().get_texts())
     plt.close(no_chance)
+
+
+def test_the_table_of_a_budgeted_run_shows_the_intervals_of_mean_and_worst():
+    from paft_rl.eval.report import format_table
+
+    metrics = {"label": "paft", "mean": 0.61, "min": 0.4, "per_template": {"t1": 0.4, "t2": 0.82},
+               "estimated": {"interval": 0.9, "intervals": {"mean": [0.55, 0.67], "min": [0.31, 0.48]}}}
+    results = {"models": {"runs/paft": metrics, "runs/base": {"label": "base", "mean": 0.3, "min": 0.2}},
+               "settings": {"task": "piqa", "template_ids": ["t1", "t2"], "n_questions": 10, "top_threshold": 0.8}}
+    lines = format_table(results).splitlines()
+    assert "paft: 90% intervals mean [0.550, 0.670], min [0.310, 0.480]" in lines
+    assert not any(line.startswith("base:") for line in lines)  # a full-grid run has no interval to show

@@ -195,7 +195,8 @@ def test_older_form_runs_as_stages_end_to_end_and_resumes(configs, capsys):
     assert out.splitlines()[0] == ("p.yaml: sft/grpo/eval is the older pipeline form; it runs as the stages sft "
                                    "(train) -> merge (merge) -> grpo (train) -> eval (evaluate). Write them under "
                                    "stages: (docs/workflows.md) to drop this line.")
-    assert "the recipe's model_name_or_path 'replaced-by-the-pipeline' is replaced" not in out  # not the base's
+    assert (f"stage grpo: the recipe's model_name_or_path 'replaced-by-the-pipeline' is replaced by "
+            f"'{tmp_path / 'run' / 'merge' / 'model'}'") in out.splitlines()
     assert main(["pipeline", "--config", path]) == 0
     out = capsys.readouterr().out
     assert out.count("already done") == 4

@@ -99,7 +99,19 @@ def format_table(results: dict) -> str:
         title += ", scored by option log-likelihood"
     notes = [note for spec, metrics in results["models"].items()
              for note in _notes(metrics.get("label", spec), metrics)]
-    return "\n".join([title, *lines, *notes])
+    return "\n".join([title, *lines, *_intervals(results), *notes])
+
+
+def _intervals(results: dict) -> list[str]:
+    """For a budgeted run (estimated from part of the grid): each model's intervals of the mean and the worst."""
+    lines = []
+    for spec, metrics in results["models"].items():
+        estimated = metrics.get("estimated")
+        if estimated:
+            shown = ", ".join(f"{name} [{low:.3f}, {high:.3f}]" for name, (low, high) in
+                              ((n, estimated["intervals"][n]) for n in ("mean", "min")))
+            lines.append(f"{metrics.get('label', spec)}: {estimated.get('interval', 0.9):.0%} intervals {shown}")
+    return lines
 
 
 def _notes(label: str, metrics: dict) -> list[str]:

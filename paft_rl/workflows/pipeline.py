@@ -239,9 +239,15 @@ def from_old_form(mapping: dict[str, Any], where: str) -> tuple[dict[str, Any], 
         raise UserError(f"{where}: unknown key {unknown[0]!r} (a pipeline lists stages:, or the older sft/grpo/eval)")
     if not mapping.get("sft") and not mapping.get("grpo"):
         raise UserError(f"{where}: sft and grpo are both missing: list stages: (or name a recipe: sft: R.yaml)")
+    def train(name: str, **stage) -> dict[str, Any]:  # into the recipe's output_dir, as the older form did
+        path = mapping[name]
+        folder = read_yaml_mapping(path, f"{name} recipe").get("output_dir") if Path(path).is_file() else None
+        return {"name": name, "train": name, "recipe": path, **stage, **({"with": {"output_dir": folder}}
+                                                                            if folder else {})}
+
     stages: list[dict[str, Any]] = []
     if mapping.get("sft"):
-        stages.append({"name": "sft", "train": "sft", "recipe": mapping["sft"]})
+        stages.append(train("sft"))
     if mapping.get("grpo"):
         start = BASE
         if mapping.get("sft"):
@@ -249,7 +255,7 @@ def from_old_form(mapping: dict[str, Any], where: str) -> tuple[dict[str, Any], 
             if Path(mapping["sft"]).is_file() and read_yaml_mapping(mapping["sft"], "sft recipe").get("use_peft"):
                 stages.append({"name": "merge", "merge": "sft"})
                 start = "merge"
-        stages.append({"name": "grpo", "train": "grpo", "recipe": mapping["grpo"], "model": start})
+        stages.append(train("grpo", model=start))
     if mapping.get("eval") is not None:
         section = dict(mapping["eval"]) if isinstance(mapping["eval"], dict) else mapping["eval"]
         stages.append({"name": "eval", "evaluate": section})
@@ -303,21 +309,22 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def stage_recipe(stage: PipelineStage, model: str, out: Path) -> tuple[dict[str, Any], str | None]:
-    """The recipe ``stage`` runs with (its file or mapping, then ``with:``, its model and output folder), and a
-    note when the recipe's own ``model_name_or_path`` is replaced by the stage's model."""
+def stage_recipe(stage: PipelineStage, model: str, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """The recipe ``stage`` runs with (its file or mapping, then ``with:``, its model and output folder), and notes
+    for what the pipeline replaced: the recipe's own ``model_name_or_path`` (the stage's model) and ``output_dir``
+    (a train stage trains into ``output_dir/<name>`` unless its ``with:`` names another folder)."""
     recipe = dict(read_yaml_mapping(stage.recipe, f"stage {stage.name} recipe") if isinstance(stage.recipe, str)
                   else stage.recipe)
+    own = {key: recipe.get(key) for key in ("model_name_or_path", "output_dir")}
     recipe.update(stage.with_)
-    note = None
-    own = recipe.get("model_name_or_path")
-    if own is not None and own != model:
-        note = f"stage {stage.name}: the recipe's model_name_or_path {own!r} is replaced by the stage's model {model!r}"
     recipe["model_name_or_path"] = model
+    recipe["output_dir"] = stage.with_.get("output_dir") or str(out / stage.name)
+    notes = [f"stage {stage.name}: the recipe's {key} {own[key]!r} is replaced by {recipe[key]!r}"
+             for key in own if own[key] is not None and own[key] != recipe[key]
+             and (key == "model_name_or_path" or stage.train)]
     for key in ("resume_from_checkpoint", "overwrite"):  # the pipeline decides: resume its own stage, else afresh
         recipe.pop(key, None)
-    recipe.setdefault("output_dir", str(out / stage.name))
-    return recipe, note
+    return recipe, notes
 
 
 def base_model(config: PipelineConfig) -> str:
@@ -346,9 +353,8 @@ def make_plan(config: PipelineConfig) -> Plan:
     plan.models[BASE] = plan.base
     for stage in config.stages:
         if stage.kind in ("train", "select"):
-            recipe, note = stage_recipe(stage, plan.models[stage.model], plan.out)
-            if note and stage.model == BASE:
-                plan.notes.append(note)
+            recipe, notes = stage_recipe(stage, plan.models[stage.model], plan.out)
+            plan.notes += notes
             command = stage.train or None
             if stage.template_from:  # the chosen template is one of the pool's train templates
                 recipe = {**recipe, "template_draw": "uniform"}
@@ -358,6 +364,10 @@ def make_plan(config: PipelineConfig) -> Plan:
                 raise UserError(f"stage {stage.name}: {error}") from None
             plan.recipes[stage.name] = recipe
             if stage.kind == "train":
+                twice = [name for name, folder in plan.models.items() if folder == recipe["output_dir"]]
+                if twice:
+                    raise UserError(f"stage {stage.name} trains into {recipe['output_dir']}, as stage {twice[0]} does: "
+                                    "give one of them another with: {output_dir: ...}")
                 plan.models[stage.name] = recipe["output_dir"]
         elif stage.kind == "merge":
             plan.models[stage.name] = str(plan.out / stage.name / "model")
