@@ -122,6 +122,8 @@ class Task:
             example.target = example.options[LETTERS.index(example.gold)]
             if self.cloze:  # the continuation loglik scores after a prompt ending in a cue ("Answer: <option>")
                 example.target = " " + example.target
+        if self.cloze:  # only the context: the options are the continuations, never shown
+            example.fields = {name: example.fields[name] for name in self.fields}
         return example
 
     def with_answer_style(self, style: str | None) -> Task:
