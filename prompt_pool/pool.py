@@ -62,12 +62,14 @@ class Template:
 
 
 class FieldSpec(Protocol):
-    """What validation needs from a task: its name, the fields it offers and which it requires."""
+    """What validation needs from a task: its name, the fields it offers and which it requires, how a template
+    shows the options, and whether the task is cloze (a template shows no options at all)."""
 
     name: str
     fields: Sequence[str]
     required_fields: Sequence[str]
     option_sets: Sequence[Sequence[str]]
+    cloze: bool
 
 
 @dataclass
@@ -289,7 +291,13 @@ def _field_problems(template: Template, task: FieldSpec, aliases: Mapping[str, s
     known = set(task.fields)
     for name in sorted(used):
         target = aliases.get(name, name)
-        if target not in known:
+        if target not in known and task.cloze:
+            problems.append(
+                f"template {template.id!r} uses field {{{name}}}, but task {task.name!r} is cloze: a template shows "
+                f"only the context ({', '.join('{' + f + '}' for f in task.fields)}), never the options, and ends "
+                "where the answer's text continues; remove it"
+            )
+        elif target not in known:
             problems.append(
                 f"template {template.id!r} uses unknown field {{{name}}}: task {task.name!r} offers "
                 f"{', '.join('{' + f + '}' for f in task.fields)}; rename it, map it with field_aliases {name}=FIELD, "

@@ -17,7 +17,7 @@ from prompt_pool.io import BUILTIN_DIR, builtin_names
 from prompt_pool.template import normalise_whitespace
 
 EXPECTED_POOLS = {"gsm8k", "math", "hellaswag", "piqa", "winogrande", "race", "arc", "bfcl",
-                  "synth_arith", "synth_mc", "synth_tool"}
+                  "synth_arith", "synth_mc", "synth_tool", "piqa_cloze", "hellaswag_cloze", "arc_cloze"}
 MIN_TRAIN, MIN_HELDOUT = 24, 10
 
 # A real evaluation file per hub task, relative to shared/data.
@@ -30,6 +30,9 @@ HUB_FILES = {
     "winogrande": "winogrande/validation.jsonl",
     "race": "race/validation.jsonl",
     "arc": "arc_challenge/test.jsonl",
+    "piqa_cloze": "piqa/validation.jsonl",
+    "hellaswag_cloze": "hellaswag/validation.jsonl",
+    "arc_cloze": "arc_challenge/test.jsonl",
     "bfcl": "bfcl/BFCL_v4_simple_python.json",
 }
 ROWS_PER_TASK = 3
@@ -165,7 +168,10 @@ def test_every_template_renders_a_real_row(task_name, tmp_path, shared_file):
             for name in task.required_fields:
                 assert example.fields[name] in prompt, f"{template.id}: {name} missing from the prompt"
             for option in example.options or []:
-                assert option in prompt, f"{template.id}: option {option!r} missing from the prompt"
+                if task.cloze:  # the options are the continuations scored after the prompt, never shown in it
+                    assert option not in prompt, f"{template.id}: cloze prompt shows option {option!r}"
+                else:
+                    assert option in prompt, f"{template.id}: option {option!r} missing from the prompt"
 
 
 def test_builtin_pool_files_are_one_object_per_line():
@@ -175,3 +181,12 @@ def test_builtin_pool_files_are_one_object_per_line():
             required = {"id", "text", "split", "source"}
             assert required <= set(record) <= required | {"answer_format"}, f"{path.name}:{number}"
             assert record["source"]["author"] == "paft-rl team", f"{path.name}:{number}"
+
+
+@pytest.mark.parametrize("pool_name", ["piqa_cloze", "hellaswag_cloze", "arc_cloze"])
+def test_cloze_templates_end_where_the_answer_continues(pool_name):
+    # The reference completion is " <option text>": the space loglik scoring puts after a prompt that ends in a
+    # cue or in the context itself, so SFT trains on the very continuation evaluation scores.
+    for template in load_pool(pool_name):
+        assert not template.text[-1].isspace(), template.id
+        assert not template.answer_format, f"{template.id}: a cloze answer is the option's text, no format"

@@ -152,7 +152,7 @@ def test_stage_recipe_prompt_settings_reach_selection_and_evaluation(tmp_path, m
         ({"eval": {"limit": 0}}, "seq.yaml.eval.limit must be a positive number, got 0"),
         ({"eval": {"task": "synth_arith"}}, "seq.yaml.eval.task is set by the sequence"),
         ({"eval": {"system_prompt": "Hi."}}, "seq.yaml.eval.system_prompt is set by the sequence"),
-        ({"select": {"pick": "best"}}, "seq.yaml.select.pick must be one of lowest, highest, got 'best'"),
+        ({"select": {"pick": "best"}}, "seq.yaml.select.pick must be one of lowest, highest, original, got 'best'"),
         ({"select": {"rows": 0}}, "seq.yaml.select.rows must be a positive number, got 0"),
         ({"select": {"rows": 20}}, "seq.yaml.select.rows 20 but the recipe trains on its first 8 rows (data_limit)"),
         ({"sft": {"template_draw": "uniform"}}, "seq.yaml.sft.template_draw is set by the sequence"),

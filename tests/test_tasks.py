@@ -17,6 +17,11 @@ HUB_ROWS = {
     "race": ({"article": "t", "question": "q", "options": ["a", "b", "c", "d"], "answer": "D"}, "D", "D"),
     "arc": ({"question": "q", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "2"},
             "B", "B"),
+    # Cloze: the answer is the option's text, after the space that follows the prompt's cue.
+    "hellaswag_cloze": ({"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": "2"}, "C", " c"),
+    "piqa_cloze": ({"goal": "g", "sol1": "x", "sol2": "y", "label": 1}, "B", " y"),
+    "arc_cloze": ({"question": "q", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "2"},
+                  "B", " b"),
 }
 
 
@@ -135,4 +140,4 @@ def test_shared_data_files_load(shared_data):
 
 
 def test_every_task_is_registered_once():
-    assert len(TASKS) == 12
+    assert len(TASKS) == 15

@@ -71,8 +71,9 @@ def _add_export_parser(actions) -> None:
     export.add_argument("--split", help="dataset split (default: the task's evaluation split)")
     export.add_argument("--limit", type=int, help="first N questions")
     export.add_argument("--seed", type=int, default=0, help="seed of synthetic task data (default: 0)")
-    export.add_argument("--scoring", default="generate", choices=["generate", "loglik"],
-                        help="generate + regex filter (default), or loglik: multiple choice by option likelihood")
+    export.add_argument("--scoring", choices=["generate", "loglik"],
+                        help="generate + regex filter, or loglik: multiple choice by option likelihood (default: "
+                             "loglik for cloze tasks, generate otherwise)")
     _flag(export, "max_new_tokens", type=int, help="generation budget (default: the task's)")
     export.add_argument("--group", help="group name (default: paft_<task>, or paft_<task>_<file> for a pool file)")
     export.add_argument("--force", action="store_true",
@@ -206,6 +207,7 @@ def run_export(args: argparse.Namespace) -> int:
     from paft_rl.tasks import get_task
 
     task = get_task(args.task)
+    args.scoring = args.scoring or task.default_scoring
     check_exportable(task, args.scoring)
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")

@@ -50,6 +50,8 @@ class TaskSpec(Settings):
         (), help="for multiple choice, the ways a template may show the options (each a list of placeholders)")
     answer_cue: str = option("", help="text every template must contain (case-insensitive), e.g. 'Answer:'; "
                                       "empty: no check")
+    cloze: bool = option(False, help="multiple choice scored cloze style: a template shows only the context, never "
+                                     "the options, and ends where the answer's text continues")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -275,7 +277,8 @@ def resolve_task(raw: str | dict | TaskSpec, description: str | None, where: str
         task = get_task(raw)
         return TaskSpec(name=task.name, description=description or task.description, fields=tuple(task.fields),
                         required_fields=tuple(task.required_fields),
-                        option_sets=tuple(tuple(s) for s in task.option_sets), answer_cue=task.answer_cue)
+                        option_sets=tuple(tuple(s) for s in task.option_sets), answer_cue=task.answer_cue,
+                        cloze=task.cloze)
     if description is not None:
         raw = {"description": description, **raw}
     return settings_from_mapping(TaskSpec, raw, f"{where}.task")

@@ -58,6 +58,8 @@ def placeholder_rules(task: TaskSpec) -> str:
     if task.option_sets:
         ways = " or ".join(" ".join("{" + f + "}" for f in option_set) for option_set in task.option_sets)
         lines.append(f"- the answer options: show them with {ways} (one of these ways, with all of its placeholders)")
+    if task.cloze:
+        lines.append("- never show the answer options: end the template where the answer's text naturally continues")
     optional = [f for f in task.fields if f not in task.required_fields and f not in in_option_sets]
     lines += [f"- {{{name}}}: may appear" for name in optional]
     return "\n".join(lines)

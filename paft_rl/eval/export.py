@@ -138,6 +138,9 @@ def check_exportable(task: Task, scoring: str) -> None:
         raise UserError(f"--scoring must be generate or loglik, got {scoring!r}")
     if scoring == "loglik" and not task.is_multiple_choice:
         raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")
+    if scoring == "generate" and task.cloze:
+        raise UserError(f"task {task.name!r} is cloze: its prompts show no lettered options for a regex to read; "
+                        "export it with --scoring loglik")
     if scoring == "generate":
         answer_filter(task, 2)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -81,8 +81,9 @@ class EvalSettings(Settings):
         progress (`bool`, defaults to `True`): show a progress bar.
         labels (`list[str]`): short names for the models in tables and plots, one per model (default: derived
             from each folder's name, see `models.derive_label`).
-        scoring (`str`, defaults to `"generate"`): ``generate`` (greedy answers scored by the task reward) or
-            ``loglik`` (multiple choice: the option the model finds likeliest after the prompt, see `loglik`).
+        scoring (`str`, *optional*): ``generate`` (greedy answers scored by the task reward) or ``loglik``
+            (multiple choice: the option the model finds likeliest after the prompt, see `loglik`). Default: the
+            task's (``loglik`` for cloze tasks, whose prompts show no options, ``generate`` otherwise).
         budget (`float` or `str`, *optional*): generate only this share of the grid (``0.1``, ``"10%"``) or
             this many cells (``500``), chosen by a balanced design seeded by ``seed``, and estimate every
             template's accuracy over all questions with an item-response model (see `paft_rl.eval.budget`).
@@ -128,9 +129,10 @@ class EvalSettings(Settings):
     progress: bool = option(True, help="show a progress bar (--no_progress hides it)")
     labels: list[str] = option(help="short name of each model in tables and plots, in the order of --models "
                                     "(default: from the folder name)", default_factory=list)
-    scoring: Literal["generate", "loglik"] = option(
-        "generate", help="generate: greedy answers scored by the task reward; loglik: multiple choice by the "
-                         "likeliest option after the prompt, as lm-eval scores PIQA/HellaSwag/ARC")
+    scoring: Literal["generate", "loglik"] | None = option(
+        None, help="generate: greedy answers scored by the task reward; loglik: multiple choice by the likeliest "
+                   "option after the prompt, as lm-eval scores PIQA/HellaSwag/ARC (default: loglik for cloze "
+                   "tasks, generate otherwise)")
     # float before str: transformers' parser reads such a union as text (`--budget 10%`), while a YAML number
     # stays a number; `budget.budget_cells` reads both.
     budget: float | str | None = option(
@@ -397,6 +399,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, list[dict]]:
     check_settings(settings)
     check_output(settings.out, "--out")
     task = get_task(settings.task).with_answer_style(settings.mc_answer_style)
+    if settings.scoring is None:
+        settings = replace(settings, scoring=task.default_scoring)
     if settings.scoring == "loglik" and not task.is_multiple_choice:
         raise UserError(f"--scoring loglik scores the options of multiple-choice tasks; {task.name!r} has none")
     parse_field_aliases(settings.field_aliases)

@@ -63,6 +63,10 @@ class Task:
         pool (`str`, *optional*): built-in pool name when it differs from the task name.
         read_file (`Callable[[Path], datasets.Dataset]`, *optional*): reads a local data file of a format of the
             task's own; other tasks' files go through `datasets` by their suffix.
+        cloze (`bool`, defaults to `False`): multiple choice scored "cloze style", as lm-evaluation-harness scores
+            PIQA, HellaSwag and ARC: a template shows only the context (never the options), each option's text is
+            the continuation, and the answer is that text (``mc_answer_style`` is ``text``; the reference
+            completion starts with the space that separates it from a prompt ending in a cue like ``Answer:``).
     """
 
     name: str
@@ -85,6 +89,7 @@ class Task:
     synthetic_size: int = field(default=1000)
     pool: str | None = None
     read_file: Callable[[Path], Any] | None = None
+    cloze: bool = False
 
     @property
     def builtin_pool(self) -> str:
@@ -93,7 +98,13 @@ class Task:
 
     @property
     def is_multiple_choice(self) -> bool:
-        return bool(self.option_sets)
+        return bool(self.option_sets) or self.cloze
+
+    @property
+    def default_scoring(self) -> str:
+        """How evaluation scores answers unless told: ``loglik`` (each option as the continuation) for a cloze
+        task, whose prompts never show the options to pick from; ``generate`` otherwise."""
+        return "loglik" if self.cloze else "generate"
 
     @property
     def answers_with_text(self) -> bool:
@@ -109,6 +120,10 @@ class Task:
                             f"it needs columns {', '.join(self.columns)}") from None
         if example.options is not None and self.mc_answer_style == "text":
             example.target = example.options[LETTERS.index(example.gold)]
+            if self.cloze:  # the continuation loglik scores after a prompt ending in a cue ("Answer: <option>")
+                example.target = " " + example.target
+        if self.cloze:  # only the context: the options are the continuations, never shown
+            example.fields = {name: example.fields[name] for name in self.fields}
         return example
 
     def with_answer_style(self, style: str | None) -> Task:
@@ -118,6 +133,9 @@ class Task:
             return self
         if style not in ("letter", "text"):
             raise UserError(f"answer style must be 'letter' or 'text', got {style!r}")
+        if self.cloze and style != "text":
+            raise UserError(f"mc_answer_style {style!r} does not fit cloze task {self.name!r}: its prompts show no "
+                            "lettered options and the answer is the option's text; use mc_answer_style text")
         return replace(self, mc_answer_style=style)
 
 

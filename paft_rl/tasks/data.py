@@ -25,7 +25,9 @@ def load_rows(task: Task, data: str | None = None, split: str | None = None, lim
         task (`Task`): the task adapter.
         data (`str`, *optional*): a local file or folder, or a hub id. Defaults to the task's hub dataset,
             or its generator for synthetic tasks.
-        split (`str`, *optional*): split name (defaults to the task's train split).
+        split (`str`, *optional*): split name (defaults to the task's train split). A local file is one split,
+            ``train``: slice it as `datasets` slices splits (``train[:1000]``, ``train[1000:]``, ``train[:80%]``) to
+            train on some of its rows and evaluate on the others; any other name reads the whole file.
         limit (`int`, *optional*): keep the first ``limit`` rows.
         seed (`int`, defaults to `0`): generator seed for synthetic tasks.
     """
@@ -85,6 +87,18 @@ def check_jsonl_lines(path: Path) -> None:
             raise UserError(f"{path.name}:{number}: a row must be a JSON object, got {type(record).__name__}")
 
 
+def file_slice(split: str, path: Path) -> str:
+    """The split to read a local data file with: ``train`` (the whole file; `datasets` names a file's rows so), or
+    a slice of it such as ``train[:1000]``."""
+    name, bracket, _ = split.partition("[")
+    if not bracket:
+        return "train"
+    if name != "train":
+        raise UserError(f"split {split!r}: {path.name} is one split, 'train'; slice it as train[:1000] or "
+                        "train[1000:]")
+    return split
+
+
 def _load(task: Task, source: str, split: str) -> datasets.Dataset:
     path = Path(source)
     try:
@@ -97,11 +111,21 @@ def _load(task: Task, source: str, split: str) -> datasets.Dataset:
                                 "or .csv")
             if is_blank(path):
                 raise UserError(f"data file {source!r} is empty: it needs one row per example")
+            file_split = file_slice(split, path)
             try:
-                return datasets.load_dataset(builder, data_files=str(path), split="train")
+                loaded = datasets.load_dataset(builder, data_files=str(path), split=file_split)
+            except ValueError as error:
+                if file_split == "train":
+                    check_jsonl_lines(path)  # name the line that breaks it, when that is the trouble
+                    raise
+                raise UserError(f"split {split!r} is no slice of {path.name}: {first_line(error)}; write it as "
+                                "train[:1000], train[1000:] or train[:80%]") from None
             except Exception:
-                check_jsonl_lines(path)  # name the line that breaks it, when that is the trouble
+                check_jsonl_lines(path)
                 raise
+            if len(loaded) == 0:
+                raise UserError(f"split {split!r} selects no row of {path.name}: check the slice's bounds")
+            return loaded
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "state.json").exists():
                 loaded = datasets.load_from_disk(str(path))

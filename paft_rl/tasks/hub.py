@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,4 +178,21 @@ HUB_TASKS = [
         answer_cue="", hub_id="gorilla-llm/Berkeley-Function-Calling-Leaderboard", train_split="train",
         max_new_tokens=256, read_file=read_bfcl_file,
     ),
+]
+
+
+def cloze_variant(task: Task, fields: tuple[str, ...], description: str) -> Task:
+    """``task`` scored cloze style: templates show only the context ``fields`` and the answer is an option's text
+    (same data, columns and reward)."""
+    return replace(task, name=f"{task.name}_cloze", description=description, fields=fields,
+                   required_fields=fields[:1], option_sets=(), cloze=True, mc_answer_style="text", answer_cue="",
+                   pool=None)
+
+
+_BY_NAME = {task.name: task for task in HUB_TASKS}
+HUB_TASKS += [
+    cloze_variant(_BY_NAME["piqa"], ("goal",), "Continue an everyday goal with the solution that achieves it."),
+    cloze_variant(_BY_NAME["hellaswag"], ("ctx", "activity_label"),
+                  "Continue an everyday scene with its most plausible ending."),
+    cloze_variant(_BY_NAME["arc"], ("question",), "Answer a grade-school science question with the answer's text."),
 ]

@@ -1,8 +1,9 @@
 """Task sequences (SAPO's continual setting): train tasks one after another, choosing each task's template
 with the model as it stands at that task's boundary, and measure forgetting and transfer.
 
-Each stage: score the task's train templates under the current model and pick one (SAPO's rule), LoRA-SFT on
-that template, fold the adapter into the running model; then, as a stage of its own (so a changed ``eval:``
+Each stage: score the task's train templates under the current model and pick one (SAPO's rule; or, with
+``pick: original``, take the task's own ``template`` with no scoring, SAPO's baseline), LoRA-SFT on that
+template, fold the adapter into the running model; then, as a stage of its own (so a changed ``eval:``
 evaluates again without training again), evaluate every task of the sequence on its held-out templates. The
 accuracy matrix gives AP, BWT and FWT (`paft_rl.selection.continual`).
 
@@ -75,6 +76,8 @@ class SequenceTask(Settings):
         eval_data (`str`, *optional*): evaluation data; default the task's evaluation split of ``data``
             (synthetic tasks generate a separate test stream).
         eval_split (`str`, *optional*): split of the evaluation data.
+        template (`str`, *optional*): with ``select: {pick: original}``, the template text this task trains on
+            (the task's original prompt, SAPO's baseline); required then, refused otherwise.
         sft (`dict`, *optional*): this stage's SFT recipe options, over the shared ``sft:`` section.
     """
 
@@ -82,6 +85,7 @@ class SequenceTask(Settings):
     data: str | None = option(None, help="training data (file, folder or hub id); default: the task's dataset")
     eval_data: str | None = option(None, help="evaluation data; default: the task's evaluation split of data")
     eval_split: str | None = option(None, help="split of the evaluation data")
+    template: str | None = option(None, help="with select pick original: the template text this task trains on")
     sft: dict[str, Any] = option(help="this stage's SFT recipe options, over the shared sft section",
                                  default_factory=dict)
 
@@ -132,6 +136,15 @@ class SequenceEval(EvalSettings, Settings):
 
 
 @dataclass
+class SequenceSelect(SelectOptions):
+    """A sequence's ``select:`` section: `SelectOptions`, and ``pick: original``, which scores nothing and trains
+    each task on the ``template`` its entry in ``tasks:`` gives (SAPO's comparison with the original prompt)."""
+
+    pick: Literal["lowest", "highest", "original"] = option(
+        "lowest", help="lowest loss (SAPO), highest (the pessimal control) or original (each task's own template)")
+
+
+@dataclass
 class SequenceConfig(Settings):
     """A task sequence (``paft-rl sequence --config S.yaml``).
 
@@ -140,7 +153,8 @@ class SequenceConfig(Settings):
         output_dir (`str`): run folder.
         tasks (`list[SequenceTask]`): the stages, in order.
         sft (`dict`): SFT recipe options shared by every stage (learning rate, steps, LoRA, prompt format...).
-        select (`SelectOptions`): SAPO's ``rows`` (N), ``pick`` (``lowest`` / ``highest``), ``batch_size``.
+        select (`SequenceSelect`): SAPO's ``rows`` (N), ``pick`` (``lowest`` / ``highest`` / ``original``),
+            ``batch_size``.
         eval (`SequenceEval`): evaluation options (``limit``, ``templates``, ``batch_size``...).
         adapter_mode (`str`, defaults to `"merge"`): ``merge`` or ``stack``.
     """
@@ -149,7 +163,7 @@ class SequenceConfig(Settings):
     output_dir: str = option(help="run folder")
     tasks: list[SequenceTask] = option(help="the stages, in order: task, data, eval_data, eval_split, sft")
     sft: dict[str, Any] = option(help="SFT recipe options shared by every stage", default_factory=dict)
-    select: SelectOptions = option(help="SAPO selection: rows, pick, batch_size", default_factory=SelectOptions)
+    select: SequenceSelect = option(help="SAPO selection: rows, pick, batch_size", default_factory=SequenceSelect)
     eval: SequenceEval = option(help="evaluation options (limit, templates, batch_size...)",
                                 default_factory=SequenceEval)
     adapter_mode: Literal["merge", "stack"] = option("merge", help="merge: a full model per stage; stack: the "
@@ -160,8 +174,15 @@ class SequenceConfig(Settings):
         check_sft_section(self.sft)
         if not self.tasks:
             raise SettingError("tasks", "must list at least one task")
-        for stage in self.tasks:
+        original = self.select.pick == "original"
+        for index, stage in enumerate(self.tasks):
             get_task(stage.task)  # unknown names fail now, not after the first stage trained
+            if original and not stage.template:
+                raise SettingError(f"tasks[{index}].template", "is required with select pick original: give the "
+                                                               "template text this task trains on")
+            if stage.template is not None and not original:
+                raise SettingError(f"tasks[{index}].template", f"is the template of select pick original, but pick "
+                                                               f"is {self.select.pick}: remove it or set pick original")
 
 
 def stage_recipe(config: SequenceConfig, index: int, model: str, folder: Path) -> dict[str, Any]:
@@ -170,6 +191,8 @@ def stage_recipe(config: SequenceConfig, index: int, model: str, folder: Path) -
     own = {"task": stage.task, **({"data": stage.data} if stage.data is not None else {}), **stage.sft}
     recipe = {**LORA, "report_to": "none", "save_strategy": "no", **config.sft, **own}
     recipe.update({"model_name_or_path": model, "output_dir": str(folder / "adapter"), "overwrite": True})
+    if config.select.pick == "original":  # checked with the recipe (the task's fields) before anything runs
+        recipe.update({"template_draw": "fixed", "fixed_template": stage.template})
     return recipe
 
 
@@ -266,6 +289,10 @@ def run_sequence(config: SequenceConfig, fresh: bool = False, where: str = "sequ
         recipe = stage_recipe(config, index - 1, current, folder)
 
         def train(resume, index=index, folder=folder, recipe=recipe, model=current):
+            if config.select.pick == "original":  # nothing to score: the recipe trains on the task's own template
+                run_recipe("sft", recipe, folder / "recipe.yaml")
+                merge_adapter(folder / "adapter", folder / "model")
+                return {"task": names[index - 1], "template": "original", "template_text": recipe["fixed_template"]}
             # The recipe as checked, but scored under the model as it stands at this boundary.
             choice = select_template(recipes[index - 1], model, config.select)
             write_selection(choice, recipe, f"sequence stage {index}", folder / "selection")
