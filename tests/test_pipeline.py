@@ -319,3 +319,23 @@ def test_eval_task_defaults_to_the_task_the_stages_train(configs):
     with pytest.raises(UserError, match=r"^stage eval: the stages train on different tasks \(sft: synth_mc, grpo: "
                                         r"synth_arith\): set evaluate.task$"):
         make_plan(read_pipeline(path, log=lambda *_: None))
+
+
+@pytest.mark.slow
+def test_select_by_loss_picks_for_a_train_stage(three_conditions, seen_templates, capsys):
+    """SAPO inside a pipeline: the select stage scores the train templates on the base model; the stage that names
+    it trains on the template it picked (here the highest loss, the paper's control)."""
+    tmp_path, pipeline = three_conditions
+    recipe = pipeline["stages"][0]["recipe"]
+    pipeline["stages"] = [
+        {"name": "choice", "select": "loss", "pick": "highest", "rows": 4, "recipe": recipe},
+        {"name": "sapo", "train": "sft", "recipe": recipe, "template_from": "choice"},
+        {"name": "eval", "evaluate": {"models": ["sapo"], "limit": 1, "max_new_tokens": 2, "progress": False}},
+    ]
+    assert main(["pipeline", "--config", write(tmp_path / "p.yaml", pipeline)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    losses = summary["choice"]["scores"]
+    assert summary["choice"]["chosen"] == max(losses, key=losses.get) and summary["choice"]["rule"] == "highest loss"
+    assert {t for t, _ in seen_templates["sapo"]} == {summary["choice"]["chosen"]}
+    written = json.loads((tmp_path / "run" / "choice" / "scores.json").read_text())
+    assert written["chosen"] == summary["choice"]["chosen"]

@@ -535,6 +535,9 @@ def run_pipeline(config: PipelineConfig, fresh: bool = False, log=print) -> dict
         log(note)
     check_plan(plan)
     state = PartialState()
+    if state.num_processes > 1 and plan.sequences:
+        raise UserError(f"stage {next(iter(plan.sequences))} is a task sequence, which runs in one process: start "
+                        "this pipeline with paft-rl pipeline, not accelerate launch with several processes")
     out = check_output(plan.out, "output_dir")
     for stage in config.stages:  # every stage's output, before the first stage runs
         if stage.kind == "train":
