@@ -193,7 +193,7 @@ def generation_budget(task: Task, cells: list[Cell], settings: EvalSettings) -> 
     the task's budget grows to hold the longest option (measured with each model's tokenizer); a budget set
     smaller than that is kept, with a note to say that right answers will be cut (the second value)."""
     budget = settings.max_new_tokens or task.max_new_tokens
-    if settings.scoring != "generate" or not task.answers_with_text:
+    if (settings.scoring or task.default_scoring) != "generate" or not task.answers_with_text:
         return budget, None
     options = {cell.row: cell.options for cell in cells}.values()  # each question's, once
     tokens, option = max(text_answer_tokens(task, options, load_tokenizer(resolve_model(spec)))
