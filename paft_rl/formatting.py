@@ -80,7 +80,14 @@ def tokenize_prompt_texts(tokenizer, texts: list[str], conversational: bool) -> 
 
 
 def completion_text(tokenizer, prompt: str | list[dict], target: str) -> str:
-    """The completion as the chat template writes an assistant turn, or the target plus eos for plain text."""
+    """The completion as the chat template writes an assistant turn, or the target plus eos for plain text.
+
+    A target's leading space (a cloze answer, " <option>") is kept only where it separates the answer from the
+    prompt's last word: an assistant turn, or a prompt ending in whitespace, starts the answer directly. So SFT trains
+    the very continuation log-likelihood scoring reads (`paft_rl.eval.loglik.option_delimiter`).
+    """
+    if isinstance(prompt, list) or prompt[-1:].isspace():
+        target = target.lstrip(" ")
     if isinstance(prompt, list):
         head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": target}], tokenize=False)

@@ -66,6 +66,14 @@ def test_sft_trains_on_the_continuation_loglik_scores(piqa_file, tiny_model):
     prompt = PromptFormat(chat=False).text(tokenizer, f"Goal: {ROWS[1]['goal']}\nSolution:")
     completion = completion_text(tokenizer, prompt, row["target"]).removesuffix(tokenizer.eos_token)
     assert prompt + completion == prompt + option_delimiter(prompt, chat=False) + ROWS[1]["sol2"]
+    # Chat prompts: the assistant turn opens with the option itself, as loglik appends it after the chat prompt
+    # (before, SFT trained " <option>" there while loglik scored "<option>").
+    messages = PromptFormat(chat=True).build(f"Goal: {ROWS[1]['goal']}\nSolution:")
+    chat_prompt = PromptFormat(chat=True).text(tokenizer, f"Goal: {ROWS[1]['goal']}\nSolution:")
+    assert option_delimiter(chat_prompt, chat=True) == ""
+    assert completion_text(tokenizer, messages, row["target"]).startswith(ROWS[1]["sol2"])
+    # A plain prompt ending in a newline: no space before the option either.
+    assert completion_text(tokenizer, prompt + "\n", row["target"]).startswith(ROWS[1]["sol2"])
 
 
 def test_eval_scores_a_cloze_task_by_loglik_by_default(tmp_path, piqa_file, tiny_model):
