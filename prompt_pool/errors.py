@@ -31,10 +31,11 @@ def first_line(error: BaseException) -> str:
 
 
 def short_value(value: object, width: int = 40) -> str:
-    """A setting's value for a one-line message: JSON (strings as they are), cut to ``width`` characters."""
+    """A setting's value for a one-line message: JSON (strings as they are unless they hold a line break or another
+    control character), cut to ``width`` characters."""
     import json
 
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = value if isinstance(value, str) and value.isprintable() else json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -75,3 +75,11 @@ def test_folder_the_workflow_did_not_write_is_refused(tmp_path):
         run_stage("sft", folder, Work(), {"max_steps": 1}, lambda _: None)
     assert (folder / "my_notes.txt").read_text() == "keep"
 
+
+
+def test_a_changed_template_with_a_line_break_is_named_on_one_line():
+    from paft_rl.stages import changed_settings
+
+    before, now = {"recipe": {"fixed_template": "Q: {goal}\nA:"}}, {"recipe": {"fixed_template": "{goal}"}}
+    (change,) = changed_settings(before, now)
+    assert change == 'recipe.fixed_template: "Q: {goal}\\nA:" -> {goal}'
