@@ -45,9 +45,18 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from paft_rl.settings import Settings, option, parse_settings, settings_parser  # noqa: E402
-from paft_rl.stages import LORA, run_stage, shared_prompt_settings, training_prompt_settings  # noqa: E402
+from paft_rl.stages import (  # noqa: E402
+    LORA,
+    MODELS,
+    consumed_models,
+    run_recipe,
+    run_stage,
+    shared_prompt_settings,
+    trained_precision,
+    training_prompt_settings,
+)
 from paft_rl.training import recipe_configs  # noqa: E402
-from paft_rl.workflows.demo import format_seconds, training_stage  # noqa: E402
+from paft_rl.workflows.demo import format_seconds  # noqa: E402
 
 TASK = "synth_arith"
 # A terse wording a user might write, in none of the pool's styles; the model trained on it alone is the baseline.
@@ -115,6 +124,15 @@ def grpo_recipe(out: Path, model: str, condition: str, seed: int, steps: int, vl
             "output_dir": str(out / run_name(condition, seed)), "seed": seed,
             "data_limit": steps * GRPO["questions_per_step"], "per_device_train_batch_size": completions,
             "max_steps": steps, "save_steps": max(1, steps // 2)}
+
+
+def training_stage(title: str, command: str, recipe: dict, out: Path, name: str) -> dict:
+    """A training stage whose settings are its recipe and its starting model by content, so a change reruns it."""
+    settings = {"recipe": recipe, "precision": trained_precision(recipe_configs(command, recipe)[0]), "after": None,
+                MODELS: consumed_models([recipe["model_name_or_path"]])}
+    return run_stage(title, out / name, lambda resume: {
+        "model": recipe["output_dir"],
+        "recipe": run_recipe(command, recipe, out / "recipes" / f"{name}.yaml", resume=resume)}, settings)
 
 
 def run_name(condition: str, seed: int) -> str:
