@@ -153,11 +153,11 @@ def test_pipeline_stages_rerun_when_a_model_they_read_was_changed_by_hand(model,
     pipeline()
     retrain_in_place(tmp_path / "sft")  # the SFT model changed by hand
     out, judged = pipeline()
-    assert "== sft: already done" in out
-    assert f"== eval: settings changed (model {tmp_path / 'sft'}: files changed (fingerprint" in out
+    assert "== sft (sft): already done" in out
+    assert f"== eval (evaluate sft): settings changed (model {tmp_path / 'sft'}: files changed (fingerprint" in out
     assert judged["model_fingerprint"] == model_fingerprint(str(tmp_path / "sft"))
     retrain_in_place(model, seed=2)  # the base model changed by hand: SFT trains again, from it
     out, _ = pipeline()
-    assert f"== sft: settings changed (model {model}: files changed (fingerprint" in out
+    assert f"== sft (sft): settings changed (model {model}: files changed (fingerprint" in out
     out, _ = pipeline()
-    assert "== sft: already done" in out and "== eval: already done" in out
+    assert "== sft (sft): already done" in out and "== eval (evaluate sft): already done" in out

@@ -234,7 +234,7 @@ def pipeline_config(tmp_path, model_dir, grpo=None, evaluation=None):
 
 @pytest.mark.parametrize(("grpo", "evaluation", "expected"), [
     ({"rewards": ["tool_call_accuracy"]}, None,
-     "grpo recipe {tmp}/grpo.yaml: reward tool_call_accuracy cannot score task 'synth_arith'"),
+     "stage grpo: reward tool_call_accuracy cannot score task 'synth_arith'"),
     ({"use_peft": True, "lora_target_modules": ["q_proj", "k_prj"]}, None, "unknown module 'k_prj'"),
     (None, {"data": "no/such/eval.jsonl"}, "eval: "),
 ])
