@@ -126,7 +126,7 @@ def run_demo(settings: DemoSettings, path: str | None = None) -> dict:
     from ..eval.models import resolve_model
     from ..eval.report import format_table
     from ..outputs import check_output
-    from .pipeline import make_plan, pipeline_from_mapping, run_pipeline
+    from .pipeline import base_model, pipeline_from_mapping, run_pipeline
 
     if settings.model:
         resolve_model(settings.model)  # a mistyped path fails before anything is converted or written
@@ -137,7 +137,7 @@ def run_demo(settings: DemoSettings, path: str | None = None) -> dict:
         import torch
 
         torch.set_num_threads(settings.threads)
-    print(f"paft-rl demo: model {make_plan(config).base}\n              run folder {settings.out} (rerun to resume)")
+    print(f"paft-rl demo: model {base_model(config)}\n              run folder {settings.out} (rerun to resume)")
     summary = run_pipeline(config, fresh=settings.fresh)
     evaluation = summary["eval"]
     results = json.loads(Path(evaluation["paths"]["results"]).read_text())
