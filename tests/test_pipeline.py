@@ -160,11 +160,20 @@ def test_a_mistake_in_the_last_stage_costs_nothing(three_conditions, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_stage_that_builds_on_the_wrong_kind_is_refused(three_conditions, capsys):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"template_from": "fixed"}, "uses 'fixed' as its template_from, but 'fixed' is a train stage"),
+        # one stage named in two roles is judged in each: a select stage makes no model to train on
+        ({"model": "top_choice"}, "uses 'top_choice' as its model, but 'top_choice' is a select stage"),
+    ],
+)
+def test_a_stage_that_builds_on_the_wrong_kind_is_refused(three_conditions, change, message, capsys):
     tmp_path, pipeline = three_conditions
-    pipeline["stages"][2]["template_from"] = "fixed"
+    pipeline["stages"][2].update(change)
     assert main(["pipeline", "--config", write(tmp_path / "p.yaml", pipeline)]) == 2
-    assert "uses 'fixed' as its template_from, but 'fixed' is a train stage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------- the older form

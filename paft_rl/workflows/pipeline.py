@@ -172,11 +172,17 @@ class PipelineStage(Settings):
     def kind(self) -> str:
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
 
+    def roles(self) -> list[tuple[str, str]]:
+        """The stages this one names, each with the role it names it in (``model``, ``template_from``, ``merge``),
+        in the order given."""
+        named = {"merge": [("merge", self.merge)],
+                 "evaluate": [("model", name) for name in self.evaluate.models] if self.evaluate else []}.get(
+            self.kind, [("model", self.model), ("template_from", self.template_from)])
+        return [(role, name) for role, name in named if name not in (None, BASE)]
+
     def needs(self) -> list[str]:
         """The stages this one names (and so builds on), in the order given."""
-        named = {"merge": [self.merge], "evaluate": list(self.evaluate.models) if self.evaluate else []}.get(
-            self.kind, [self.model, self.template_from])
-        return [name for name in named if name not in (None, BASE)]
+        return list(dict.fromkeys(name for _, name in self.roles()))
 
 
 @dataclass
@@ -203,25 +209,23 @@ class PipelineConfig(Settings):
             where = f"stages[{index}] ({stage.name})"
             if stage.name in seen:
                 raise SettingError("stages", f"name {stage.name!r} twice: stage names must differ")
-            for name in stage.needs():
-                check_reference(stage, name, seen, where)
+            for role, name in stage.roles():
+                check_reference(role, name, seen, where)
             seen[stage.name] = stage
 
     def stage(self, name: str) -> PipelineStage:
         return next(stage for stage in self.stages if stage.name == name)
 
 
-def check_reference(stage: PipelineStage, name: str, earlier: dict[str, PipelineStage], where: str) -> None:
-    """``stage`` names ``name``: an earlier stage of the kind that role needs."""
+def check_reference(role: str, name: str, earlier: dict[str, PipelineStage], where: str) -> None:
+    """A stage names ``name`` as its ``role``: an earlier stage of the kind that role needs."""
     if name not in earlier:
         raise SettingError("stages", f"{where} names {name!r}, which is no earlier stage (stages run in order)")
     kind = earlier[name].kind
-    wanted = {"template_from": ("select",), "merge": ("train",)}
-    role = "template_from" if name == stage.template_from else "merge" if stage.kind == "merge" else "model"
-    if kind not in wanted.get(role, ("train", "merge")):
-        allowed = " or ".join(wanted.get(role, ("train", "merge")))
+    wanted = {"template_from": ("select",), "merge": ("train",)}.get(role, ("train", "merge"))
+    if kind not in wanted:
         raise SettingError("stages", f"{where} uses {name!r} as its {role}, but {name!r} is a {kind} stage "
-                                     f"(a {allowed} stage is needed)")
+                                     f"(a {' or '.join(wanted)} stage is needed)")
 
 
 # ---------------------------------------------------------------------------------------------- the older form
@@ -340,6 +344,12 @@ def base_model(config: PipelineConfig) -> str:
     return str(smollm2_dir()) if model == SMOLLM2 else model
 
 
+def checked_recipe(stage: PipelineStage, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as it is checked before anything runs: a ``template_from`` stage trains on a template its select
+    stage has not chosen yet, one of the pool's train templates, so its draw is checked as ``uniform``."""
+    return {**recipe, "template_draw": "uniform"} if stage.template_from else recipe
+
+
 def make_plan(config: PipelineConfig) -> Plan:
     """Every recipe parsed and every evaluation's settings built, before anything runs: a mistake in the last
     stage costs nothing."""
@@ -354,10 +364,9 @@ def make_plan(config: PipelineConfig) -> Plan:
             recipe, notes = stage_recipe(stage, plan.models[stage.model], plan.out)
             plan.notes += notes
             command = stage.train or None
-            if stage.template_from:  # the chosen template is one of the pool's train templates
-                recipe = {**recipe, "template_draw": "uniform"}
             try:
-                plan.parsed[stage.name], _ = recipe_configs(command, recipe, f"stage {stage.name} recipe")
+                plan.parsed[stage.name], _ = recipe_configs(command, checked_recipe(stage, recipe),
+                                                            f"stage {stage.name} recipe")
             except UserError as error:
                 raise UserError(f"stage {stage.name}: {error}") from None
             plan.recipes[stage.name] = recipe
@@ -492,11 +501,9 @@ def check_plan(plan: Plan) -> None:
 
     for stage in plan.config.stages:
         if stage.kind == "train":
-            recipe = plan.recipes[stage.name]
-            if stage.template_from:
-                recipe = {**recipe, "template_draw": "uniform"}
             model = None if stage.model == BASE else plan.base
-            check_training(stage.train, recipe, f"stage {stage.name}", model=model)
+            check_training(stage.train, checked_recipe(stage, plan.recipes[stage.name]), f"stage {stage.name}",
+                           model=model)
         elif stage.kind == "evaluate":
             check_evaluation(plan.evaluations[stage.name][1], f"stage {stage.name}")
         elif stage.kind == "sequence":
