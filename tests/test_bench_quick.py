@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RATIO = r"\d+\.\d+"
 
-# script -> (lines its quick run must print, as regular expressions; the last one must match its last line).
+# script (and its arguments) -> (lines its quick run must print, as regular expressions; the last one must match
+# its last line).
 QUICK = {
     "eval_budget.py": [r"synth_mc-smollm2: .*", r"error ratio budgeted / naive .*",
                        *[rf"\s+{budget}%: mae {RATIO}, w1 {RATIO}, worst {RATIO}, std {RATIO}"
@@ -25,6 +26,12 @@ QUICK = {
                       rf"lm-eval at batch size +1, one run per template: +{RATIO} s, {RATIO}x paft-rl's time; .*",
                       rf"lm-eval at batch size +4, one run per template: +{RATIO} s, {RATIO}x paft-rl's time; .*",
                       rf"speed-up against lm-eval at its best batch size \([14]\): {RATIO}x \(target >= 5x\)"],
+    "eval_speed.py --scoring loglik": [
+        r"synth_mc: 1 templates x 4 questions, .*, options scored by log-likelihood, .*",
+        r"identical prompts: 4/4",
+        rf"lm-eval at batch size +1, one run per template: +{RATIO} s, {RATIO}x paft-rl's time; largest accuracy "
+        r"difference 0.0 points .*: ok",
+        rf"speed-up against lm-eval at its best batch size \([14]\): {RATIO}x"],
     "greedy_speed.py": [r"synth_mc: 2 templates x 4 questions = 8 prompts .*",
                         r"generate, <=2048 tokens a batch: median .*; tokens equal to the wave decoder's on 8/8 "
                         r"prompts",
@@ -54,7 +61,7 @@ ELSEWHERE = {
     "gpu_check.sh": ("test_trainers_mixed.py", "test_gpu_check_smoke_run_on_cpu"),
 }
 # What a script's quick run needs beyond the test environment.
-NEEDS = {"eval_speed.py": "lm_eval", "grpo_vllm.py": "vllm"}
+NEEDS = {"eval_speed.py": "lm_eval", "eval_speed.py --scoring loglik": "lm_eval", "grpo_vllm.py": "vllm"}
 SHARED = {"rewards.py": ("gsm8k/test.jsonl", "math/test.jsonl")}
 
 
@@ -65,7 +72,7 @@ def scripts() -> list[str]:
 
 
 def test_every_benchmark_has_a_quick_run_under_test():
-    assert sorted([*QUICK, *ELSEWHERE]) == scripts()
+    assert sorted({*(run.split()[0] for run in QUICK), *ELSEWHERE}) == scripts()
     for test_file, test_name in ELSEWHERE.values():
         assert f"def {test_name}(" in (ROOT / "tests" / test_file).read_text(encoding="utf-8")
 
@@ -78,7 +85,8 @@ def test_quick_run_prints_its_figures(script, shared_file):
     for relative in SHARED.get(script, ()):
         shared_file(relative)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
+    name, *arguments = script.split()
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / name), *arguments, "--quick"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()

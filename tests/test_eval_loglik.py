@@ -40,14 +40,14 @@ def direct_logliks(model, tokenizer, prompt: str, options: list[str], chat: bool
     return scores
 
 
-@pytest.mark.parametrize("chat", [True, False])
-def test_loglik_matches_direct_per_option_computation(tmp_path, tiny_model, chat):
+@pytest.mark.parametrize("chat, batch_size", [(True, 5), (False, 5), (True, 64), (False, 64)])
+def test_loglik_matches_direct_per_option_computation(tmp_path, tiny_model, chat, batch_size):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings = EvalSettings(task="synth_mc", models=[str(tiny_model)], out=str(tmp_path / "out"),
                             templates=str(write_pool(tmp_path / "pool.jsonl")), limit=ROWS, progress=False,
-                            # 5 rows: batches of one question
-                            scoring="loglik", prompt_format="chat" if chat else "plain", batch_size=5)
+                            # 5 rows: batches of one question; 64: questions of different prompt lengths together
+                            scoring="loglik", prompt_format="chat" if chat else "plain", batch_size=batch_size)
     results, records = evaluate(settings)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
