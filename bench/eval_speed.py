@@ -41,7 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-DATA_FILES = {"piqa": "piqa/validation.jsonl", "hellaswag": "hellaswag/validation.jsonl"}
+# task -> its data file under ../shared/data
+DATA_FILES = {"piqa": "piqa/validation.jsonl", "piqa_cloze": "piqa/validation.jsonl",
+              "hellaswag": "hellaswag/validation.jsonl", "hellaswag_cloze": "hellaswag/validation.jsonl"}
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_kernels, tiny_model  # noqa: E402
@@ -68,12 +70,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="folder for both sides' outputs (default: a temporary one)")
     parser.add_argument("--scoring", choices=["generate", "loglik"], default="generate",
                         help="generate and score the answers (default), or score the options by log-likelihood")
-    parser.add_argument("--task", default=None,
+    parser.add_argument("--task", default=None, choices=sorted(DATA_FILES),
                         help="the task (default: piqa to generate, piqa_cloze to score options; its data from "
                              "../shared/data)")
     parser.add_argument("--quick", action="store_true",
                         help="the tests' tiny model on synth_mc, 1 template x 4 questions, lm-eval batch 1 and 4")
     args = parser.parse_args()
+    if args.quick and args.task:
+        parser.error("--quick runs the synthetic task synth_mc: leave out --task")
     if args.quick:
         args.templates, args.questions, args.lm_eval_batch_size = 1, 4, ["1", "4"]
     return args
@@ -85,9 +89,12 @@ def benchmark_task(args: argparse.Namespace) -> tuple[str, str | None, str | Non
     name = args.task or ("piqa_cloze" if args.scoring == "loglik" else "piqa")
     if args.quick:
         return "synth_mc", None, None
-    path = DATA / DATA_FILES.get(name.removesuffix("_cloze"), f"{name}.jsonl")
+    path = DATA / DATA_FILES[name]
     if path.is_file():
         return name, str(path), "train"  # a single JSONL file loads as split "train"
+    if args.task:
+        raise SystemExit(f"error: --task {name} reads {path}, which is not there: add ../shared/data or leave out "
+                         "--task")
     print(f"note: {path} not found; using the synthetic task synth_mc")
     return "synth_mc", None, None
 

@@ -8,9 +8,8 @@ would see (the template, then the chat template); the answer is recorded as the 
 the task's reward scores it like any generated answer.
 
 The prompt is read once per question, not once per option: one forward pass over the batch's prompts fills a
-key/value cache, which is copied to each option's row, and a second pass reads only the options' tokens. HellaSwag's
-four endings or PIQA's two solutions are short next to the prompt, so this reads about half (PIQA) to a third
-(HellaSwag) of the tokens a pass over every prompt-plus-option sequence reads.
+key/value cache, which is copied to each option's row, and a second pass reads only the options' tokens, so a
+question with k options spares k - 1 passes over its prompt (bench/eval_speed.py --scoring loglik times it).
 
 Continuations are tokenised the way the harness does it: the prompt and option are encoded together and the
 option's tokens are what follows the prompt's, so a word that merges with the space before it is scored as
